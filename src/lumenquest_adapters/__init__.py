@@ -1,0 +1,1 @@
+"""lumenquest adapters: memory, SQLAlchemy, Stripe, SendGrid and Redis."""

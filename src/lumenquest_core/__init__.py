@@ -1,0 +1,1 @@
+"""lumenquest core: pure billing domain, ports and services."""
