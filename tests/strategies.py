@@ -19,7 +19,7 @@ instants = st.datetimes(
 ).map(lambda d: d.replace(microsecond=0))
 
 currencies = st.sampled_from(CURRENCIES)
-amounts = st.integers(min_value=-10**12, max_value=10**12)
+amounts = st.integers(min_value=-(10**12), max_value=10**12)
 positive_amounts = st.integers(min_value=1, max_value=10**10)
 cycles = st.builds(
     BillingCycle,
@@ -28,7 +28,9 @@ cycles = st.builds(
 )
 
 
-def money(currency: str = "USD", min_value: int = -10**12, max_value: int = 10**12) -> st.SearchStrategy[Money]:
+def money(
+    currency: str = "USD", min_value: int = -(10**12), max_value: int = 10**12
+) -> st.SearchStrategy[Money]:
     """Money in ``currency`` with amounts in the given range."""
     return st.integers(min_value=min_value, max_value=max_value).map(lambda a: Money(a, currency))
 

@@ -25,7 +25,9 @@ class LineKind(enum.StrEnum):
 
 def _percentage(value: object) -> Decimal:
     if isinstance(value, float | bool) or not isinstance(value, Decimal | int | str):
-        raise ValidationError("a tax percentage must be a Decimal, an int or a string, never a float")
+        raise ValidationError(
+            "a tax percentage must be a Decimal, an int or a string, never a float"
+        )
     percentage = Decimal(value)
     if not percentage.is_finite() or percentage < 0 or percentage >= 1000:
         raise ValidationError(f"tax percentage {value} is out of range")

@@ -12,18 +12,169 @@ from lumenquest_core.errors import CurrencyMismatch, UnknownCurrency, Validation
 
 __all__ = ["CURRENCY_EXPONENTS", "Money", "allocate", "currency_exponent", "round_half_even"]
 
-_ZERO_DECIMAL = ("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF").split()
-_THREE_DECIMAL = "BHD IQD JOD KWD LYD OMR TND".split()
-_FOUR_DECIMAL = "CLF UYW".split()
-_TWO_DECIMAL = (
-    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP"
-    " BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD"
-    " FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD"
-    " KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD"
-    " NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP"
-    " SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED"
-    " VES WST XCD XCG YER ZAR ZMW ZWG"
-).split()
+_ZERO_DECIMAL = [
+    "BIF",
+    "CLP",
+    "DJF",
+    "GNF",
+    "ISK",
+    "JPY",
+    "KMF",
+    "KRW",
+    "PYG",
+    "RWF",
+    "UGX",
+    "UYI",
+    "VND",
+    "VUV",
+    "XAF",
+    "XOF",
+    "XPF",
+]
+_THREE_DECIMAL = ["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"]
+_FOUR_DECIMAL = ["CLF", "UYW"]
+_TWO_DECIMAL = [
+    "AED",
+    "AFN",
+    "ALL",
+    "AMD",
+    "ANG",
+    "AOA",
+    "ARS",
+    "AUD",
+    "AWG",
+    "AZN",
+    "BAM",
+    "BBD",
+    "BDT",
+    "BGN",
+    "BMD",
+    "BND",
+    "BOB",
+    "BOV",
+    "BRL",
+    "BSD",
+    "BTN",
+    "BWP",
+    "BYN",
+    "BZD",
+    "CAD",
+    "CDF",
+    "CHE",
+    "CHF",
+    "CHW",
+    "CNY",
+    "COP",
+    "COU",
+    "CRC",
+    "CUP",
+    "CVE",
+    "CZK",
+    "DKK",
+    "DOP",
+    "DZD",
+    "EGP",
+    "ERN",
+    "ETB",
+    "EUR",
+    "FJD",
+    "FKP",
+    "GBP",
+    "GEL",
+    "GHS",
+    "GIP",
+    "GMD",
+    "GTQ",
+    "GYD",
+    "HKD",
+    "HNL",
+    "HTG",
+    "HUF",
+    "IDR",
+    "ILS",
+    "INR",
+    "IRR",
+    "JMD",
+    "KES",
+    "KGS",
+    "KHR",
+    "KPW",
+    "KYD",
+    "KZT",
+    "LAK",
+    "LBP",
+    "LKR",
+    "LRD",
+    "LSL",
+    "MAD",
+    "MDL",
+    "MGA",
+    "MKD",
+    "MMK",
+    "MNT",
+    "MOP",
+    "MRU",
+    "MUR",
+    "MVR",
+    "MWK",
+    "MXN",
+    "MXV",
+    "MYR",
+    "MZN",
+    "NAD",
+    "NGN",
+    "NIO",
+    "NOK",
+    "NPR",
+    "NZD",
+    "PAB",
+    "PEN",
+    "PGK",
+    "PHP",
+    "PKR",
+    "PLN",
+    "QAR",
+    "RON",
+    "RSD",
+    "RUB",
+    "SAR",
+    "SBD",
+    "SCR",
+    "SDG",
+    "SEK",
+    "SGD",
+    "SHP",
+    "SLE",
+    "SOS",
+    "SRD",
+    "SSP",
+    "STN",
+    "SVC",
+    "SYP",
+    "SZL",
+    "THB",
+    "TJS",
+    "TMT",
+    "TOP",
+    "TRY",
+    "TTD",
+    "TWD",
+    "TZS",
+    "UAH",
+    "USD",
+    "USN",
+    "UYU",
+    "UZS",
+    "VED",
+    "VES",
+    "WST",
+    "XCD",
+    "XCG",
+    "YER",
+    "ZAR",
+    "ZMW",
+    "ZWG",
+]
 
 CURRENCY_EXPONENTS: Final[dict[str, int]] = {
     **dict.fromkeys(_TWO_DECIMAL, 2),
@@ -56,7 +207,7 @@ def round_half_even(numerator: int, denominator: int) -> int:
     return quotient
 
 
-def _validate_amount(_instance: Money, _attribute: object, value: object) -> None:
+def _validate_amount(_instance: Money, _attribute: object, value: Any) -> None:
     # bool is an int subclass; True cents is a bug, never an amount.
     if type(value) is not int:
         raise ValidationError(
@@ -66,8 +217,8 @@ def _validate_amount(_instance: Money, _attribute: object, value: object) -> Non
         )
 
 
-def _validate_currency(_instance: Money, _attribute: object, value: object) -> None:
-    currency_exponent(value)  # type: ignore[arg-type]
+def _validate_currency(_instance: Money, _attribute: object, value: Any) -> None:
+    currency_exponent(value)
 
 
 @attrs.frozen(order=False)
@@ -85,7 +236,7 @@ class Money:
     @classmethod
     def from_decimal(cls, value: Decimal | int | str, currency: str) -> Money:
         """Build Money from a major-unit decimal such as ``Decimal("12.34")``; never a float."""
-        if isinstance(value, float) or isinstance(value, bool):
+        if isinstance(value, float | bool):
             raise ValidationError(
                 "floats are never accepted as money; pass a Decimal or a string",
                 details={"value": repr(value)},
@@ -97,7 +248,9 @@ class Money:
                 f"{value!r} is not a decimal number", details={"value": repr(value)}
             ) from None
         if not exact.is_finite():
-            raise ValidationError(f"{value!r} is not a finite amount", details={"value": str(value)})
+            raise ValidationError(
+                f"{value!r} is not a finite amount", details={"value": str(value)}
+            )
         minor = exact.scaleb(currency_exponent(currency))
         if minor != minor.to_integral_value():
             raise ValidationError(
@@ -109,8 +262,10 @@ class Money:
     def to_decimal(self) -> Decimal:
         """Return the amount in major units, e.g. ``Decimal("12.34")``."""
         exponent = CURRENCY_EXPONENTS[self.currency]
-        return Decimal(self.amount).scaleb(-exponent).quantize(
-            Decimal(1).scaleb(-exponent), rounding=ROUND_HALF_EVEN
+        return (
+            Decimal(self.amount)
+            .scaleb(-exponent)
+            .quantize(Decimal(1).scaleb(-exponent), rounding=ROUND_HALF_EVEN)
         )
 
     def _same(self, other: Money) -> None:
@@ -204,9 +359,3 @@ def allocate(total: Money, weights: Sequence[int]) -> list[Money]:
     for index in by_remainder[:leftover]:
         parts[index] += 1
     return [_money(sign * part, total.currency) for part in parts]
-
-
-def _check_money(value: Any, name: str) -> Money:
-    if not isinstance(value, Money):
-        raise ValidationError(f"{name} must be Money, not {type(value).__name__}")
-    return value

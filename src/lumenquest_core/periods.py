@@ -83,8 +83,7 @@ class BillingCycle:
 def _check_period(instance: Period, _attribute: object, end: datetime) -> None:
     if end <= instance.start:
         raise ValidationError(
-            f"a period must end after it starts: {instance.start.isoformat()}"
-            f" .. {end.isoformat()}",
+            f"a period must end after it starts: {instance.start.isoformat()} .. {end.isoformat()}",
             details={"start": instance.start.isoformat(), "end": end.isoformat()},
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from lumenquest_core.catalog import Price
 from lumenquest_core.errors import ValidationError
@@ -42,14 +42,12 @@ class ChangeTiming(enum.StrEnum):
     PERIOD_END = "period_end"
 
 
-_EPOCH_ORDINAL = datetime(1970, 1, 1, tzinfo=UTC).toordinal()
+def _seconds(delta: timedelta) -> int:
+    # Whole seconds of a non-negative offset; microseconds are dropped as Stripe's timestamps do.
+    return delta.days * _SECONDS_PER_DAY + delta.seconds
 
 
-def _position(at: datetime, granularity: Granularity) -> int:
-    if granularity is Granularity.SECOND:
-        # Integer seconds since the epoch; floor division keeps sub-second instants consistent.
-        return int(at.timestamp() // 1)
-    return at.astimezone(UTC).toordinal() - _EPOCH_ORDINAL
+_SECONDS_PER_DAY = 86400
 
 
 def prorate(
@@ -63,19 +61,27 @@ def prorate(
     Cumulative rounding: ``R(amount·(b−s)/L) − R(amount·(a−s)/L)`` with ``R`` round half
     to even, so the shares of any partition of the period sum exactly to ``amount``.
     """
-    if portion.start < period.start or portion.end > period.end:
+    start = period.start
+    if portion.start < start or portion.end > period.end:
         raise ValidationError(
             f"the portion {portion} lies outside the period {period}",
             details={"period": str(period), "portion": str(portion)},
         )
-    start = _position(period.start, granularity)
-    length = _position(period.end, granularity) - start
+    if granularity is Granularity.SECOND:
+        length = _seconds(period.end - start)
+        upto_start = _seconds(portion.start - start)
+        upto_end = _seconds(portion.end - start)
+    else:
+        # Whole UTC calendar days: every bound is already in UTC (Period converts it).
+        first_day = start.toordinal()
+        length = period.end.toordinal() - first_day
+        upto_start = portion.start.toordinal() - first_day
+        upto_end = portion.end.toordinal() - first_day
     if length <= 0:
         raise ValidationError(f"the period {period} is shorter than one {granularity}")
     total = amount.amount
-    upto_end = round_half_even(total * (_position(portion.end, granularity) - start), length)
-    upto_start = round_half_even(total * (_position(portion.start, granularity) - start), length)
-    return _money(upto_end - upto_start, amount.currency)
+    share = round_half_even(total * upto_end, length) - round_half_even(total * upto_start, length)
+    return _money(share, amount.currency)
 
 
 def change_lines(
