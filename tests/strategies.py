@@ -68,3 +68,46 @@ def prices(
     tiers = [Tier(b, draw(unit), draw(st.none() | unit)) for b in bounds]
     tiers.append(Tier(None, draw(unit), draw(st.none() | unit)))
     return Price(pid, "plan_x", currency, chosen_cycle, scheme, tiers=tiers)
+
+
+# --- invoicing: lines, tax rates and coupons ---------------------------------------------
+
+# Imported here, not at the top, so this section can be appended without touching the rest.
+from lumenquest_core.coupons import Coupon, CouponDuration  # noqa: E402
+from lumenquest_core.lines import InvoiceLine, LineKind, TaxRate  # noqa: E402
+
+
+@st.composite
+def tax_rates(draw: st.DrawFn, inclusive: bool | None = None) -> TaxRate:
+    """A tax rate of 0–30 % with up to three decimal places (8.875 % included)."""
+    percentage = draw(st.decimals(min_value=0, max_value=30, places=3))
+    chosen = draw(st.booleans()) if inclusive is None else inclusive
+    return TaxRate(draw(st.sampled_from(["vat", "gst", "city"])), "Tax", percentage, chosen)
+
+
+@st.composite
+def invoice_lines(
+    draw: st.DrawFn, currency: str = "USD", min_amount: int = -(10**8), max_amount: int = 10**8
+) -> InvoiceLine:
+    """An invoice line of any kind, positive or negative, maybe with its own tax rates."""
+    inclusive = draw(st.booleans())
+    return InvoiceLine(
+        kind=draw(st.sampled_from(list(LineKind))),
+        description="line",
+        amount=draw(money(currency, min_amount, max_amount)),
+        quantity=draw(st.integers(min_value=0, max_value=100)),
+        discountable=draw(st.booleans()),
+        tax_rates=draw(st.lists(tax_rates(inclusive), max_size=2)),
+    )
+
+
+@st.composite
+def coupons(draw: st.DrawFn, currency: str = "USD") -> Coupon:
+    """A percent or amount-off coupon of any duration in ``currency``."""
+    duration = draw(st.sampled_from(list(CouponDuration)))
+    cycles_ = draw(st.integers(1, 12)) if duration is CouponDuration.REPEATING else None
+    if draw(st.booleans()):
+        percent = draw(st.decimals(min_value="0.01", max_value=100, places=2))
+        return Coupon("coupon", percent_off=percent, duration=duration, duration_in_cycles=cycles_)
+    amount = draw(money(currency, 1, 10**8))
+    return Coupon("coupon", amount_off=amount, duration=duration, duration_in_cycles=cycles_)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
@@ -91,6 +91,10 @@ class Tier:
     flat_amount: Money | None = None
 
 
+def _tiers(value: Iterable[Tier]) -> tuple[Tier, ...]:
+    return tuple(value)
+
+
 def _check_quantity(quantity: object) -> int:
     if type(quantity) is not int or quantity < 0:
         raise ValidationError(
@@ -110,7 +114,7 @@ class Price:
     cycle: BillingCycle
     scheme: PricingScheme = attrs.field(default=PricingScheme.PER_UNIT, converter=PricingScheme)
     unit_amount: Money | None = None
-    tiers: tuple[Tier, ...] = attrs.field(default=(), converter=tuple)
+    tiers: tuple[Tier, ...] = attrs.field(default=(), converter=_tiers)
     usage_type: UsageType = attrs.field(default=UsageType.LICENSED, converter=UsageType)
     trial_days: int = 0
     active: bool = True

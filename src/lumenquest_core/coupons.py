@@ -10,6 +10,7 @@ import attrs
 
 from lumenquest_core.errors import CurrencyMismatch, ValidationError
 from lumenquest_core.money import Money, _money
+from lumenquest_core.periods import aware
 
 __all__ = ["Coupon", "CouponDuration", "Discount"]
 
@@ -24,14 +25,34 @@ class CouponDuration(enum.StrEnum):
     FOREVER = "forever"
 
 
+def _duration(value: CouponDuration | str) -> CouponDuration:
+    try:
+        return CouponDuration(value)
+    except ValueError:
+        raise ValidationError(
+            f"duration must be one of {[d.value for d in CouponDuration]}, not {value!r}",
+            details={"duration": repr(value)},
+        ) from None
+
+
 def _percent(value: object) -> Decimal | None:
     if value is None:
         return None
     if isinstance(value, float | bool) or not isinstance(value, Decimal | int | str):
-        raise ValidationError("percent_off must be a Decimal, an int or a string, never a float")
-    percent = Decimal(value)
+        raise ValidationError(
+            "percent_off must be a Decimal, an int or a string, never a float",
+            details={"percent_off": repr(value)},
+        )
+    try:
+        percent = Decimal(value)
+    except ArithmeticError:
+        raise ValidationError(
+            f"percent_off {value!r} is not a number", details={"percent_off": repr(value)}
+        ) from None
     if not percent.is_finite() or not 0 < percent <= _HUNDRED:
-        raise ValidationError(f"percent_off must be in (0, 100], not {value}")
+        raise ValidationError(
+            f"percent_off must be in (0, 100], not {value}", details={"percent_off": str(value)}
+        )
     return percent
 
 
@@ -43,35 +64,60 @@ class Coupon:
     name: str = ""
     percent_off: Decimal | None = attrs.field(default=None, converter=_percent)
     amount_off: Money | None = None
-    duration: CouponDuration = attrs.field(default=CouponDuration.ONCE, converter=CouponDuration)
+    duration: CouponDuration = attrs.field(default=CouponDuration.ONCE, converter=_duration)
     duration_in_cycles: int | None = None
 
     def __attrs_post_init__(self) -> None:
+        details = {"coupon_id": self.id}
+        if not isinstance(self.id, str) or not self.id:
+            raise ValidationError("a coupon needs a non-empty id", details=details)
         if (self.percent_off is None) == (self.amount_off is None):
-            raise ValidationError("a coupon takes exactly one of percent_off and amount_off")
-        if self.amount_off is not None and self.amount_off.amount <= 0:
-            raise ValidationError("amount_off must be positive")
+            raise ValidationError(
+                "a coupon takes exactly one of percent_off and amount_off", details=details
+            )
+        if self.amount_off is not None and (
+            not isinstance(self.amount_off, Money) or self.amount_off.amount <= 0
+        ):
+            raise ValidationError("amount_off must be a positive Money", details=details)
         repeating = self.duration is CouponDuration.REPEATING
         if repeating != (self.duration_in_cycles is not None):
-            raise ValidationError("duration_in_cycles is required for, and only for, repeating")
+            raise ValidationError(
+                "duration_in_cycles is required for, and only for, repeating", details=details
+            )
         if repeating and (type(self.duration_in_cycles) is not int or self.duration_in_cycles < 1):
-            raise ValidationError("duration_in_cycles must be a positive int")
+            raise ValidationError("duration_in_cycles must be a positive int", details=details)
 
     def amount_off_of(self, amount: Money) -> Money:
         """Return the discount this coupon gives on ``amount``, never more than ``amount``."""
+        # The currency is checked before the zero short-cut so a wrong coupon always fails.
+        if self.amount_off is not None and self.amount_off.currency != amount.currency:
+            raise CurrencyMismatch(
+                f"coupon {self.id} is in {self.amount_off.currency},"
+                f" the amount in {amount.currency}",
+                details={"currencies": [self.amount_off.currency, amount.currency]},
+            )
         if amount.amount <= 0:
             return _money(0, amount.currency)
         if self.amount_off is not None:
-            if self.amount_off.currency != amount.currency:
-                raise CurrencyMismatch(
-                    f"coupon {self.id} is in {self.amount_off.currency},"
-                    f" the amount in {amount.currency}"
-                )
             return _money(min(self.amount_off.amount, amount.amount), amount.currency)
-        off = (Decimal(amount.amount) * self.percent_off / _HUNDRED).to_integral_value(
+        percent = self.percent_off
+        assert percent is not None  # exactly one of the two is set, checked at construction
+        off = (Decimal(amount.amount) * percent / _HUNDRED).to_integral_value(
             rounding=ROUND_HALF_EVEN
-        )  # type: ignore[operator]
+        )
         return _money(min(int(off), amount.amount), amount.currency)
+
+
+def _invoices_left(_instance: object, _attribute: object, value: int | None) -> None:
+    if value is not None and (type(value) is not int or value < 0):
+        raise ValidationError(
+            f"invoices_left must be None or a non-negative int, not {value!r}",
+            details={"invoices_left": repr(value)},
+        )
+
+
+def _start(value: datetime) -> datetime:
+    return aware(value, "discount start")
 
 
 @attrs.frozen
@@ -79,8 +125,8 @@ class Discount:
     """A coupon applied from ``start``; ``invoices_left`` is ``None`` while it lasts forever."""
 
     coupon: Coupon
-    start: datetime
-    invoices_left: int | None
+    start: datetime = attrs.field(converter=_start)
+    invoices_left: int | None = attrs.field(validator=_invoices_left)
 
     @classmethod
     def begin(cls, coupon: Coupon, start: datetime) -> Discount:
@@ -96,6 +142,10 @@ class Discount:
     def active(self) -> bool:
         """Whether the discount still applies to the next invoice."""
         return self.invoices_left is None or self.invoices_left > 0
+
+    def applies_at(self, at: datetime) -> bool:
+        """Whether the discount applies to an invoice created at ``at``."""
+        return self.active and self.start <= aware(at, "at")
 
     @property
     def recurring(self) -> bool:

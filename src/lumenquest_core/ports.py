@@ -1,0 +1,610 @@
+"""The ports: what the core needs from the world, said in the core's own words.
+
+Adapters implement these protocols; no adapter type appears in a signature here.
+Repositories raise :class:`~lumenquest_core.errors.NotFound` for a missing id and
+:class:`~lumenquest_core.errors.Conflict` when a uniqueness rule would be broken, exactly
+as a database constraint would, so that every adapter behaves the same.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from types import MappingProxyType, TracebackType
+from typing import Any, Protocol, Self
+
+import attrs
+
+from lumenquest_core.catalog import Plan, Price
+from lumenquest_core.coupons import Coupon
+from lumenquest_core.customers import Customer
+from lumenquest_core.events import DomainEvent
+from lumenquest_core.invoicing import CreditNote, Invoice, InvoiceStatus, Refund, TaxCalculator
+from lumenquest_core.lines import InvoiceLine
+from lumenquest_core.money import Money
+from lumenquest_core.payments import (
+    AuditEntry,
+    ChargeResult,
+    Payment,
+    SubscriptionChange,
+    UsageRecord,
+)
+from lumenquest_core.periods import Period
+from lumenquest_core.subscriptions import Subscription, SubscriptionStatus
+
+__all__ = [
+    "AnalyticsEvent",
+    "AnalyticsRepository",
+    "AuditLog",
+    "Cache",
+    "Clock",
+    "CouponRepository",
+    "CreditNoteRepository",
+    "CustomerRepository",
+    "DeliveryStatus",
+    "EmailDelivery",
+    "EmailDeliveryRepository",
+    "EmailMessage",
+    "EmailSender",
+    "IdempotencyRecord",
+    "IdempotencyStore",
+    "InvoiceRepository",
+    "Lock",
+    "OutboxMessage",
+    "OutboxRepository",
+    "PaymentGateway",
+    "PaymentRepository",
+    "PendingLine",
+    "PlanRepository",
+    "PriceRepository",
+    "RateLimitDecision",
+    "RateLimiter",
+    "SubscriptionChangeRepository",
+    "SubscriptionRepository",
+    "TaxCalculator",
+    "UnitOfWork",
+    "UsageRepository",
+]
+
+
+def _frozen(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value or {}))
+
+
+class Clock(Protocol):
+    """Tells the time; the only source of "now" the core ever reads."""
+
+    def now(self) -> datetime:
+        """Return the current instant, timezone-aware, in UTC."""
+        ...
+
+
+# -- records that only exist at the boundary -------------------------------------------
+
+
+@attrs.frozen
+class OutboxMessage:
+    """A domain event waiting in the outbox to be delivered, at least once."""
+
+    id: str
+    event: DomainEvent
+    created_at: datetime
+    delivered_at: datetime | None = None
+    attempts: int = 0
+
+
+@attrs.frozen
+class IdempotencyRecord:
+    """The first result of a call made with an idempotency key."""
+
+    key: str
+    fingerprint: str
+    result: Mapping[str, Any] = attrs.field(converter=_frozen, hash=False)
+    created_at: datetime
+    expires_at: datetime
+
+
+@attrs.frozen
+class PendingLine:
+    """A proration line waiting for the subscription's next invoice."""
+
+    id: str
+    customer_id: str
+    subscription_id: str
+    line: InvoiceLine
+    created_at: datetime
+
+
+@attrs.frozen
+class AnalyticsEvent:
+    """An analytics event (the seed's analytics_events table)."""
+
+    id: str
+    name: str
+    customer_id: str | None
+    occurred_at: datetime
+    properties: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen, hash=False)
+
+
+@attrs.frozen
+class EmailMessage:
+    """An email to send from a template: ``template`` names the notification kind."""
+
+    message_id: str
+    to: str
+    template: str
+    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen, hash=False)
+    customer_id: str | None = None
+
+
+class DeliveryStatus(enum.StrEnum):
+    """What is known about an email after it left (SendGrid's event names)."""
+
+    SENT = "sent"
+    PROCESSED = "processed"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCE = "bounce"
+    DROPPED = "dropped"
+    OPEN = "open"
+    CLICK = "click"
+
+
+@attrs.frozen
+class EmailDelivery:
+    """One email sent for one event: unique per event and template, so a redelivery sends none."""
+
+    message_id: str
+    event_id: str
+    template: str
+    to: str
+    status: DeliveryStatus
+    created_at: datetime
+    customer_id: str | None = None
+    provider_id: str | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen
+class RateLimitDecision:
+    """Whether a request may pass, and what is left of the window."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after_seconds: int
+
+
+# -- repositories ------------------------------------------------------------------------
+
+
+class CustomerRepository(Protocol):
+    """Customers, unique by id and by email."""
+
+    def add(self, customer: Customer) -> None:
+        """Store a new customer."""
+        ...
+
+    def get(self, customer_id: str) -> Customer:
+        """Return the customer or raise NotFound."""
+        ...
+
+    def find_by_email(self, email: str) -> Customer | None:
+        """Return the customer with this (normalised) email, if any."""
+        ...
+
+    def update(self, customer: Customer) -> None:
+        """Replace a stored customer."""
+        ...
+
+    def list(self, *, limit: int = 100, after: str | None = None) -> Sequence[Customer]:
+        """Return customers ordered by id, after the cursor ``after``."""
+        ...
+
+
+class PlanRepository(Protocol):
+    """Plans."""
+
+    def add(self, plan: Plan) -> None:
+        """Store a new plan."""
+        ...
+
+    def get(self, plan_id: str) -> Plan:
+        """Return the plan or raise NotFound."""
+        ...
+
+    def update(self, plan: Plan) -> None:
+        """Replace a stored plan."""
+        ...
+
+    def list(self, *, active_only: bool = False) -> Sequence[Plan]:
+        """Return plans ordered by id."""
+        ...
+
+
+class PriceRepository(Protocol):
+    """Prices; a price's amounts never change once created (as in Stripe)."""
+
+    def add(self, price: Price) -> None:
+        """Store a new price."""
+        ...
+
+    def get(self, price_id: str) -> Price:
+        """Return the price or raise NotFound."""
+        ...
+
+    def update(self, price: Price) -> None:
+        """Replace a stored price (its active flag or nickname)."""
+        ...
+
+    def list(self, *, plan_id: str | None = None, active_only: bool = False) -> Sequence[Price]:
+        """Return prices ordered by id."""
+        ...
+
+
+class CouponRepository(Protocol):
+    """Coupons."""
+
+    def add(self, coupon: Coupon) -> None:
+        """Store a new coupon."""
+        ...
+
+    def get(self, coupon_id: str) -> Coupon:
+        """Return the coupon or raise NotFound."""
+        ...
+
+    def list(self) -> Sequence[Coupon]:
+        """Return coupons ordered by id."""
+        ...
+
+
+class SubscriptionRepository(Protocol):
+    """Subscriptions, indexed by when time-driven work is next due for them."""
+
+    def add(self, subscription: Subscription) -> None:
+        """Store a new subscription."""
+        ...
+
+    def get(self, subscription_id: str) -> Subscription:
+        """Return the subscription or raise NotFound."""
+        ...
+
+    def update(self, subscription: Subscription) -> None:
+        """Replace a stored subscription."""
+        ...
+
+    def list(
+        self,
+        *,
+        customer_id: str | None = None,
+        status: SubscriptionStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Sequence[Subscription]:
+        """Return subscriptions ordered by id, after the cursor ``after``."""
+        ...
+
+    def claim_due(self, at: datetime, *, limit: int) -> Sequence[Subscription]:
+        """Return up to ``limit`` subscriptions with work due at ``at``, locked for this unit of work.
+
+        Two units of work running at once never claim the same subscription.
+        """
+        ...
+
+
+class InvoiceRepository(Protocol):
+    """Invoices (one subscription-cycle invoice per subscription and period), numbers and pending lines."""
+
+    def add(self, invoice: Invoice) -> None:
+        """Store a new invoice; a second cycle invoice for the same period raises Conflict."""
+        ...
+
+    def get(self, invoice_id: str) -> Invoice:
+        """Return the invoice or raise NotFound."""
+        ...
+
+    def update(self, invoice: Invoice) -> None:
+        """Replace a stored invoice."""
+        ...
+
+    def list(
+        self,
+        *,
+        customer_id: str | None = None,
+        subscription_id: str | None = None,
+        status: InvoiceStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Sequence[Invoice]:
+        """Return invoices ordered by id, after the cursor ``after``."""
+        ...
+
+    def next_number(self) -> int:
+        """Take the next invoice number of a gapless sequence (rolled back with the unit of work)."""
+        ...
+
+    def add_pending_line(self, pending: PendingLine) -> None:
+        """Keep a proration line for the subscription's next invoice."""
+        ...
+
+    def take_pending_lines(self, subscription_id: str) -> Sequence[PendingLine]:
+        """Remove and return the lines waiting for the subscription's next invoice."""
+        ...
+
+
+class PaymentRepository(Protocol):
+    """Payments (unique by idempotency key) and refunds."""
+
+    def add(self, payment: Payment) -> None:
+        """Store a new payment; a reused idempotency key raises Conflict."""
+        ...
+
+    def get(self, payment_id: str) -> Payment:
+        """Return the payment or raise NotFound."""
+        ...
+
+    def update(self, payment: Payment) -> None:
+        """Replace a stored payment."""
+        ...
+
+    def list(
+        self, *, invoice_id: str | None = None, customer_id: str | None = None
+    ) -> Sequence[Payment]:
+        """Return payments ordered by creation."""
+        ...
+
+    def pending(self, *, created_before: datetime, limit: int) -> Sequence[Payment]:
+        """Return payments still pending that were created before ``created_before``."""
+        ...
+
+    def add_refund(self, refund: Refund) -> None:
+        """Store a refund."""
+        ...
+
+    def refunds(
+        self, *, payment_id: str | None = None, invoice_id: str | None = None
+    ) -> Sequence[Refund]:
+        """Return refunds ordered by creation."""
+        ...
+
+
+class CreditNoteRepository(Protocol):
+    """Credit notes."""
+
+    def add(self, note: CreditNote) -> None:
+        """Store a credit note."""
+        ...
+
+    def list(
+        self, *, invoice_id: str | None = None, customer_id: str | None = None
+    ) -> Sequence[CreditNote]:
+        """Return credit notes ordered by creation."""
+        ...
+
+
+class UsageRepository(Protocol):
+    """Usage records of metered subscriptions."""
+
+    def add(self, record: UsageRecord) -> None:
+        """Store a usage record; a reused id raises Conflict."""
+        ...
+
+    def total(self, subscription_id: str, period: Period) -> int:
+        """Return the quantity used in ``period`` (half-open)."""
+        ...
+
+    def list(self, subscription_id: str) -> Sequence[UsageRecord]:
+        """Return the subscription's usage records ordered by time."""
+        ...
+
+
+class OutboxRepository(Protocol):
+    """Domain events waiting for delivery, written in the same unit of work as the change."""
+
+    def add(self, message: OutboxMessage) -> None:
+        """Store an event; a reused id raises Conflict."""
+        ...
+
+    def pending(self, *, limit: int) -> Sequence[OutboxMessage]:
+        """Return undelivered messages, oldest first."""
+        ...
+
+    def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
+        """Record that the messages were delivered."""
+        ...
+
+    def list(self, *, customer_id: str | None = None) -> Sequence[OutboxMessage]:
+        """Return every message, oldest first."""
+        ...
+
+
+class AuditLog(Protocol):
+    """The audit trail: append only."""
+
+    def add(self, entry: AuditEntry) -> None:
+        """Append an entry."""
+        ...
+
+    def list(
+        self, *, subject_id: str | None = None, customer_id: str | None = None
+    ) -> Sequence[AuditEntry]:
+        """Return entries oldest first."""
+        ...
+
+
+class SubscriptionChangeRepository(Protocol):
+    """Every subscription's history with its MRR, the source of historical metrics."""
+
+    def add(self, change: SubscriptionChange) -> None:
+        """Append a change."""
+        ...
+
+    def list(
+        self,
+        *,
+        subscription_id: str | None = None,
+        customer_id: str | None = None,
+        until: datetime | None = None,
+    ) -> Sequence[SubscriptionChange]:
+        """Return changes oldest first, up to and including ``until``."""
+        ...
+
+
+class AnalyticsRepository(Protocol):
+    """Analytics events."""
+
+    def add(self, event: AnalyticsEvent) -> None:
+        """Store an event; a reused id raises Conflict."""
+        ...
+
+    def list(
+        self, *, customer_id: str | None = None, since: datetime | None = None
+    ) -> Sequence[AnalyticsEvent]:
+        """Return events oldest first."""
+        ...
+
+
+class EmailDeliveryRepository(Protocol):
+    """Emails sent, unique per (event id, template), with their delivery status."""
+
+    def add(self, delivery: EmailDelivery) -> None:
+        """Store a delivery; the same event and template twice raises Conflict."""
+        ...
+
+    def find(self, event_id: str, template: str) -> EmailDelivery | None:
+        """Return the delivery of this event's email, if it was sent."""
+        ...
+
+    def get(self, message_id: str) -> EmailDelivery:
+        """Return the delivery or raise NotFound."""
+        ...
+
+    def update(self, delivery: EmailDelivery) -> None:
+        """Replace a stored delivery."""
+        ...
+
+    def list(self, *, customer_id: str | None = None) -> Sequence[EmailDelivery]:
+        """Return deliveries oldest first."""
+        ...
+
+
+class IdempotencyStore(Protocol):
+    """First results of idempotent calls, by key; kept until they expire."""
+
+    def get(self, key: str, at: datetime) -> IdempotencyRecord | None:
+        """Return the unexpired record for ``key``, if any."""
+        ...
+
+    def put(self, record: IdempotencyRecord) -> None:
+        """Store a record; an unexpired record with the same key raises Conflict."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over every repository: nothing is kept unless ``commit`` is called."""
+
+    customers: CustomerRepository
+    plans: PlanRepository
+    prices: PriceRepository
+    coupons: CouponRepository
+    subscriptions: SubscriptionRepository
+    invoices: InvoiceRepository
+    payments: PaymentRepository
+    credit_notes: CreditNoteRepository
+    usage: UsageRepository
+    outbox: OutboxRepository
+    audit_log: AuditLog
+    subscription_changes: SubscriptionChangeRepository
+    analytics: AnalyticsRepository
+    email_deliveries: EmailDeliveryRepository
+    idempotency: IdempotencyStore
+
+    def __enter__(self) -> Self:
+        """Begin the transaction."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Roll back whatever was not committed."""
+        ...
+
+    def commit(self) -> None:
+        """Keep every change made in this unit of work."""
+        ...
+
+    def rollback(self) -> None:
+        """Discard every change not yet committed."""
+        ...
+
+
+# -- services beyond storage -------------------------------------------------------------
+
+
+class PaymentGateway(Protocol):
+    """Collects money. Declines are results; transient faults raise GatewayUnavailable."""
+
+    def ensure_customer(self, customer: Customer) -> str:
+        """Create or update the customer at the gateway and return its reference there."""
+        ...
+
+    def charge(
+        self,
+        *,
+        customer: Customer,
+        amount: Money,
+        idempotency_key: str,
+        description: str,
+        metadata: Mapping[str, str],
+    ) -> ChargeResult:
+        """Charge the customer's default payment method once per idempotency key."""
+        ...
+
+    def refund(self, *, reference: str, amount: Money, idempotency_key: str) -> str:
+        """Refund part or all of a charge once per idempotency key; return the refund reference."""
+        ...
+
+
+class EmailSender(Protocol):
+    """Sends templated emails."""
+
+    def send(self, message: EmailMessage) -> str:
+        """Send the message and return the provider's id for it."""
+        ...
+
+
+class Cache(Protocol):
+    """A string cache with expiry."""
+
+    def get(self, key: str) -> str | None:
+        """Return the cached value, if present and unexpired."""
+        ...
+
+    def set(self, key: str, value: str, *, ttl_seconds: int) -> None:
+        """Cache a value for ``ttl_seconds``."""
+        ...
+
+    def delete(self, *keys: str) -> None:
+        """Forget the keys."""
+        ...
+
+
+class RateLimiter(Protocol):
+    """Counts hits per key in fixed windows, atomically."""
+
+    def hit(self, key: str, *, limit: int, window_seconds: int) -> RateLimitDecision:
+        """Count one hit and say whether it is within the limit."""
+        ...
+
+
+class Lock(Protocol):
+    """A named mutual-exclusion lock that can span processes."""
+
+    def hold(self, name: str, *, ttl_seconds: int) -> AbstractContextManager[bool]:
+        """Hold the lock for the ``with`` block; the value says whether it was acquired."""
+        ...

@@ -1,0 +1,2420 @@
+"""The ``Billing`` facade: every billing operation a host calls, built from ports.
+
+Each mutating method runs in one unit of work: the state change, its domain events (to
+the outbox), an audit row and, for subscriptions, a subscription-change row are written
+together or not at all. Payments are collected after that commit, through the gateway,
+with an idempotency key derived from the invoice and the attempt, and their outcome is
+recorded in a second unit of work; a crash in between leaves a *pending* payment that
+``run_due`` resolves by asking the gateway again with the same key, so nothing is ever
+charged twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import attrs
+
+from lumenquest_core import invoicing, metrics
+from lumenquest_core import subscriptions as lifecycle
+from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
+from lumenquest_core.codec import plan_from_dict, price_from_dict, to_jsonable
+from lumenquest_core.coupons import Coupon, CouponDuration
+from lumenquest_core.customers import Customer, Role, normalize_email
+from lumenquest_core.dunning import DunningPolicy
+from lumenquest_core.errors import (
+    Conflict,
+    CurrencyMismatch,
+    GatewayUnavailable,
+    IdempotencyConflict,
+    InvalidTransition,
+    NotFound,
+    PaymentDeclined,
+    ValidationError,
+)
+from lumenquest_core.events import DomainEvent, EventName
+from lumenquest_core.invoicing import (
+    BillingReason,
+    CreditNote,
+    CreditNoteOutcome,
+    Invoice,
+    InvoiceStatus,
+    Refund,
+    TaxCalculator,
+)
+from lumenquest_core.lines import InvoiceLine, LineKind
+from lumenquest_core.money import Money
+from lumenquest_core.payments import (
+    AuditEntry,
+    ChargeStatus,
+    Payment,
+    PaymentStatus,
+    SubscriptionChange,
+    UsageRecord,
+)
+from lumenquest_core.periods import BillingCycle, Interval, Period, aware, period_at
+from lumenquest_core.ports import (
+    AnalyticsEvent,
+    Cache,
+    Clock,
+    DeliveryStatus,
+    EmailDelivery,
+    EmailMessage,
+    EmailSender,
+    IdempotencyRecord,
+    OutboxMessage,
+    PaymentGateway,
+    PendingLine,
+    UnitOfWork,
+)
+from lumenquest_core.proration import ChangeTiming, Granularity, ProrationBehavior
+from lumenquest_core.subscriptions import Subscription, SubscriptionStatus, Transition
+
+__all__ = [
+    "Billing",
+    "GatewayEvent",
+    "GatewayEventType",
+    "RunSummary",
+    "new_id",
+]
+
+_T = TypeVar("_T")
+_Status = SubscriptionStatus
+
+SYSTEM_ACTOR = "system"
+# How long a renewal run works on one subscription before moving on; a subscription this
+# far behind finishes on the next run instead of holding a batch hostage.
+_MAX_STEPS_PER_SUBSCRIPTION = 64
+
+# Which email goes out for which event (the template names are the host's to map).
+EMAIL_TEMPLATES: Mapping[EventName, str] = {
+    EventName.CUSTOMER_CREATED: "welcome",
+    EventName.TRIAL_WILL_END: "trial_ending",
+    EventName.INVOICE_PAID: "invoice_paid",
+    EventName.PAYMENT_FAILED: "payment_failed",
+    EventName.SUBSCRIPTION_CHANGED: "subscription_changed",
+    EventName.SUBSCRIPTION_CANCELED: "subscription_canceled",
+}
+
+
+def new_id(prefix: str) -> str:
+    """Return a fresh random id such as ``sub_3f2a…`` (the default id factory)."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class GatewayEventType(enum.StrEnum):
+    """The gateway notifications ``Billing`` understands, in the core's words."""
+
+    PAYMENT_SUCCEEDED = "payment_succeeded"
+    PAYMENT_FAILED = "payment_failed"
+    CHARGE_REFUNDED = "charge_refunded"
+    DISPUTE_CREATED = "dispute_created"
+
+
+@attrs.frozen
+class GatewayEvent:
+    """A verified gateway notification; ``idempotency_key`` names our payment attempt."""
+
+    id: str
+    type: GatewayEventType
+    occurred_at: datetime
+    idempotency_key: str | None = None
+    reference: str | None = None
+    amount: Money | None = None
+    decline_code: str | None = None
+    message: str = ""
+
+
+@attrs.define
+class RunSummary:
+    """What one ``run_due`` call did."""
+
+    subscriptions: int = 0
+    renewals: int = 0
+    trials_ended: int = 0
+    trial_reminders: int = 0
+    resumed: int = 0
+    canceled: int = 0
+    expired: int = 0
+    payment_retries: int = 0
+    invoices: int = 0
+    payments_succeeded: int = 0
+    payments_failed: int = 0
+    payments_pending: int = 0
+    events_dispatched: int = 0
+
+
+@attrs.frozen
+class _Charge:
+    """A payment written as pending, to be sent to the gateway after commit."""
+
+    payment: Payment
+    customer: Customer
+    description: str
+
+
+@attrs.frozen
+class _ChargeOutcome:
+    charge: _Charge
+    succeeded: bool
+    reference: str | None = None
+    decline_code: str | None = None
+    message: str = ""
+
+
+def _fingerprint(operation: str, arguments: Mapping[str, Any]) -> str:
+    payload = json.dumps(
+        {"operation": operation, "arguments": to_jsonable(arguments)}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _snapshot(sub: Subscription) -> dict[str, Any]:
+    """The audit view of a subscription: what changed, without personal data."""
+    return {
+        "status": sub.status.value,
+        "price_id": sub.price.id,
+        "quantity": sub.quantity,
+        "period": to_jsonable(sub.current_period),
+        "cancel_at_period_end": sub.cancel_at_period_end,
+        "scheduled_change": None
+        if sub.scheduled_change is None
+        else {
+            "price_id": sub.scheduled_change.price.id,
+            "quantity": sub.scheduled_change.quantity,
+        },
+    }
+
+
+class Billing:
+    """The billing back office: customers, catalog, subscriptions, invoices, payments, metrics.
+
+    Build it with the ports you want (``lumenquest_adapters`` wires ready-made sets, e.g.
+    ``in_memory_billing``). Every mutating method takes ``idempotency_key``: the same key
+    with the same arguments returns the first call's result (re-read from the store);
+    with other arguments it raises ``IdempotencyConflict``.
+    """
+
+    def __init__(
+        self,
+        *,
+        unit_of_work: Callable[[], UnitOfWork],
+        clock: Clock,
+        gateway: PaymentGateway,
+        email: EmailSender,
+        cache: Cache,
+        tax: TaxCalculator | None = None,
+        dunning: DunningPolicy | None = None,
+        ids: Callable[[str], str] = new_id,
+        invoice_prefix: str = "LQ",
+        granularity: Granularity = Granularity.SECOND,
+        change_timing: Callable[[Price, int, Price, int], ChangeTiming] = lifecycle.default_timing,
+        idempotency_ttl: timedelta = timedelta(hours=24),
+        cache_ttl_seconds: int = 300,
+        batch_size: int = 500,
+        pending_payment_grace: timedelta = timedelta(minutes=5),
+        dispatch_immediately: bool = True,
+        actor: str = SYSTEM_ACTOR,
+    ) -> None:
+        invoicing.format_invoice_number(invoice_prefix, 1)  # fail at start on a bad prefix
+        if batch_size < 1:
+            raise ValidationError("batch_size must be at least 1")
+        self._uow = unit_of_work
+        self.clock = clock
+        self.gateway = gateway
+        self.email = email
+        self.cache = cache
+        self._tax = tax
+        self._dunning = dunning or DunningPolicy()
+        self._ids = ids
+        self._prefix = invoice_prefix
+        self._granularity = granularity
+        self._change_timing = change_timing
+        self._idempotency_ttl = idempotency_ttl
+        self._cache_ttl = cache_ttl_seconds
+        self._batch_size = batch_size
+        self._pending_grace = pending_payment_grace
+        self._dispatch_immediately = dispatch_immediately
+        self.actor = actor
+
+    def as_actor(self, actor: str) -> Billing:
+        """Return the same billing that records ``actor`` (e.g. ``"user:42"``) in the audit log."""
+        other = object.__new__(Billing)
+        other.__dict__.update(self.__dict__)
+        other.actor = actor
+        return other
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return aware(self.clock.now(), "clock.now()")
+
+    def _idempotent(
+        self,
+        uow: UnitOfWork,
+        key: str | None,
+        operation: str,
+        arguments: Mapping[str, Any],
+        at: datetime,
+    ) -> str | None:
+        """Return the id of the first result for ``key``, or None when the call is new."""
+        if key is None:
+            return None
+        if not isinstance(key, str) or not key or len(key) > 255:
+            raise ValidationError("idempotency_key must be a non-empty string of at most 255")
+        record = uow.idempotency.get(key, at)
+        if record is None:
+            return None
+        if record.fingerprint != _fingerprint(operation, arguments):
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was first used with other arguments",
+                details={"idempotency_key": key, "operation": operation},
+            )
+        return str(record.result["id"])
+
+    def _remember(
+        self,
+        uow: UnitOfWork,
+        key: str | None,
+        operation: str,
+        arguments: Mapping[str, Any],
+        result_id: str,
+        at: datetime,
+    ) -> None:
+        if key is None:
+            return
+        uow.idempotency.put(
+            IdempotencyRecord(
+                key=key,
+                fingerprint=_fingerprint(operation, arguments),
+                result={"operation": operation, "id": result_id},
+                created_at=at,
+                expires_at=at + self._idempotency_ttl,
+            )
+        )
+
+    def _emit(self, uow: UnitOfWork, events: Iterable[DomainEvent], at: datetime) -> None:
+        for event in events:
+            uow.outbox.add(OutboxMessage(id=self._ids("evt"), event=event, created_at=at))
+
+    def _event(
+        self, name: EventName, subject_id: str, customer_id: str, at: datetime, **data: Any
+    ) -> DomainEvent:
+        return DomainEvent(
+            name=name,
+            subject_id=subject_id,
+            customer_id=customer_id,
+            occurred_at=at,
+            data=to_jsonable(data),
+        )
+
+    def _audit(
+        self,
+        uow: UnitOfWork,
+        at: datetime,
+        action: str,
+        subject_type: str,
+        subject_id: str,
+        *,
+        customer_id: str | None = None,
+        before: Mapping[str, Any] | None = None,
+        after: Mapping[str, Any] | None = None,
+    ) -> None:
+        uow.audit_log.add(
+            AuditEntry(
+                id=self._ids("aud"),
+                actor=self.actor,
+                action=action,
+                subject_type=subject_type,
+                subject_id=subject_id,
+                at=at,
+                customer_id=customer_id,
+                before=None if before is None else to_jsonable(before),
+                after=None if after is None else to_jsonable(after),
+            )
+        )
+
+    def _apply(
+        self,
+        uow: UnitOfWork,
+        before: Subscription | None,
+        transition: Transition,
+        action: str,
+        at: datetime,
+    ) -> Subscription:
+        """Store a transition's subscription with its events, audit row and change row."""
+        sub = transition.subscription
+        if before is None:
+            uow.subscriptions.add(sub)
+        else:
+            uow.subscriptions.update(sub)
+        self._emit(uow, transition.events, at)
+        self._audit(
+            uow,
+            at,
+            f"subscription.{action}",
+            "subscription",
+            sub.id,
+            customer_id=sub.customer_id,
+            before=None if before is None else _snapshot(before),
+            after=_snapshot(sub),
+        )
+        uow.subscription_changes.add(
+            SubscriptionChange(
+                id=self._ids("chg"),
+                subscription_id=sub.id,
+                customer_id=sub.customer_id,
+                kind=action,
+                at=at,
+                from_status=None if before is None else before.status.value,
+                to_status=sub.status.value,
+                from_price_id=None if before is None else before.price.id,
+                to_price_id=sub.price.id,
+                from_quantity=None if before is None else before.quantity,
+                to_quantity=sub.quantity,
+                mrr=metrics.subscription_mrr(sub),
+                plan_id=sub.price.plan_id,
+            )
+        )
+        return sub
+
+    def _after_commit(self, charges: Sequence[_Charge]) -> list[_ChargeOutcome]:
+        """Collect the charges, record their outcomes, and deliver the events."""
+        outcomes = self._collect(charges)
+        if outcomes:
+            self._settle(outcomes)
+        if self._dispatch_immediately:
+            self.dispatch_events()
+        return outcomes
+
+    # -- customers ------------------------------------------------------------------
+
+    def create_customer(
+        self,
+        *,
+        email: str,
+        name: str = "",
+        currency: str | None = None,
+        role: Role | str = Role.USER,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Customer:
+        """Create a customer; emails are unique (case-insensitive)."""
+        at = self._now()
+        arguments = {"email": email, "name": name, "currency": currency, "role": str(role)}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "create_customer", arguments, at)
+            if first is not None:
+                return uow.customers.get(first)
+            normalized = normalize_email(email)
+            if uow.customers.find_by_email(normalized) is not None:
+                raise Conflict(
+                    "a customer with this email already exists", details={"field": "email"}
+                )
+            customer = Customer(
+                id=self._ids("cus"),
+                email=normalized,
+                name=name,
+                currency=currency,
+                role=Role(role),
+                created_at=at,
+                metadata=metadata,
+            )
+            uow.customers.add(customer)
+            self._emit(
+                uow,
+                [self._event(EventName.CUSTOMER_CREATED, customer.id, customer.id, at)],
+                at,
+            )
+            self._audit(
+                uow, at, "customer.created", "customer", customer.id, customer_id=customer.id
+            )
+            self._remember(uow, idempotency_key, "create_customer", arguments, customer.id, at)
+            uow.commit()
+        self._after_commit(())
+        return customer
+
+    def get_customer(self, customer_id: str) -> Customer:
+        """Return the customer or raise NotFound."""
+        with self._uow() as uow:
+            return uow.customers.get(customer_id)
+
+    def find_customer_by_email(self, email: str) -> Customer | None:
+        """Return the customer with this email, if any."""
+        with self._uow() as uow:
+            return uow.customers.find_by_email(normalize_email(email))
+
+    def list_customers(self, *, limit: int = 100, after: str | None = None) -> list[Customer]:
+        """Return customers ordered by id, after the cursor ``after``."""
+        with self._uow() as uow:
+            return list(uow.customers.list(limit=_limit(limit), after=after))
+
+    def update_customer(
+        self,
+        customer_id: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        role: Role | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Customer:
+        """Change a customer's email, name, role or metadata."""
+        at = self._now()
+        arguments = {"id": customer_id, "email": email, "name": name, "role": role}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "update_customer", arguments, at)
+            if first is not None:
+                return uow.customers.get(first)
+            customer = uow.customers.get(customer_id)
+            changes: dict[str, Any] = {}
+            if email is not None:
+                normalized = normalize_email(email)
+                other = uow.customers.find_by_email(normalized)
+                if other is not None and other.id != customer_id:
+                    raise Conflict(
+                        "a customer with this email already exists", details={"field": "email"}
+                    )
+                changes["email"] = normalized
+            if name is not None:
+                changes["name"] = name
+            if role is not None:
+                changes["role"] = Role(role)
+            if metadata is not None:
+                changes["metadata"] = metadata
+            updated = attrs.evolve(customer, **changes)
+            uow.customers.update(updated)
+            self._emit(
+                uow,
+                [
+                    self._event(
+                        EventName.CUSTOMER_UPDATED,
+                        customer_id,
+                        customer_id,
+                        at,
+                        fields=sorted(changes),
+                    )
+                ],
+                at,
+            )
+            # Field names only: personal values stay out of the append-only audit log.
+            self._audit(
+                uow,
+                at,
+                "customer.updated",
+                "customer",
+                customer_id,
+                customer_id=customer_id,
+                after={"fields": sorted(changes)},
+            )
+            self._remember(uow, idempotency_key, "update_customer", arguments, customer_id, at)
+            uow.commit()
+        self._after_commit(())
+        return updated
+
+    # -- catalog --------------------------------------------------------------------
+
+    def create_plan(
+        self,
+        *,
+        name: str,
+        features: Sequence[str] = (),
+        description: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Plan:
+        """Create a plan with the features it grants."""
+        at = self._now()
+        arguments = {"name": name, "features": list(features), "description": description}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "create_plan", arguments, at)
+            if first is not None:
+                return uow.plans.get(first)
+            plan = Plan(
+                id=self._ids("plan"),
+                name=name,
+                features=tuple(features),
+                description=description,
+                metadata=metadata,
+            )
+            uow.plans.add(plan)
+            self._audit(uow, at, "plan.created", "plan", plan.id, after=to_jsonable(plan))
+            self._remember(uow, idempotency_key, "create_plan", arguments, plan.id, at)
+            uow.commit()
+        self._forget_catalog(plan.id)
+        return plan
+
+    def update_plan(
+        self,
+        plan_id: str,
+        *,
+        name: str | None = None,
+        features: Sequence[str] | None = None,
+        description: str | None = None,
+        active: bool | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Plan:
+        """Change a plan; archive it with ``active=False``."""
+        at = self._now()
+        arguments = {
+            "id": plan_id,
+            "name": name,
+            "features": None if features is None else list(features),
+            "description": description,
+            "active": active,
+        }
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "update_plan", arguments, at)
+            if first is not None:
+                return uow.plans.get(first)
+            before = uow.plans.get(plan_id)
+            changes: dict[str, Any] = {
+                key: value
+                for key, value in {
+                    "name": name,
+                    "features": None if features is None else tuple(features),
+                    "description": description,
+                    "active": active,
+                    "metadata": metadata,
+                }.items()
+                if value is not None
+            }
+            plan = attrs.evolve(before, **changes)
+            uow.plans.update(plan)
+            self._audit(
+                uow,
+                at,
+                "plan.updated",
+                "plan",
+                plan.id,
+                before=to_jsonable(before),
+                after=to_jsonable(plan),
+            )
+            self._remember(uow, idempotency_key, "update_plan", arguments, plan.id, at)
+            uow.commit()
+        self._forget_catalog(plan.id)
+        return plan
+
+    def get_plan(self, plan_id: str) -> Plan:
+        """Return a plan (read through the cache) or raise NotFound."""
+        cached = self.cache.get(f"lq:plan:{plan_id}")
+        if cached is not None:
+            return plan_from_dict(json.loads(cached))
+        with self._uow() as uow:
+            plan = uow.plans.get(plan_id)
+        self.cache.set(
+            f"lq:plan:{plan_id}", json.dumps(to_jsonable(plan)), ttl_seconds=self._cache_ttl
+        )
+        return plan
+
+    def list_plans(self, *, active_only: bool = False) -> list[Plan]:
+        """Return plans (read through the cache), ordered by id."""
+        key = f"lq:plans:{'active' if active_only else 'all'}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            return [plan_from_dict(item) for item in json.loads(cached)]
+        with self._uow() as uow:
+            plans = list(uow.plans.list(active_only=active_only))
+        self.cache.set(key, json.dumps(to_jsonable(plans)), ttl_seconds=self._cache_ttl)
+        return plans
+
+    def create_price(
+        self,
+        *,
+        plan_id: str,
+        unit_amount: Money | None = None,
+        cycle: BillingCycle | None = None,
+        currency: str | None = None,
+        scheme: PricingScheme | str = PricingScheme.PER_UNIT,
+        tiers: Sequence[Tier] = (),
+        usage_type: UsageType | str = UsageType.LICENSED,
+        trial_days: int = 0,
+        nickname: str = "",
+        idempotency_key: str | None = None,
+    ) -> Price:
+        """Create a price for a plan; its amounts never change afterwards (archive and replace)."""
+        at = self._now()
+        cycle = cycle or BillingCycle(Interval.MONTH)
+        if currency is None:
+            if unit_amount is None and not tiers:
+                raise ValidationError("a price needs unit_amount, tiers or a currency")
+            currency = (
+                unit_amount.currency if unit_amount is not None else tiers[0].unit_amount.currency
+            )
+        arguments = {
+            "plan_id": plan_id,
+            "unit_amount": unit_amount,
+            "cycle": cycle,
+            "currency": currency,
+            "scheme": str(scheme),
+            "tiers": list(tiers),
+            "usage_type": str(usage_type),
+            "trial_days": trial_days,
+            "nickname": nickname,
+        }
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "create_price", arguments, at)
+            if first is not None:
+                return uow.prices.get(first)
+            plan = uow.plans.get(plan_id)
+            if not plan.active:
+                raise ValidationError(f"plan {plan_id} is archived", details={"plan_id": plan_id})
+            price = Price(
+                id=self._ids("price"),
+                plan_id=plan_id,
+                currency=currency,
+                cycle=cycle,
+                scheme=PricingScheme(scheme),
+                unit_amount=unit_amount,
+                tiers=tuple(tiers),
+                usage_type=UsageType(usage_type),
+                trial_days=trial_days,
+                nickname=nickname or plan.name,
+            )
+            uow.prices.add(price)
+            self._audit(uow, at, "price.created", "price", price.id, after=to_jsonable(price))
+            self._remember(uow, idempotency_key, "create_price", arguments, price.id, at)
+            uow.commit()
+        self._forget_catalog(plan_id, price.id)
+        return price
+
+    def archive_price(self, price_id: str, *, idempotency_key: str | None = None) -> Price:
+        """Stop offering a price; existing subscriptions keep it."""
+        at = self._now()
+        arguments = {"id": price_id}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "archive_price", arguments, at)
+            if first is not None:
+                return uow.prices.get(first)
+            before = uow.prices.get(price_id)
+            price = attrs.evolve(before, active=False)
+            uow.prices.update(price)
+            self._audit(
+                uow,
+                at,
+                "price.archived",
+                "price",
+                price_id,
+                before={"active": True},
+                after={"active": False},
+            )
+            self._remember(uow, idempotency_key, "archive_price", arguments, price_id, at)
+            uow.commit()
+        self._forget_catalog(price.plan_id, price_id)
+        return price
+
+    def get_price(self, price_id: str) -> Price:
+        """Return a price (read through the cache) or raise NotFound."""
+        cached = self.cache.get(f"lq:price:{price_id}")
+        if cached is not None:
+            return price_from_dict(json.loads(cached))
+        with self._uow() as uow:
+            price = uow.prices.get(price_id)
+        self.cache.set(
+            f"lq:price:{price_id}", json.dumps(to_jsonable(price)), ttl_seconds=self._cache_ttl
+        )
+        return price
+
+    def list_prices(self, *, plan_id: str | None = None, active_only: bool = False) -> list[Price]:
+        """Return prices, optionally of one plan, ordered by id."""
+        key = f"lq:prices:{plan_id or '*'}:{'active' if active_only else 'all'}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            return [price_from_dict(item) for item in json.loads(cached)]
+        with self._uow() as uow:
+            prices = list(uow.prices.list(plan_id=plan_id, active_only=active_only))
+        self.cache.set(key, json.dumps(to_jsonable(prices)), ttl_seconds=self._cache_ttl)
+        return prices
+
+    def _forget_catalog(self, plan_id: str, price_id: str | None = None) -> None:
+        keys = [
+            f"lq:plan:{plan_id}",
+            "lq:plans:active",
+            "lq:plans:all",
+            f"lq:prices:{plan_id}:active",
+            f"lq:prices:{plan_id}:all",
+            "lq:prices:*:active",
+            "lq:prices:*:all",
+        ]
+        if price_id is not None:
+            keys.append(f"lq:price:{price_id}")
+        self.cache.delete(*keys)
+
+    def create_coupon(
+        self,
+        *,
+        percent_off: Any = None,
+        amount_off: Money | None = None,
+        duration: CouponDuration | str = CouponDuration.ONCE,
+        duration_in_cycles: int | None = None,
+        name: str = "",
+        idempotency_key: str | None = None,
+    ) -> Coupon:
+        """Create a coupon: percent or amount off, once, for N invoices, or forever."""
+        at = self._now()
+        arguments = {
+            "percent_off": percent_off,
+            "amount_off": amount_off,
+            "duration": str(duration),
+            "duration_in_cycles": duration_in_cycles,
+            "name": name,
+        }
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "create_coupon", arguments, at)
+            if first is not None:
+                return uow.coupons.get(first)
+            coupon = Coupon(
+                id=self._ids("coupon"),
+                name=name,
+                percent_off=percent_off,
+                amount_off=amount_off,
+                duration=CouponDuration(duration),
+                duration_in_cycles=duration_in_cycles,
+            )
+            uow.coupons.add(coupon)
+            self._audit(uow, at, "coupon.created", "coupon", coupon.id, after=to_jsonable(coupon))
+            self._remember(uow, idempotency_key, "create_coupon", arguments, coupon.id, at)
+            uow.commit()
+        return coupon
+
+    # -- subscriptions --------------------------------------------------------------
+
+    def get_subscription(self, subscription_id: str) -> Subscription:
+        """Return the subscription or raise NotFound."""
+        with self._uow() as uow:
+            return uow.subscriptions.get(subscription_id)
+
+    def list_subscriptions(
+        self,
+        *,
+        customer_id: str | None = None,
+        status: SubscriptionStatus | str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Subscription]:
+        """Return subscriptions ordered by id, optionally of one customer or status."""
+        with self._uow() as uow:
+            return list(
+                uow.subscriptions.list(
+                    customer_id=customer_id,
+                    status=None if status is None else SubscriptionStatus(status),
+                    limit=_limit(limit),
+                    after=after,
+                )
+            )
+
+    def subscribe(
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        quantity: int = 1,
+        trial_days: int | None = None,
+        trial_end: datetime | None = None,
+        anchor: datetime | None = None,
+        coupon_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        """Subscribe a customer to a price, charging the first period unless it is a trial.
+
+        Without a trial the subscription is ``incomplete`` until its first invoice is paid;
+        a successful charge makes it ``active`` before this method returns.
+        """
+        at = self._now()
+        arguments = {
+            "customer_id": customer_id,
+            "price_id": price_id,
+            "quantity": quantity,
+            "trial_days": trial_days,
+            "trial_end": trial_end,
+            "anchor": anchor,
+            "coupon_id": coupon_id,
+        }
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "subscribe", arguments, at)
+            if first is not None:
+                return uow.subscriptions.get(first)
+            customer = uow.customers.get(customer_id)
+            if customer.erased_at is not None:
+                raise ValidationError(f"customer {customer_id} was erased")
+            price = uow.prices.get(price_id)
+            if not uow.plans.get(price.plan_id).active:
+                raise ValidationError(f"the plan of price {price_id} is archived")
+            coupon = None if coupon_id is None else uow.coupons.get(coupon_id)
+            bound = customer.with_currency(price.currency)
+            transition = lifecycle.start(
+                subscription_id=self._ids("sub"),
+                customer_id=customer_id,
+                price=price,
+                quantity=quantity,
+                at=at,
+                trial_days=trial_days,
+                trial_end=trial_end,
+                anchor=anchor,
+                coupon=coupon,
+                granularity=self._granularity,
+            )
+            if bound is not customer:
+                uow.customers.update(bound)
+            sub = self._apply(uow, None, transition, "created", at)
+            sub, charges = self._bill(
+                uow, sub, transition.lines, at, BillingReason.SUBSCRIPTION_CREATE
+            )
+            self._remember(uow, idempotency_key, "subscribe", arguments, sub.id, at)
+            uow.commit()
+        self._after_commit(charges)
+        return self.get_subscription(sub.id)
+
+    def preview_change(
+        self,
+        subscription_id: str,
+        *,
+        price_id: str | None = None,
+        quantity: int | None = None,
+        timing: ChangeTiming | str | None = None,
+        proration_behavior: ProrationBehavior | str = ProrationBehavior.CREATE_PRORATIONS,
+    ) -> Invoice:
+        """Return the upcoming invoice a change would produce; nothing is written.
+
+        An immediate change shows its proration lines followed by the next period's
+        charge at the new price; a change at period end shows the next renewal's invoice.
+        """
+        at = self._now()
+        with self._uow() as uow:
+            sub = uow.subscriptions.get(subscription_id)
+            price = sub.price if price_id is None else uow.prices.get(price_id)
+            customer = uow.customers.get(sub.customer_id)
+            pending = [p.line for p in uow.invoices.take_pending_lines(sub.id)]
+            uow.rollback()  # taking the pending lines was only a look
+        new_quantity = sub.quantity if quantity is None else quantity
+        chosen = self._timing(sub, price, new_quantity, timing)
+        behavior = ProrationBehavior(proration_behavior)
+        lines: list[InvoiceLine] = list(pending)
+        if chosen is ChangeTiming.IMMEDIATE:
+            changed = lifecycle.change(
+                sub,
+                price=price,
+                quantity=new_quantity,
+                at=at,
+                proration_behavior=behavior,
+                granularity=self._granularity,
+            )
+            lines += changed.lines
+            after = changed.subscription
+        else:
+            after = attrs.evolve(sub, price=price, quantity=new_quantity)
+        if after.price.usage_type is UsageType.LICENSED and not any(
+            line.kind is LineKind.SUBSCRIPTION for line in lines
+        ):
+            next_period = period_at(after.anchor, after.cycle, after.current_period.end)
+            lines.append(
+                InvoiceLine(
+                    kind=LineKind.SUBSCRIPTION,
+                    description=f"{after.price.nickname or after.price.id}",
+                    amount=after.price.amount_for(after.quantity),
+                    quantity=after.quantity,
+                    period=next_period,
+                    price_id=after.price.id,
+                    subscription_id=sub.id,
+                )
+            )
+        return invoicing.build_invoice(
+            invoice_id="upcoming",
+            customer_id=sub.customer_id,
+            currency=sub.currency,
+            lines=lines,
+            at=at,
+            subscription_id=sub.id,
+            billing_reason=BillingReason.SUBSCRIPTION_UPDATE,
+            discount=after.discount,
+            tax_calculator=self._tax,
+            credit_balance=customer.balance(),
+        )
+
+    def _timing(
+        self, sub: Subscription, price: Price, quantity: int, timing: ChangeTiming | str | None
+    ) -> ChangeTiming:
+        if timing is not None:
+            return ChangeTiming(timing)
+        return self._change_timing(sub.price, sub.quantity, price, quantity)
+
+    def change_subscription(
+        self,
+        subscription_id: str,
+        *,
+        price_id: str | None = None,
+        quantity: int | None = None,
+        timing: ChangeTiming | str | None = None,
+        proration_behavior: ProrationBehavior | str = ProrationBehavior.CREATE_PRORATIONS,
+        payment_required: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        """Change the price and/or quantity now or at period end (default: the change policy).
+
+        With ``always_invoice`` the prorations are invoiced and charged at once. With
+        ``payment_required=True`` as well, a declined charge leaves the old price in place
+        and raises ``PaymentDeclined``; otherwise a declined charge opens dunning.
+        """
+        at = self._now()
+        behavior = ProrationBehavior(proration_behavior)
+        arguments = {
+            "id": subscription_id,
+            "price_id": price_id,
+            "quantity": quantity,
+            "timing": None if timing is None else str(timing),
+            "behavior": behavior.value,
+            "payment_required": payment_required,
+        }
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "change_subscription", arguments, at)
+            if first is not None:
+                return uow.subscriptions.get(first)
+            sub = uow.subscriptions.get(subscription_id)
+            price = sub.price if price_id is None else uow.prices.get(price_id)
+            if price.currency != sub.currency:
+                raise CurrencyMismatch(
+                    f"subscription {sub.id} bills in {sub.currency}, price {price.id} in {price.currency}"
+                )
+            new_quantity = sub.quantity if quantity is None else quantity
+            chosen = self._timing(sub, price, new_quantity, timing)
+            if chosen is ChangeTiming.PERIOD_END:
+                transition = lifecycle.schedule_change(
+                    sub, price=price, quantity=new_quantity, at=at
+                )
+                self._apply(uow, sub, transition, "change_scheduled", at)
+                self._remember(uow, idempotency_key, "change_subscription", arguments, sub.id, at)
+                uow.commit()
+                self._after_commit(())
+                return transition.subscription
+            transition = lifecycle.change(
+                sub,
+                price=price,
+                quantity=new_quantity,
+                at=at,
+                proration_behavior=behavior,
+                granularity=self._granularity,
+            )
+            invoice_now = behavior is ProrationBehavior.ALWAYS_INVOICE or any(
+                line.kind is LineKind.SUBSCRIPTION for line in transition.lines
+            )
+            if payment_required and invoice_now and sub.status is not _Status.TRIALING:
+                charge = self._invoice_before_change(uow, sub, transition, at)
+                self._remember(uow, idempotency_key, "change_subscription", arguments, sub.id, at)
+                uow.commit()
+                if charge is not None:
+                    return self._complete_paid_change(charge, transition, at)
+                with self._uow() as retry:
+                    self._apply(retry, sub, transition, "changed", at)
+                    retry.commit()
+                self._after_commit(())
+                return transition.subscription
+            changed = self._apply(uow, sub, transition, "changed", at)
+            charges: list[_Charge] = []
+            if invoice_now:
+                changed, charges = self._bill(
+                    uow, changed, transition.lines, at, BillingReason.SUBSCRIPTION_UPDATE
+                )
+            else:
+                self._keep_pending(uow, changed, transition.lines, at)
+            self._remember(uow, idempotency_key, "change_subscription", arguments, sub.id, at)
+            uow.commit()
+        self._after_commit(charges)
+        return self.get_subscription(subscription_id)
+
+    def _invoice_before_change(
+        self, uow: UnitOfWork, sub: Subscription, transition: Transition, at: datetime
+    ) -> _Charge | None:
+        """Invoice a change's lines without applying it yet (payment comes first)."""
+        customer = uow.customers.get(sub.customer_id)
+        invoice, _ = self._finalized_invoice(
+            uow, customer, sub, transition.lines, at, BillingReason.SUBSCRIPTION_UPDATE
+        )
+        if invoice is None or invoice.status is not InvoiceStatus.OPEN:
+            return None
+        return self._new_payment(uow, invoice, customer, at)
+
+    def _complete_paid_change(
+        self, charge: _Charge, transition: Transition, at: datetime
+    ) -> Subscription:
+        outcome = self._collect([charge])[0]
+        sub = transition.subscription
+        with self._uow() as uow:
+            invoice = uow.invoices.get(charge.payment.invoice_id)
+            if outcome.succeeded:
+                current = uow.subscriptions.get(sub.id)
+                self._apply(uow, current, transition, "changed", at)
+                self._record_success(
+                    uow, charge.payment, outcome.reference, invoice, at, apply_to_subscription=False
+                )
+            else:
+                uow.payments.update(
+                    attrs.evolve(
+                        charge.payment,
+                        status=PaymentStatus.FAILED,
+                        failure_code=outcome.decline_code,
+                        failure_message=outcome.message,
+                        settled_at=at,
+                    )
+                )
+                voided = invoicing.void(invoice, at)
+                uow.invoices.update(voided)
+                customer = uow.customers.get(invoice.customer_id)
+                if invoice.credit_applied.amount:
+                    # The credit the voided invoice had used goes back to the customer.
+                    balance = customer.balance()
+                    assert balance is not None
+                    uow.customers.update(
+                        attrs.evolve(customer, credit_balance=balance + invoice.credit_applied)
+                    )
+                self._emit(
+                    uow,
+                    [
+                        self._event(
+                            EventName.INVOICE_VOIDED,
+                            invoice.id,
+                            invoice.customer_id,
+                            at,
+                            reason="payment_declined",
+                        )
+                    ],
+                    at,
+                )
+            uow.commit()
+        if self._dispatch_immediately:
+            self.dispatch_events()
+        if not outcome.succeeded:
+            raise PaymentDeclined(
+                outcome.message or "the payment for this change was declined; nothing changed",
+                decline_code=outcome.decline_code,
+                details={"subscription_id": sub.id, "invoice_id": charge.payment.invoice_id},
+            )
+        return self.get_subscription(sub.id)
+
+    def cancel(
+        self,
+        subscription_id: str,
+        *,
+        at_period_end: bool = False,
+        prorate: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        """Cancel now or at period end; ``prorate`` credits the unused time to the customer."""
+        at = self._now()
+        arguments = {"id": subscription_id, "at_period_end": at_period_end, "prorate": prorate}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "cancel", arguments, at)
+            if first is not None:
+                return uow.subscriptions.get(first)
+            sub = uow.subscriptions.get(subscription_id)
+            transition = lifecycle.cancel(
+                sub,
+                at=at,
+                at_period_end=at_period_end,
+                prorate=prorate,
+                granularity=self._granularity,
+            )
+            canceled = self._apply(
+                uow, sub, transition, "cancel_scheduled" if at_period_end else "canceled", at
+            )
+            charges: list[_Charge] = []
+            if not at_period_end:
+                lines = [
+                    *transition.lines,
+                    *self._final_usage(
+                        uow,
+                        sub,
+                        Period(sub.current_period.start, at)
+                        if at > sub.current_period.start
+                        else None,
+                    ),
+                ]
+                lines += [p.line for p in uow.invoices.take_pending_lines(sub.id)]
+                if lines:
+                    canceled, charges = self._bill(
+                        uow, canceled, lines, at, BillingReason.SUBSCRIPTION_UPDATE
+                    )
+            self._remember(uow, idempotency_key, "cancel", arguments, sub.id, at)
+            uow.commit()
+        self._after_commit(charges)
+        return self.get_subscription(subscription_id)
+
+    def reactivate(
+        self, subscription_id: str, *, idempotency_key: str | None = None
+    ) -> Subscription:
+        """Undo a cancellation scheduled for the period end."""
+        return self._simple(
+            "reactivate",
+            subscription_id,
+            idempotency_key,
+            lambda sub, at: lifecycle.undo_cancel(sub, at),
+            "reactivated",
+        )
+
+    def pause(
+        self,
+        subscription_id: str,
+        *,
+        resumes_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        """Pause collection: nothing renews or is invoiced until it resumes."""
+        return self._simple(
+            "pause",
+            subscription_id,
+            idempotency_key,
+            lambda sub, at: lifecycle.pause(sub, at=at, resumes_at=resumes_at),
+            "paused",
+            resumes_at=resumes_at,
+        )
+
+    def resume(self, subscription_id: str, *, idempotency_key: str | None = None) -> Subscription:
+        """Resume a paused subscription, billing a new period if the paid one has ended."""
+        return self._simple(
+            "resume",
+            subscription_id,
+            idempotency_key,
+            lambda sub, at: lifecycle.resume(sub, at),
+            "resumed",
+        )
+
+    def _simple(
+        self,
+        operation: str,
+        subscription_id: str,
+        idempotency_key: str | None,
+        step: Callable[[Subscription, datetime], Transition],
+        action: str,
+        **extra: Any,
+    ) -> Subscription:
+        at = self._now()
+        arguments = {"id": subscription_id, **extra}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, operation, arguments, at)
+            if first is not None:
+                return uow.subscriptions.get(first)
+            sub = uow.subscriptions.get(subscription_id)
+            transition = step(sub, at)
+            changed = self._apply(uow, sub, transition, action, at)
+            charges: list[_Charge] = []
+            if transition.lines:
+                changed, charges = self._bill(
+                    uow, changed, transition.lines, at, BillingReason.SUBSCRIPTION_CYCLE
+                )
+            self._remember(uow, idempotency_key, operation, arguments, sub.id, at)
+            uow.commit()
+        self._after_commit(charges)
+        return self.get_subscription(subscription_id)
+
+    def record_usage(
+        self,
+        subscription_id: str,
+        *,
+        quantity: int,
+        at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> UsageRecord:
+        """Record usage of a metered subscription; it is billed in arrears at renewal."""
+        now = self._now()
+        when = now if at is None else aware(at, "at")
+        arguments = {"id": subscription_id, "quantity": quantity, "at": when}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "record_usage", arguments, now)
+            if first is not None:
+                return next(r for r in uow.usage.list(subscription_id) if r.id == first)
+            sub = uow.subscriptions.get(subscription_id)
+            if sub.price.usage_type is not UsageType.METERED:
+                raise ValidationError(
+                    f"subscription {subscription_id} has a licensed price; usage is for metered prices"
+                )
+            if sub.status in (_Status.CANCELED, _Status.INCOMPLETE_EXPIRED):
+                raise InvalidTransition(
+                    f"cannot record usage on a {sub.status} subscription",
+                    details={"status": sub.status.value, "operation": "record_usage"},
+                )
+            if when > now:
+                raise ValidationError("usage cannot be recorded in the future")
+            record = UsageRecord(
+                id=self._ids("usage"), subscription_id=sub.id, quantity=quantity, at=when
+            )
+            uow.usage.add(record)
+            self._emit(
+                uow,
+                [
+                    self._event(
+                        EventName.USAGE_RECORDED, sub.id, sub.customer_id, now, quantity=quantity
+                    )
+                ],
+                now,
+            )
+            self._audit(
+                uow,
+                now,
+                "usage.recorded",
+                "subscription",
+                sub.id,
+                customer_id=sub.customer_id,
+                after={"quantity": quantity},
+            )
+            self._remember(uow, idempotency_key, "record_usage", arguments, record.id, now)
+            uow.commit()
+        self._after_commit(())
+        return record
+
+    def list_usage(self, subscription_id: str) -> list[UsageRecord]:
+        """Return a subscription's usage records, oldest first."""
+        with self._uow() as uow:
+            uow.subscriptions.get(subscription_id)
+            return list(uow.usage.list(subscription_id))
+
+    # -- invoicing ------------------------------------------------------------------
+
+    def _final_usage(
+        self, uow: UnitOfWork, sub: Subscription, period: Period | None
+    ) -> list[InvoiceLine]:
+        if period is None or sub.price.usage_type is not UsageType.METERED:
+            return []
+        used = uow.usage.total(sub.id, period)
+        return [
+            invoicing.usage_line(sub.price, quantity=used, period=period, subscription_id=sub.id)
+        ]
+
+    def _keep_pending(
+        self, uow: UnitOfWork, sub: Subscription, lines: Iterable[InvoiceLine], at: datetime
+    ) -> None:
+        for line in lines:
+            uow.invoices.add_pending_line(
+                PendingLine(
+                    id=self._ids("ii"),
+                    customer_id=sub.customer_id,
+                    subscription_id=sub.id,
+                    line=line,
+                    created_at=at,
+                )
+            )
+
+    def _finalized_invoice(
+        self,
+        uow: UnitOfWork,
+        customer: Customer,
+        sub: Subscription | None,
+        lines: Sequence[InvoiceLine],
+        at: datetime,
+        reason: BillingReason,
+        period: Period | None = None,
+    ) -> tuple[Invoice | None, Subscription | None]:
+        """Build, number and store an invoice, applying credit and consuming the discount."""
+        if not lines:
+            return None, sub
+        currency = lines[0].amount.currency
+        balance = customer.balance() if customer.currency == currency else None
+        draft = invoicing.build_invoice(
+            invoice_id=self._ids("in"),
+            customer_id=customer.id,
+            currency=currency,
+            lines=lines,
+            at=at,
+            subscription_id=None if sub is None else sub.id,
+            billing_reason=reason,
+            period=period,
+            discount=None if sub is None else sub.discount,
+            tax_calculator=self._tax,
+            credit_balance=balance,
+        )
+        number = invoicing.format_invoice_number(self._prefix, uow.invoices.next_number())
+        invoice = invoicing.finalize(draft, number=number, at=at)
+        uow.invoices.add(invoice)
+        if balance is not None and (
+            invoice.credit_applied.amount or invoice.credit_generated.amount
+        ):
+            uow.customers.update(
+                attrs.evolve(
+                    customer, credit_balance=invoicing.customer_balance_after(invoice, balance)
+                )
+            )
+        events = [
+            self._event(
+                EventName.INVOICE_FINALIZED,
+                invoice.id,
+                customer.id,
+                at,
+                number=number,
+                total=invoice.total,
+                amount_due=invoice.amount_due,
+            )
+        ]
+        if invoice.status is InvoiceStatus.PAID:
+            events.append(self._paid_event(invoice, at))
+        self._emit(uow, events, at)
+        self._audit(
+            uow,
+            at,
+            "invoice.finalized",
+            "invoice",
+            invoice.id,
+            customer_id=customer.id,
+            after={"number": number, "total": invoice.total, "amount_due": invoice.amount_due},
+        )
+        if sub is not None and invoice.discount_coupon_id is not None:
+            used = lifecycle.discount_used(sub)
+            if used != sub:
+                uow.subscriptions.update(used)
+                sub = used
+        return invoice, sub
+
+    def _paid_event(self, invoice: Invoice, at: datetime) -> DomainEvent:
+        return self._event(
+            EventName.INVOICE_PAID,
+            invoice.id,
+            invoice.customer_id,
+            at,
+            number=invoice.number,
+            total=invoice.total,
+            amount_paid=invoice.amount_paid,
+            lines=[
+                {"description": line.description, "amount": line.amount} for line in invoice.lines
+            ],
+        )
+
+    def _bill(
+        self,
+        uow: UnitOfWork,
+        sub: Subscription,
+        lines: Sequence[InvoiceLine],
+        at: datetime,
+        reason: BillingReason,
+        period: Period | None = None,
+    ) -> tuple[Subscription, list[_Charge]]:
+        """Invoice ``lines`` for a subscription and queue the payment if anything is due."""
+        customer = uow.customers.get(sub.customer_id)
+        invoice, updated = self._finalized_invoice(uow, customer, sub, lines, at, reason, period)
+        assert updated is not None
+        if invoice is None:
+            return updated, []
+        if invoice.status is not InvoiceStatus.OPEN:
+            if updated.status is _Status.INCOMPLETE:
+                # Nothing left to pay (credit or a coupon covered it): the first invoice is paid.
+                updated = self._apply(
+                    uow, updated, lifecycle.payment_succeeded(updated, at), "payment_succeeded", at
+                )
+            return updated, []
+        return updated, [self._new_payment(uow, invoice, customer, at)]
+
+    def _new_payment(
+        self, uow: UnitOfWork, invoice: Invoice, customer: Customer, at: datetime
+    ) -> _Charge:
+        attempt = len(uow.payments.list(invoice_id=invoice.id)) + 1
+        payment = Payment(
+            id=self._ids("pay"),
+            invoice_id=invoice.id,
+            customer_id=customer.id,
+            amount=invoice.amount_due,
+            status=PaymentStatus.PENDING,
+            idempotency_key=f"{invoice.id}:{attempt}",
+            attempt=attempt,
+            created_at=at,
+        )
+        uow.payments.add(payment)
+        return _Charge(payment=payment, customer=customer, description=f"Invoice {invoice.number}")
+
+    def _collect(self, charges: Sequence[_Charge]) -> list[_ChargeOutcome]:
+        """Send each charge to the gateway; an unreachable gateway leaves it pending."""
+        outcomes = []
+        for charge in charges:
+            payment = charge.payment
+            try:
+                result = self.gateway.charge(
+                    customer=charge.customer,
+                    amount=payment.amount,
+                    idempotency_key=payment.idempotency_key,
+                    description=charge.description,
+                    metadata={"invoice_id": payment.invoice_id, "payment_id": payment.id},
+                )
+            except GatewayUnavailable:
+                continue  # stays pending; run_due asks again with the same idempotency key
+            outcomes.append(
+                _ChargeOutcome(
+                    charge=charge,
+                    succeeded=result.status is ChargeStatus.SUCCEEDED,
+                    reference=result.reference,
+                    decline_code=result.decline_code,
+                    message=result.message,
+                )
+            )
+        return outcomes
+
+    def _settle(self, outcomes: Sequence[_ChargeOutcome]) -> None:
+        at = self._now()
+        with self._uow() as uow:
+            for outcome in outcomes:
+                payment = uow.payments.get(outcome.charge.payment.id)
+                if payment.status is not PaymentStatus.PENDING:
+                    continue  # another worker or a webhook already recorded it
+                invoice = uow.invoices.get(payment.invoice_id)
+                if outcome.succeeded:
+                    self._record_success(uow, payment, outcome.reference, invoice, at)
+                else:
+                    self._record_failure(
+                        uow,
+                        payment,
+                        outcome.reference,
+                        outcome.decline_code,
+                        outcome.message,
+                        invoice,
+                        at,
+                    )
+            uow.commit()
+
+    def _record_success(
+        self,
+        uow: UnitOfWork,
+        payment: Payment,
+        reference: str | None,
+        invoice: Invoice,
+        at: datetime,
+        *,
+        apply_to_subscription: bool = True,
+    ) -> None:
+        uow.payments.update(
+            attrs.evolve(
+                payment, status=PaymentStatus.SUCCEEDED, gateway_reference=reference, settled_at=at
+            )
+        )
+        events = [
+            self._event(
+                EventName.PAYMENT_SUCCEEDED,
+                payment.id,
+                payment.customer_id,
+                at,
+                invoice_id=invoice.id,
+                amount=payment.amount,
+            )
+        ]
+        if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
+            paid = invoicing.pay(invoice, at=at)
+            uow.invoices.update(paid)
+            events.append(self._paid_event(paid, at))
+        self._emit(uow, events, at)
+        self._audit(
+            uow,
+            at,
+            "payment.succeeded",
+            "payment",
+            payment.id,
+            customer_id=payment.customer_id,
+            after={"amount": payment.amount},
+        )
+        if apply_to_subscription and invoice.subscription_id is not None:
+            sub = uow.subscriptions.get(invoice.subscription_id)
+            if sub.status in (
+                _Status.INCOMPLETE,
+                _Status.PAST_DUE,
+                _Status.UNPAID,
+            ) and not self._other_open(uow, sub, invoice.id):
+                self._apply(uow, sub, lifecycle.payment_succeeded(sub, at), "payment_succeeded", at)
+
+    def _other_open(self, uow: UnitOfWork, sub: Subscription, paid_invoice_id: str) -> bool:
+        return any(
+            inv.id != paid_invoice_id
+            for inv in uow.invoices.list(subscription_id=sub.id, status=InvoiceStatus.OPEN)
+        )
+
+    def _record_failure(
+        self,
+        uow: UnitOfWork,
+        payment: Payment,
+        reference: str | None,
+        decline_code: str | None,
+        message: str,
+        invoice: Invoice,
+        at: datetime,
+    ) -> None:
+        uow.payments.update(
+            attrs.evolve(
+                payment,
+                status=PaymentStatus.FAILED,
+                gateway_reference=reference,
+                failure_code=decline_code,
+                failure_message=message,
+                settled_at=at,
+            )
+        )
+        self._audit(
+            uow,
+            at,
+            "payment.failed",
+            "payment",
+            payment.id,
+            customer_id=payment.customer_id,
+            after={"decline_code": decline_code},
+        )
+        if invoice.subscription_id is None or invoice.status is not InvoiceStatus.OPEN:
+            self._emit(
+                uow,
+                [
+                    self._event(
+                        EventName.PAYMENT_FAILED,
+                        payment.id,
+                        payment.customer_id,
+                        at,
+                        invoice_id=invoice.id,
+                        decline_code=decline_code,
+                        next_retry_at=None,
+                    )
+                ],
+                at,
+            )
+            return
+        sub = uow.subscriptions.get(invoice.subscription_id)
+        if sub.status in (_Status.INCOMPLETE, _Status.ACTIVE, _Status.PAST_DUE):
+            transition = lifecycle.payment_failed(sub, at=at, policy=self._dunning)
+            # The lifecycle's own payment.failed event carries the next retry date.
+            self._apply(uow, sub, transition, "payment_failed", at)
+        else:
+            self._emit(
+                uow,
+                [
+                    self._event(
+                        EventName.PAYMENT_FAILED,
+                        payment.id,
+                        payment.customer_id,
+                        at,
+                        invoice_id=invoice.id,
+                        decline_code=decline_code,
+                        next_retry_at=None,
+                    )
+                ],
+                at,
+            )
+
+    def get_invoice(self, invoice_id: str) -> Invoice:
+        """Return the invoice or raise NotFound."""
+        with self._uow() as uow:
+            return uow.invoices.get(invoice_id)
+
+    def list_invoices(
+        self,
+        *,
+        customer_id: str | None = None,
+        subscription_id: str | None = None,
+        status: InvoiceStatus | str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Invoice]:
+        """Return invoices in the order they were created."""
+        with self._uow() as uow:
+            return list(
+                uow.invoices.list(
+                    customer_id=customer_id,
+                    subscription_id=subscription_id,
+                    status=None if status is None else InvoiceStatus(status),
+                    limit=_limit(limit),
+                    after=after,
+                )
+            )
+
+    def create_invoice(
+        self,
+        *,
+        customer_id: str,
+        items: Sequence[tuple[str, Money]],
+        idempotency_key: str | None = None,
+    ) -> Invoice:
+        """Create and finalize a one-off invoice of ``(description, amount)`` items, and charge it."""
+        at = self._now()
+        arguments = {"customer_id": customer_id, "items": [list(item) for item in items]}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "create_invoice", arguments, at)
+            if first is not None:
+                return uow.invoices.get(first)
+            if not items:
+                raise ValidationError("an invoice needs at least one item")
+            customer = uow.customers.get(customer_id)
+            currency = items[0][1].currency
+            bound = customer.with_currency(currency)
+            if bound is not customer:
+                uow.customers.update(bound)
+            lines = [
+                InvoiceLine(kind=LineKind.ONE_OFF, description=description, amount=amount)
+                for description, amount in items
+            ]
+            invoice, _ = self._finalized_invoice(uow, bound, None, lines, at, BillingReason.MANUAL)
+            assert invoice is not None
+            charges = (
+                [self._new_payment(uow, invoice, bound, at)]
+                if invoice.status is InvoiceStatus.OPEN
+                else []
+            )
+            self._remember(uow, idempotency_key, "create_invoice", arguments, invoice.id, at)
+            uow.commit()
+        self._after_commit(charges)
+        return self.get_invoice(invoice.id)
+
+    def pay_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
+        """Charge an open or uncollectible invoice now; a decline raises ``PaymentDeclined``."""
+        at = self._now()
+        arguments = {"id": invoice_id}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "pay_invoice", arguments, at)
+            if first is not None:
+                return uow.invoices.get(first)
+            invoice = uow.invoices.get(invoice_id)
+            if invoice.status not in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
+                raise InvalidTransition(
+                    f"cannot pay a {invoice.status} invoice",
+                    details={"status": invoice.status.value, "operation": "pay"},
+                )
+            customer = uow.customers.get(invoice.customer_id)
+            charge = self._new_payment(uow, invoice, customer, at)
+            self._remember(uow, idempotency_key, "pay_invoice", arguments, invoice_id, at)
+            uow.commit()
+        outcomes = self._after_commit([charge])
+        if not outcomes:
+            raise GatewayUnavailable(
+                "the payment gateway did not answer; the payment will be retried"
+            )
+        if not outcomes[0].succeeded:
+            raise PaymentDeclined(
+                outcomes[0].message or "the payment was declined",
+                decline_code=outcomes[0].decline_code,
+                details={"invoice_id": invoice_id},
+            )
+        return self.get_invoice(invoice_id)
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
+        """Void an open invoice; any credit it used goes back to the customer."""
+        return self._invoice_step(
+            "void_invoice", invoice_id, idempotency_key, EventName.INVOICE_VOIDED
+        )
+
+    def mark_uncollectible(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
+        """Mark an open invoice as not expected to be paid (it can still be paid later)."""
+        return self._invoice_step(
+            "mark_uncollectible", invoice_id, idempotency_key, EventName.INVOICE_UNCOLLECTIBLE
+        )
+
+    def _invoice_step(
+        self, operation: str, invoice_id: str, idempotency_key: str | None, name: EventName
+    ) -> Invoice:
+        at = self._now()
+        arguments = {"id": invoice_id}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, operation, arguments, at)
+            if first is not None:
+                return uow.invoices.get(first)
+            before = uow.invoices.get(invoice_id)
+            if operation == "void_invoice":
+                after = invoicing.void(before, at)
+                if before.credit_applied.amount:
+                    customer = uow.customers.get(before.customer_id)
+                    balance = customer.balance()
+                    assert balance is not None
+                    uow.customers.update(
+                        attrs.evolve(customer, credit_balance=balance + before.credit_applied)
+                    )
+            else:
+                after = invoicing.mark_uncollectible(before, at)
+            uow.invoices.update(after)
+            self._emit(uow, [self._event(name, invoice_id, before.customer_id, at)], at)
+            self._audit(
+                uow,
+                at,
+                f"invoice.{operation}",
+                "invoice",
+                invoice_id,
+                customer_id=before.customer_id,
+                before={"status": before.status.value},
+                after={"status": after.status.value},
+            )
+            self._remember(uow, idempotency_key, operation, arguments, invoice_id, at)
+            uow.commit()
+        self._after_commit(())
+        return after
+
+    def list_payments(
+        self, *, customer_id: str | None = None, invoice_id: str | None = None
+    ) -> list[Payment]:
+        """Return payments in the order they were made."""
+        with self._uow() as uow:
+            return list(uow.payments.list(customer_id=customer_id, invoice_id=invoice_id))
+
+    def list_credit_notes(
+        self, *, customer_id: str | None = None, invoice_id: str | None = None
+    ) -> list[CreditNote]:
+        """Return credit notes in the order they were issued."""
+        with self._uow() as uow:
+            return list(uow.credit_notes.list(customer_id=customer_id, invoice_id=invoice_id))
+
+    def list_refunds(
+        self, *, invoice_id: str | None = None, payment_id: str | None = None
+    ) -> list[Refund]:
+        """Return refunds in the order they were made."""
+        with self._uow() as uow:
+            return list(uow.payments.refunds(invoice_id=invoice_id, payment_id=payment_id))
+
+    def refund(
+        self,
+        payment_id: str,
+        *,
+        amount: Money | None = None,
+        reason: str = "requested_by_customer",
+        idempotency_key: str | None = None,
+    ) -> Refund:
+        """Refund all or part of a successful payment through the gateway."""
+        at = self._now()
+        arguments = {"payment_id": payment_id, "amount": amount, "reason": reason}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "refund", arguments, at)
+            if first is not None:
+                return next(r for r in uow.payments.refunds(payment_id=payment_id) if r.id == first)
+            payment = uow.payments.get(payment_id)
+            refundable = payment.refundable()
+            wanted = refundable if amount is None else amount
+            if wanted.currency != payment.amount.currency:
+                raise CurrencyMismatch(f"payment {payment_id} is in {payment.amount.currency}")
+            if wanted.amount <= 0 or wanted > refundable:
+                raise ValidationError(
+                    f"refund amount must be positive and at most {refundable}",
+                    details={"refundable": to_jsonable(refundable), "amount": to_jsonable(wanted)},
+                )
+            invoice = uow.invoices.get(payment.invoice_id)
+            invoicing.record_refund(
+                invoice, amount=wanted, at=at
+            )  # validate before the gateway call
+            attempt = len(uow.payments.refunds(payment_id=payment_id)) + 1
+            refund_id = self._ids("re")
+        reference = self.gateway.refund(
+            reference=payment.gateway_reference or payment.idempotency_key,
+            amount=wanted,
+            idempotency_key=f"refund:{payment.id}:{attempt}",
+        )
+        with self._uow() as uow:
+            refund = self._store_refund(uow, refund_id, payment_id, wanted, reason, at, reference)
+            self._remember(uow, idempotency_key, "refund", arguments, refund.id, at)
+            uow.commit()
+        self._after_commit(())
+        return refund
+
+    def _store_refund(
+        self,
+        uow: UnitOfWork,
+        refund_id: str,
+        payment_id: str,
+        amount: Money,
+        reason: str,
+        at: datetime,
+        reference: str,
+        *,
+        update_invoice: bool = True,
+    ) -> Refund:
+        payment = uow.payments.get(payment_id)
+        refunded = payment.amount_refunded or Money(0, payment.amount.currency)
+        uow.payments.update(attrs.evolve(payment, amount_refunded=refunded + amount))
+        invoice = uow.invoices.get(payment.invoice_id)
+        if update_invoice:
+            uow.invoices.update(invoicing.record_refund(invoice, amount=amount, at=at))
+        refund = Refund(
+            id=refund_id,
+            payment_id=payment_id,
+            invoice_id=invoice.id,
+            amount=amount,
+            reason=reason,
+            created_at=at,
+        )
+        uow.payments.add_refund(refund)
+        self._emit(
+            uow,
+            [
+                self._event(
+                    EventName.REFUND_CREATED,
+                    refund.id,
+                    payment.customer_id,
+                    at,
+                    amount=amount,
+                    invoice_id=invoice.id,
+                    reference=reference,
+                )
+            ],
+            at,
+        )
+        self._audit(
+            uow,
+            at,
+            "refund.created",
+            "payment",
+            payment_id,
+            customer_id=payment.customer_id,
+            after={"amount": amount, "reason": reason},
+        )
+        return refund
+
+    def issue_credit_note(
+        self,
+        invoice_id: str,
+        *,
+        amount: Money,
+        reason: str = "",
+        outcome: CreditNoteOutcome | str | None = None,
+        idempotency_key: str | None = None,
+    ) -> CreditNote:
+        """Reduce an invoice: lower what is due, refund through the gateway, or credit the balance."""
+        at = self._now()
+        arguments = {
+            "invoice_id": invoice_id,
+            "amount": amount,
+            "reason": reason,
+            "outcome": None if outcome is None else str(outcome),
+        }
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "issue_credit_note", arguments, at)
+            if first is not None:
+                return next(
+                    n for n in uow.credit_notes.list(invoice_id=invoice_id) if n.id == first
+                )
+            invoice = uow.invoices.get(invoice_id)
+            note_id = self._ids("cn")
+            number = f"{invoice.number}-CN{len(uow.credit_notes.list(invoice_id=invoice_id)) + 1}"
+            note, credited = invoicing.issue_credit_note(
+                invoice,
+                credit_note_id=note_id,
+                number=number,
+                amount=amount,
+                at=at,
+                reason=reason,
+                outcome=None if outcome is None else CreditNoteOutcome(outcome),
+            )
+            payment = None
+            if note.outcome is CreditNoteOutcome.REFUND:
+                payment = next(
+                    (
+                        p
+                        for p in uow.payments.list(invoice_id=invoice_id)
+                        if p.refundable().amount >= amount.amount
+                    ),
+                    None,
+                )
+                if payment is None:
+                    raise ValidationError(
+                        "no single payment of this invoice can refund that amount"
+                    )
+        reference = None
+        if payment is not None:
+            reference = self.gateway.refund(
+                reference=payment.gateway_reference or payment.idempotency_key,
+                amount=amount,
+                idempotency_key=f"credit_note:{note_id}",
+            )
+        with self._uow() as uow:
+            uow.invoices.update(credited)
+            uow.credit_notes.add(note)
+            if payment is not None and reference is not None:
+                self._store_refund(
+                    uow,
+                    self._ids("re"),
+                    payment.id,
+                    amount,
+                    reason or "credit_note",
+                    at,
+                    reference,
+                    update_invoice=False,
+                )
+            if note.outcome is CreditNoteOutcome.CREDIT_BALANCE:
+                customer = uow.customers.get(invoice.customer_id)
+                balance = customer.balance()
+                assert balance is not None
+                uow.customers.update(attrs.evolve(customer, credit_balance=balance + amount))
+            events = [
+                self._event(
+                    EventName.CREDIT_NOTE_ISSUED,
+                    note.id,
+                    invoice.customer_id,
+                    at,
+                    invoice_id=invoice_id,
+                    amount=amount,
+                    outcome=note.outcome.value,
+                )
+            ]
+            if credited.status is InvoiceStatus.PAID and invoice.status is not InvoiceStatus.PAID:
+                events.append(self._paid_event(credited, at))
+            self._emit(uow, events, at)
+            self._audit(
+                uow,
+                at,
+                "credit_note.issued",
+                "invoice",
+                invoice_id,
+                customer_id=invoice.customer_id,
+                after={"amount": amount, "outcome": note.outcome.value},
+            )
+            self._remember(uow, idempotency_key, "issue_credit_note", arguments, note.id, at)
+            uow.commit()
+        self._after_commit(())
+        return note
+
+    # -- gateway notifications ----------------------------------------------------------
+
+    def handle_gateway_event(self, event: GatewayEvent) -> bool:
+        """Apply a verified gateway notification once; return False for a duplicate."""
+        at = self._now()
+        key = f"gateway-event:{event.id}"
+        with self._uow() as uow:
+            if uow.idempotency.get(key, at) is not None:
+                return False
+            self._apply_gateway_event(uow, event, at)
+            uow.idempotency.put(
+                IdempotencyRecord(
+                    key=key,
+                    fingerprint=event.type.value,
+                    result={"id": event.id},
+                    created_at=at,
+                    # Stripe retries a webhook for three days; remember it longer than that.
+                    expires_at=at + timedelta(days=30),
+                )
+            )
+            uow.commit()
+        self._after_commit(())
+        return True
+
+    def _payment_for(self, uow: UnitOfWork, event: GatewayEvent) -> Payment | None:
+        if event.idempotency_key is None and event.reference is None:
+            return None
+        for payment in uow.payments.pending(
+            created_before=datetime.max.replace(tzinfo=event.occurred_at.tzinfo), limit=10_000
+        ):
+            if payment.idempotency_key == event.idempotency_key or (
+                event.reference and payment.gateway_reference == event.reference
+            ):
+                return payment
+        return None
+
+    def _apply_gateway_event(self, uow: UnitOfWork, event: GatewayEvent, at: datetime) -> None:
+        if event.type in (GatewayEventType.PAYMENT_SUCCEEDED, GatewayEventType.PAYMENT_FAILED):
+            payment = self._payment_for(uow, event)
+            if payment is None:
+                return  # already settled by our own call, or not ours: out-of-order delivery is fine
+            invoice = uow.invoices.get(payment.invoice_id)
+            if event.type is GatewayEventType.PAYMENT_SUCCEEDED:
+                self._record_success(uow, payment, event.reference, invoice, at)
+            else:
+                self._record_failure(
+                    uow, payment, event.reference, event.decline_code, event.message, invoice, at
+                )
+            return
+        customer_id = ""
+        if event.type is GatewayEventType.CHARGE_REFUNDED and event.reference and event.amount:
+            payment = next(
+                (p for p in uow.payments.list() if p.gateway_reference == event.reference), None
+            )
+            if payment is not None:
+                already = payment.amount_refunded or Money(0, payment.amount.currency)
+                extra = event.amount - already  # the event carries the charge's total refunded
+                if extra.amount > 0:
+                    self._store_refund(
+                        uow, self._ids("re"), payment.id, extra, "gateway", at, event.id
+                    )
+                return
+        self._emit(
+            uow,
+            [
+                self._event(
+                    EventName.DISPUTE_CREATED
+                    if event.type is GatewayEventType.DISPUTE_CREATED
+                    else EventName.GATEWAY_EVENT_IGNORED,
+                    event.id,
+                    customer_id,
+                    at,
+                    reference=event.reference,
+                    type=event.type.value,
+                )
+            ],
+            at,
+        )
+
+    # -- the billing run ------------------------------------------------------------
+
+    def run_due(self, *, limit: int = 10_000) -> RunSummary:
+        """Do every piece of time-driven work due now, in batches; safe to run anywhere, any time.
+
+        Trial reminders and trial ends, renewals with their invoices and payments,
+        scheduled changes and cancellations, dunning retries and final actions, pause
+        ends, and expiry of incomplete subscriptions. Work is claimed per batch so
+        concurrent runs never process the same subscription.
+        """
+        if limit < 1:
+            raise ValidationError("limit must be at least 1")
+        summary = RunSummary()
+        now = self._now()
+        self._retry_pending_payments(now, summary)
+        while summary.subscriptions < limit:
+            batch_limit = min(self._batch_size, limit - summary.subscriptions)
+            charges: list[_Charge] = []
+            with self._uow() as uow:
+                batch = uow.subscriptions.claim_due(now, limit=batch_limit)
+                if not batch:
+                    break
+                for sub in batch:
+                    charges += self._advance(uow, sub, now, summary)
+                uow.commit()
+            summary.subscriptions += len(batch)
+            self._count(self._collect(charges), charges, summary)
+        if self._dispatch_immediately:
+            summary.events_dispatched = self.dispatch_events()
+        return summary
+
+    def _count(
+        self, outcomes: Sequence[_ChargeOutcome], charges: Sequence[_Charge], summary: RunSummary
+    ) -> None:
+        if outcomes:
+            self._settle(outcomes)
+        summary.payments_succeeded += sum(1 for o in outcomes if o.succeeded)
+        summary.payments_failed += sum(1 for o in outcomes if not o.succeeded)
+        summary.payments_pending += len(charges) - len(outcomes)
+
+    def _retry_pending_payments(self, now: datetime, summary: RunSummary) -> None:
+        with self._uow() as uow:
+            pending = uow.payments.pending(
+                created_before=now - self._pending_grace, limit=self._batch_size
+            )
+            charges = [
+                _Charge(
+                    payment=p,
+                    customer=uow.customers.get(p.customer_id),
+                    description=f"Invoice {uow.invoices.get(p.invoice_id).number}",
+                )
+                for p in pending
+            ]
+        if charges:
+            self._count(self._collect(charges), charges, summary)
+
+    def _advance(
+        self, uow: UnitOfWork, sub: Subscription, now: datetime, summary: RunSummary
+    ) -> list[_Charge]:
+        """Apply every transition due for one subscription, oldest first."""
+        charges: list[_Charge] = []
+        for _ in range(_MAX_STEPS_PER_SUBSCRIPTION):
+            due = lifecycle.next_action_at(sub)
+            if due is None or due > now:
+                break
+            sub, more = self._step(uow, sub, due, summary)
+            charges += more
+        return charges
+
+    def _step(
+        self, uow: UnitOfWork, sub: Subscription, due: datetime, summary: RunSummary
+    ) -> tuple[Subscription, list[_Charge]]:
+        status = sub.status
+        if status is _Status.INCOMPLETE:
+            summary.expired += 1
+            for invoice in uow.invoices.list(subscription_id=sub.id, status=InvoiceStatus.OPEN):
+                uow.invoices.update(invoicing.void(invoice, due))
+            return self._apply(uow, sub, lifecycle.expire_incomplete(sub, due), "expired", due), []
+        if status is _Status.TRIALING:
+            reminder = lifecycle.trial_reminder_at(sub)
+            if (
+                sub.trial_reminder_sent_at is None
+                and reminder is not None
+                and reminder <= due
+                and reminder < sub.current_period.end
+            ):
+                summary.trial_reminders += 1
+                return self._apply(
+                    uow, sub, lifecycle.trial_will_end(sub, due), "trial_reminder", due
+                ), []
+            summary.trials_ended += 1
+            transition = lifecycle.end_trial(sub, due)
+            sub = self._apply(uow, sub, transition, "trial_ended", due)
+            return self._bill_step(
+                uow, sub, transition.lines, due, BillingReason.SUBSCRIPTION_CYCLE, summary
+            )
+        if status is _Status.PAUSED:
+            summary.resumed += 1
+            transition = lifecycle.resume(sub, due)
+            sub = self._apply(uow, sub, transition, "resumed", due)
+            return self._bill_step(
+                uow, sub, transition.lines, due, BillingReason.SUBSCRIPTION_CYCLE, summary
+            )
+        if due == sub.next_payment_retry_at and due < sub.current_period.end:
+            return self._retry(uow, sub, due, summary)
+        before = sub
+        transition = lifecycle.renew(sub, due)
+        renewed = transition.subscription
+        canceled = renewed.status is _Status.CANCELED
+        summary.renewals += not canceled
+        summary.canceled += canceled
+        sub = self._apply(uow, before, transition, "canceled" if canceled else "renewed", due)
+        # Usage of the period that ended is billed at the price it was used under.
+        lines = self._final_usage(uow, before, before.current_period)
+        lines += [p.line for p in uow.invoices.take_pending_lines(sub.id)]
+        lines += transition.lines
+        return self._bill_step(
+            uow,
+            sub,
+            lines,
+            due,
+            BillingReason.SUBSCRIPTION_CYCLE,
+            summary,
+            period=None if canceled else renewed.current_period,
+        )
+
+    def _bill_step(
+        self,
+        uow: UnitOfWork,
+        sub: Subscription,
+        lines: Sequence[InvoiceLine],
+        at: datetime,
+        reason: BillingReason,
+        summary: RunSummary,
+        period: Period | None = None,
+    ) -> tuple[Subscription, list[_Charge]]:
+        if not lines:
+            return sub, []
+        summary.invoices += 1
+        return self._bill(uow, sub, lines, at, reason, period)
+
+    def _retry(
+        self, uow: UnitOfWork, sub: Subscription, due: datetime, summary: RunSummary
+    ) -> tuple[Subscription, list[_Charge]]:
+        """Retry the oldest open invoice of a past-due subscription (a dunning step)."""
+        summary.payment_retries += 1
+        # Clear the retry date while the attempt is in flight; its outcome sets the next one.
+        waiting = attrs.evolve(sub, next_payment_retry_at=None)
+        uow.subscriptions.update(waiting)
+        open_invoices = uow.invoices.list(subscription_id=sub.id, status=InvoiceStatus.OPEN)
+        if not open_invoices:
+            return self._apply(
+                uow, waiting, lifecycle.payment_succeeded(waiting, due), "payment_succeeded", due
+            ), []
+        customer = uow.customers.get(sub.customer_id)
+        return waiting, [self._new_payment(uow, open_invoices[0], customer, due)]
+
+    # -- events -----------------------------------------------------------------------
+
+    def dispatch_events(self, *, limit: int = 1000) -> int:
+        """Deliver outbox events to the email and analytics handlers; return how many."""
+        delivered = 0
+        while True:
+            with self._uow() as uow:
+                messages = list(uow.outbox.pending(limit=limit))
+            if not messages:
+                return delivered
+            for message in messages:
+                self._deliver(message)
+            with self._uow() as uow:
+                uow.outbox.mark_delivered([m.id for m in messages], self._now())
+                uow.commit()
+            delivered += len(messages)
+            if len(messages) < limit:
+                return delivered
+
+    def _deliver(self, message: OutboxMessage) -> None:
+        """Hand one event to each handler; each handler skips what it already did."""
+        event = message.event
+        at = self._now()
+        with self._uow() as uow:
+            try:
+                uow.analytics.add(
+                    AnalyticsEvent(
+                        id=message.id,
+                        name=event.name.value,
+                        customer_id=event.customer_id or None,
+                        occurred_at=event.occurred_at,
+                        properties=event.data,
+                    )
+                )
+                uow.commit()
+            except Conflict:
+                uow.rollback()  # delivered before: at-least-once delivery, deduplicated here
+        template = EMAIL_TEMPLATES.get(event.name)
+        if template is None or not event.customer_id:
+            return
+        with self._uow() as uow:
+            if uow.email_deliveries.find(message.id, template) is not None:
+                return
+            customer = uow.customers.get(event.customer_id)
+        if customer.erased_at is not None or not customer.email_deliverable:
+            return
+        email = EmailMessage(
+            message_id=f"{message.id}.{template}",
+            to=customer.email,
+            template=template,
+            data={"name": customer.name, "event": event.name.value, **event.data},
+            customer_id=customer.id,
+        )
+        provider_id = self.email.send(email)
+        with self._uow() as uow:
+            try:
+                uow.email_deliveries.add(
+                    EmailDelivery(
+                        message_id=email.message_id,
+                        event_id=message.id,
+                        template=template,
+                        to=customer.email,
+                        status=DeliveryStatus.SENT,
+                        created_at=at,
+                        customer_id=customer.id,
+                        provider_id=provider_id,
+                    )
+                )
+                uow.commit()
+            except Conflict:
+                uow.rollback()
+
+    def record_email_event(self, message_id: str, status: DeliveryStatus | str) -> EmailDelivery:
+        """Record what the email provider reported; a bounce marks the address undeliverable."""
+        at = self._now()
+        with self._uow() as uow:
+            delivery = uow.email_deliveries.get(message_id)
+            updated = attrs.evolve(delivery, status=DeliveryStatus(status), updated_at=at)
+            uow.email_deliveries.update(updated)
+            if (
+                updated.status in (DeliveryStatus.BOUNCE, DeliveryStatus.DROPPED)
+                and delivery.customer_id
+            ):
+                customer = uow.customers.get(delivery.customer_id)
+                uow.customers.update(attrs.evolve(customer, email_deliverable=False))
+            uow.commit()
+        return updated
+
+    def list_outbox(self, *, customer_id: str | None = None) -> list[OutboxMessage]:
+        """Return the outbox, oldest first."""
+        with self._uow() as uow:
+            return list(uow.outbox.list(customer_id=customer_id))
+
+    def audit_log(
+        self, *, subject_id: str | None = None, customer_id: str | None = None
+    ) -> list[AuditEntry]:
+        """Return audit entries, oldest first."""
+        with self._uow() as uow:
+            return list(uow.audit_log.list(subject_id=subject_id, customer_id=customer_id))
+
+    def list_analytics_events(
+        self, *, customer_id: str | None = None, since: datetime | None = None
+    ) -> list[AnalyticsEvent]:
+        """Return analytics events, oldest first."""
+        with self._uow() as uow:
+            return list(uow.analytics.list(customer_id=customer_id, since=since))
+
+    # -- GDPR -------------------------------------------------------------------------
+
+    def export_customer(self, customer_id: str) -> dict[str, Any]:
+        """Return everything lumenquest holds about a customer, as JSON-ready data."""
+        with self._uow() as uow:
+            customer = uow.customers.get(customer_id)
+            subs = list(uow.subscriptions.list(customer_id=customer_id, limit=10_000))
+            invoices = list(uow.invoices.list(customer_id=customer_id, limit=10_000))
+            data = {
+                "customer": customer,
+                "subscriptions": subs,
+                "subscription_changes": uow.subscription_changes.list(customer_id=customer_id),
+                "usage": [r for s in subs for r in uow.usage.list(s.id)],
+                "invoices": invoices,
+                "payments": uow.payments.list(customer_id=customer_id),
+                "refunds": [r for i in invoices for r in uow.payments.refunds(invoice_id=i.id)],
+                "credit_notes": uow.credit_notes.list(customer_id=customer_id),
+                "emails": uow.email_deliveries.list(customer_id=customer_id),
+                "analytics_events": uow.analytics.list(customer_id=customer_id),
+                "audit_log": uow.audit_log.list(customer_id=customer_id),
+            }
+        return {"exported_at": self._now().isoformat(), **to_jsonable(data)}
+
+    def erase_customer(self, customer_id: str, *, idempotency_key: str | None = None) -> Customer:
+        """Erase a customer's personal data, cancelling their subscriptions; invoices stay, anonymised."""
+        at = self._now()
+        arguments = {"id": customer_id}
+        with self._uow() as uow:
+            first = self._idempotent(uow, idempotency_key, "erase_customer", arguments, at)
+            if first is not None:
+                return uow.customers.get(first)
+            customer = uow.customers.get(customer_id)
+            for sub in uow.subscriptions.list(customer_id=customer_id, limit=10_000):
+                if sub.status not in (_Status.CANCELED, _Status.INCOMPLETE_EXPIRED):
+                    self._apply(uow, sub, lifecycle.cancel(sub, at=at), "canceled", at)
+            for delivery in uow.email_deliveries.list(customer_id=customer_id):
+                uow.email_deliveries.update(attrs.evolve(delivery, to=_erased_email(customer_id)))
+            erased = attrs.evolve(
+                customer,
+                email=_erased_email(customer_id),
+                name="",
+                metadata={},
+                erased_at=at,
+                email_deliverable=False,
+            )
+            uow.customers.update(erased)
+            self._emit(
+                uow, [self._event(EventName.CUSTOMER_ERASED, customer_id, customer_id, at)], at
+            )
+            self._audit(
+                uow, at, "customer.erased", "customer", customer_id, customer_id=customer_id
+            )
+            self._remember(uow, idempotency_key, "erase_customer", arguments, customer_id, at)
+            uow.commit()
+        self._after_commit(())
+        return erased
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def metrics(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        currency: str = "USD",
+        marketing_spend: Money | None = None,
+        gross_margin: Any = None,
+    ) -> metrics.MetricsReport:
+        """Return MRR, ARR, movements, churn, NRR, ARPA, LTV, CAC and conversions for ``[start, end]``."""
+        period = Period(start, end)
+        with self._uow() as uow:
+            changes = list(uow.subscription_changes.list(until=period.end))
+        return metrics_from_changes(
+            changes,
+            period=period,
+            currency=currency,
+            marketing_spend=marketing_spend,
+            gross_margin=gross_margin,
+        )
+
+
+def metrics_from_changes(
+    changes: Sequence[SubscriptionChange],
+    *,
+    period: Period,
+    currency: str,
+    marketing_spend: Money | None = None,
+    gross_margin: Any = None,
+) -> metrics.MetricsReport:
+    """Compute the metrics report for ``period`` from subscription history rows (oldest first)."""
+    return metrics.report_from_history(
+        [
+            metrics.HistoryPoint(
+                subscription_id=c.subscription_id,
+                customer_id=c.customer_id,
+                at=c.at,
+                mrr=c.mrr,
+                from_status=c.from_status,
+                to_status=c.to_status,
+                plan_id=c.plan_id,
+            )
+            for c in changes
+        ],
+        period=period,
+        currency=currency,
+        marketing_spend=marketing_spend,
+        gross_margin=gross_margin,
+    )
+
+
+def _erased_email(customer_id: str) -> str:
+    return f"erased+{customer_id.lower()}@erased.invalid"
+
+
+def _limit(limit: int) -> int:
+    if type(limit) is not int or not 1 <= limit <= 1000:
+        raise ValidationError("limit must be an int from 1 to 1000", details={"limit": repr(limit)})
+    return limit
