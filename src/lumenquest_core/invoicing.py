@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from lumenquest_core._trusted import evolve_trusted, new_trusted
 from lumenquest_core.catalog import Price, UsageType
 from lumenquest_core.coupons import Discount
 from lumenquest_core.errors import CurrencyMismatch, InvalidTransition, ValidationError
@@ -150,6 +151,8 @@ def _round(value: Fraction) -> int:
 
 
 def _line_taxes(taxable: Money, rates: Sequence[TaxRate]) -> tuple[LineTax, ...]:
+    if not rates:
+        return ()
     inclusive = [rate for rate in rates if rate.inclusive]
     if inclusive and len(inclusive) != len(rates):
         # The base of an exclusive rate would be ambiguous (gross or net of the inclusive tax).
@@ -404,7 +407,9 @@ def build_invoice(
     total = subtotal - discount_total + exclusive
     credit_applied = min(balance.amount, max(total, 0))
     zero = _money(0, currency)
-    return Invoice(
+    # Every field was checked above and the amounts are consistent by construction.
+    return new_trusted(
+        Invoice,
         id=invoice_id,
         customer_id=customer_id,
         currency=currency,
@@ -461,7 +466,7 @@ def _require(invoice: Invoice, operation: str, *allowed: InvoiceStatus) -> None:
 
 
 def _paid(invoice: Invoice, at: datetime, **changes: Any) -> Invoice:
-    return attrs.evolve(invoice, status=InvoiceStatus.PAID, paid_at=at, **changes)
+    return evolve_trusted(invoice, status=InvoiceStatus.PAID, paid_at=at, **changes)
 
 
 def finalize(invoice: Invoice, *, number: str, at: datetime) -> Invoice:
@@ -469,7 +474,7 @@ def finalize(invoice: Invoice, *, number: str, at: datetime) -> Invoice:
     _require(invoice, "finalize", InvoiceStatus.DRAFT)
     _check_id(number, "number")
     at = aware(at, "at")
-    opened = attrs.evolve(invoice, status=InvoiceStatus.OPEN, number=number, finalized_at=at)
+    opened = evolve_trusted(invoice, status=InvoiceStatus.OPEN, number=number, finalized_at=at)
     return _paid(opened, at) if not opened.amount_due else opened
 
 
@@ -498,13 +503,13 @@ def pay(invoice: Invoice, *, at: datetime, amount: Money | None = None) -> Invoi
 def void(invoice: Invoice, at: datetime) -> Invoice:
     """Return the open invoice voided at ``at``; drafts are discarded, not voided."""
     _require(invoice, "void", InvoiceStatus.OPEN)
-    return attrs.evolve(invoice, status=InvoiceStatus.VOID, voided_at=aware(at, "at"))
+    return evolve_trusted(invoice, status=InvoiceStatus.VOID, voided_at=aware(at, "at"))
 
 
 def mark_uncollectible(invoice: Invoice, at: datetime) -> Invoice:
     """Return the open invoice marked uncollectible (it can still be paid later)."""
     _require(invoice, "mark_uncollectible", InvoiceStatus.OPEN)
-    return attrs.evolve(
+    return evolve_trusted(
         invoice, status=InvoiceStatus.UNCOLLECTIBLE, marked_uncollectible_at=aware(at, "at")
     )
 
@@ -625,7 +630,7 @@ def _credit_open(
     if amount > invoice.amount_due:
         raise _over_limit(invoice, amount, invoice.amount_due.amount, "credit")
     due = invoice.amount_due - amount
-    updated = attrs.evolve(
+    updated = evolve_trusted(
         invoice, amount_due=due, amount_credited=invoice.amount_credited + amount
     )
     # Stripe marks an open invoice credited down to nothing as paid.
@@ -651,7 +656,7 @@ def _credit_paid(
         if refunded > invoice.amount_paid:
             left = invoice.amount_paid.amount - invoice.amount_refunded.amount
             raise _over_limit(invoice, amount, left, "refund")
-    return outcome, attrs.evolve(invoice, amount_credited=credited, amount_refunded=refunded)
+    return outcome, evolve_trusted(invoice, amount_credited=credited, amount_refunded=refunded)
 
 
 def issue_credit_note(
@@ -707,7 +712,7 @@ def record_refund(invoice: Invoice, *, amount: Money, at: datetime) -> Invoice:
     if refunded > invoice.amount_paid:
         left = invoice.amount_paid.amount - invoice.amount_refunded.amount
         raise _over_limit(invoice, amount, left, "refund")
-    return attrs.evolve(invoice, amount_refunded=refunded)
+    return evolve_trusted(invoice, amount_refunded=refunded)
 
 
 # --- usage ---------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from lumenquest_core.errors import (
     GatewayUnavailable,
     IdempotencyConflict,
     InvalidTransition,
-    NotFound,
     PaymentDeclined,
     ValidationError,
 )
@@ -176,7 +175,7 @@ def _fingerprint(operation: str, arguments: Mapping[str, Any]) -> str:
 
 
 def _snapshot(sub: Subscription) -> dict[str, Any]:
-    """The audit view of a subscription: what changed, without personal data."""
+    """Return the audit view of a subscription: what changed, without personal data."""
     return {
         "status": sub.status.value,
         "price_id": sub.price.id,
@@ -1153,7 +1152,7 @@ class Billing:
             "reactivate",
             subscription_id,
             idempotency_key,
-            lambda sub, at: lifecycle.undo_cancel(sub, at),
+            lifecycle.undo_cancel,
             "reactivated",
         )
 
@@ -1180,7 +1179,7 @@ class Billing:
             "resume",
             subscription_id,
             idempotency_key,
-            lambda sub, at: lifecycle.resume(sub, at),
+            lifecycle.resume,
             "resumed",
         )
 

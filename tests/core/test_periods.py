@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from dateutil.relativedelta import relativedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -109,3 +110,20 @@ def test_consecutive_periods_never_overlap_or_leave_gaps_and_keep_the_anchor_day
         # The day is the anchor's, or the month's last day when the month is shorter.
         assert start.day == anchor.day or (start + timedelta(days=1)).day == 1
         assert start.time() == anchor.time()
+
+
+@given(anchor=instants, cycle=cycles, n=st.integers(min_value=-60, max_value=60))
+def test_add_cycles_agrees_with_dateutil_relativedelta(anchor, cycle, n):
+    """Our month clamp is dateutil's, at a fraction of the cost: the two never disagree."""
+    steps = {
+        Interval.DAY: relativedelta(days=n * cycle.count),
+        Interval.WEEK: relativedelta(weeks=n * cycle.count),
+        Interval.MONTH: relativedelta(months=n * cycle.count),
+        Interval.YEAR: relativedelta(years=n * cycle.count),
+    }
+    assert add_cycles(anchor, cycle, n) == anchor + steps[cycle.interval]
+
+
+def test_a_boundary_outside_the_supported_years_is_a_validation_error():
+    with pytest.raises(ValidationError, match="outside the supported years"):
+        add_cycles(utc(9999, 12, 1), MONTHLY, 1)
