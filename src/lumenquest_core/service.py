@@ -983,47 +983,41 @@ class Billing:
                 )
             new_quantity = sub.quantity if quantity is None else quantity
             chosen = self._timing(sub, price, new_quantity, timing)
+            charges: list[_Charge] = []
+            paid_first: _Charge | None = None
             if chosen is ChangeTiming.PERIOD_END:
                 transition = lifecycle.schedule_change(
                     sub, price=price, quantity=new_quantity, at=at
                 )
                 self._apply(uow, sub, transition, "change_scheduled", at)
-                self._remember(uow, idempotency_key, "change_subscription", arguments, sub.id, at)
-                uow.commit()
-                self._after_commit(())
-                return transition.subscription
-            transition = lifecycle.change(
-                sub,
-                price=price,
-                quantity=new_quantity,
-                at=at,
-                proration_behavior=behavior,
-                granularity=self._granularity,
-            )
-            invoice_now = behavior is ProrationBehavior.ALWAYS_INVOICE or any(
-                line.kind is LineKind.SUBSCRIPTION for line in transition.lines
-            )
-            if payment_required and invoice_now and sub.status is not _Status.TRIALING:
-                charge = self._invoice_before_change(uow, sub, transition, at)
-                self._remember(uow, idempotency_key, "change_subscription", arguments, sub.id, at)
-                uow.commit()
-                if charge is not None:
-                    return self._complete_paid_change(charge, transition, at)
-                with self._uow() as retry:
-                    self._apply(retry, sub, transition, "changed", at)
-                    retry.commit()
-                self._after_commit(())
-                return transition.subscription
-            changed = self._apply(uow, sub, transition, "changed", at)
-            charges: list[_Charge] = []
-            if invoice_now:
-                changed, charges = self._bill(
-                    uow, changed, transition.lines, at, BillingReason.SUBSCRIPTION_UPDATE
-                )
             else:
-                self._keep_pending(uow, changed, transition.lines, at)
+                transition = lifecycle.change(
+                    sub,
+                    price=price,
+                    quantity=new_quantity,
+                    at=at,
+                    proration_behavior=behavior,
+                    granularity=self._granularity,
+                )
+                invoice_now = behavior is ProrationBehavior.ALWAYS_INVOICE or any(
+                    line.kind is LineKind.SUBSCRIPTION for line in transition.lines
+                )
+                pay_first = payment_required and invoice_now and sub.status is not _Status.TRIALING
+                if pay_first:
+                    # Invoice first and change only once paid; with nothing to pay, change now.
+                    paid_first = self._invoice_before_change(uow, sub, transition, at)
+                if paid_first is None:
+                    changed = self._apply(uow, sub, transition, "changed", at)
+                    if invoice_now and not pay_first:
+                        changed, charges = self._bill(
+                            uow, changed, transition.lines, at, BillingReason.SUBSCRIPTION_UPDATE
+                        )
+                    elif not invoice_now:
+                        self._keep_pending(uow, changed, transition.lines, at)
             self._remember(uow, idempotency_key, "change_subscription", arguments, sub.id, at)
             uow.commit()
+        if paid_first is not None:
+            return self._complete_paid_change(paid_first, transition, at)
         self._after_commit(charges)
         return self.get_subscription(subscription_id)
 

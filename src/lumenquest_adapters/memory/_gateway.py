@@ -1,0 +1,258 @@
+"""A fake payment gateway with scripted outcomes and a ledger, with Stripe's idempotency."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+from collections.abc import Mapping
+
+import attrs
+
+from lumenquest_core.customers import Customer
+from lumenquest_core.errors import (
+    CurrencyMismatch,
+    GatewayUnavailable,
+    IdempotencyConflict,
+    NotFound,
+    ValidationError,
+)
+from lumenquest_core.money import Money
+from lumenquest_core.payments import ChargeResult, ChargeStatus
+
+__all__ = ["FakeGateway", "GatewayOutcome", "LedgerCharge", "LedgerRefund", "OutcomeKind"]
+
+
+class OutcomeKind(enum.StrEnum):
+    """What the fake gateway does with one charge."""
+
+    SUCCEED = "succeed"
+    DECLINE = "decline"
+    TIMEOUT = "timeout"  # nothing charged, GatewayUnavailable raised
+    UNKNOWN = "unknown"  # charged, then GatewayUnavailable raised: a lost response
+
+
+@attrs.frozen
+class GatewayOutcome:
+    """One scripted outcome; build it with the class methods."""
+
+    kind: OutcomeKind
+    decline_code: str | None = None
+    message: str = ""
+
+    @classmethod
+    def succeed(cls) -> GatewayOutcome:
+        """Return the outcome of a successful charge."""
+        return cls(OutcomeKind.SUCCEED)
+
+    @classmethod
+    def decline(
+        cls, code: str = "card_declined", message: str = "Your card was declined."
+    ) -> GatewayOutcome:
+        """Return a decline with ``code``: a result, not an exception."""
+        return cls(OutcomeKind.DECLINE, decline_code=code, message=message)
+
+    @classmethod
+    def timeout(cls) -> GatewayOutcome:
+        """Return a timeout: nothing is charged and GatewayUnavailable is raised."""
+        return cls(OutcomeKind.TIMEOUT, message="the fake gateway timed out")
+
+    @classmethod
+    def unknown(cls) -> GatewayOutcome:
+        """Return a lost response: the charge is made, then GatewayUnavailable is raised."""
+        return cls(OutcomeKind.UNKNOWN, message="the fake gateway's response was lost")
+
+
+@attrs.frozen
+class LedgerCharge:
+    """One charge the gateway recorded, successful or declined."""
+
+    idempotency_key: str
+    customer_id: str
+    amount: Money
+    status: ChargeStatus
+    reference: str
+    description: str = ""
+    decline_code: str | None = None
+    message: str = ""
+
+    def result(self) -> ChargeResult:
+        """Return the answer the gateway gave (and gives again) for this charge."""
+        return ChargeResult(
+            status=self.status,
+            reference=self.reference,
+            decline_code=self.decline_code,
+            message=self.message,
+        )
+
+
+@attrs.frozen
+class LedgerRefund:
+    """One refund the gateway recorded."""
+
+    idempotency_key: str
+    charge_reference: str
+    amount: Money
+    reference: str
+
+
+class FakeGateway:
+    """A ``PaymentGateway`` in memory: scripted outcomes, a ledger, one charge per key.
+
+    Outcomes come from the queue given to :meth:`queue` (or :meth:`queue_for` a customer,
+    which goes first), then from ``default`` (success). Like Stripe, a second call with
+    the same idempotency key returns the first call's result and charges nothing, and
+    the same key with another amount or customer raises IdempotencyConflict.
+    """
+
+    def __init__(self, *outcomes: GatewayOutcome, default: GatewayOutcome | None = None) -> None:
+        self.default = default or GatewayOutcome.succeed()
+        self.charges: list[LedgerCharge] = []
+        self.refunds: list[LedgerRefund] = []
+        self._queue: deque[GatewayOutcome] = deque(outcomes)
+        self._customer_queues: dict[str, deque[GatewayOutcome]] = {}
+        self._charges_by_key: dict[str, LedgerCharge] = {}
+        self._charges_by_reference: dict[str, LedgerCharge] = {}
+        self._refunds_by_key: dict[str, LedgerRefund] = {}
+        self._customers: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.calls = 0  # every charge call, including replays and failures
+
+    # -- scripting ------------------------------------------------------------------------
+
+    def queue(self, *outcomes: GatewayOutcome) -> None:
+        """Append outcomes for the next charges, whoever the customer."""
+        with self._lock:
+            self._queue.extend(outcomes)
+
+    def queue_for(self, customer_id: str, *outcomes: GatewayOutcome) -> None:
+        """Append outcomes for the next charges of one customer (used before the shared queue)."""
+        with self._lock:
+            self._customer_queues.setdefault(customer_id, deque()).extend(outcomes)
+
+    def _next_outcome(self, customer_id: str) -> GatewayOutcome:
+        own = self._customer_queues.get(customer_id)
+        if own:
+            return own.popleft()
+        if self._queue:
+            return self._queue.popleft()
+        return self.default
+
+    # -- the port -------------------------------------------------------------------------
+
+    def ensure_customer(self, customer: Customer) -> str:
+        """Return the customer's stable ``cus_fake_…`` reference, creating it on first use."""
+        with self._lock:
+            reference = self._customers.get(customer.id)
+            if reference is None:
+                reference = f"cus_fake_{len(self._customers) + 1}"
+                self._customers[customer.id] = reference
+            return reference
+
+    def charge(
+        self,
+        *,
+        customer: Customer,
+        amount: Money,
+        idempotency_key: str,
+        description: str,
+        metadata: Mapping[str, str],
+    ) -> ChargeResult:
+        """Charge once per idempotency key, as the script says."""
+        if amount.amount <= 0:
+            raise ValidationError(
+                f"a charge must be positive, not {amount}", details={"amount": str(amount)}
+            )
+        with self._lock:
+            self.calls += 1
+            first = self._charges_by_key.get(idempotency_key)
+            if first is not None:
+                if first.customer_id != customer.id or first.amount != amount:
+                    raise IdempotencyConflict(
+                        f"idempotency key {idempotency_key!r} was used for another charge",
+                        details={"idempotency_key": idempotency_key},
+                    )
+                return first.result()
+            outcome = self._next_outcome(customer.id)
+            if outcome.kind is OutcomeKind.TIMEOUT:
+                raise GatewayUnavailable(
+                    outcome.message, details={"idempotency_key": idempotency_key}
+                )
+            declined = outcome.kind is OutcomeKind.DECLINE
+            entry = LedgerCharge(
+                idempotency_key=idempotency_key,
+                customer_id=customer.id,
+                amount=amount,
+                status=ChargeStatus.DECLINED if declined else ChargeStatus.SUCCEEDED,
+                reference=f"ch_fake_{len(self.charges) + 1}",
+                description=description,
+                decline_code=outcome.decline_code if declined else None,
+                message=outcome.message if declined else "",
+            )
+            self.charges.append(entry)
+            self._charges_by_key[idempotency_key] = entry
+            self._charges_by_reference[entry.reference] = entry
+            if outcome.kind is OutcomeKind.UNKNOWN:
+                raise GatewayUnavailable(
+                    outcome.message, details={"idempotency_key": idempotency_key}
+                )
+            return entry.result()
+
+    def refund(self, *, reference: str, amount: Money, idempotency_key: str) -> str:
+        """Refund part of a successful charge once per key; more than is left raises."""
+        with self._lock:
+            first = self._refunds_by_key.get(idempotency_key)
+            if first is not None:
+                if first.charge_reference != reference or first.amount != amount:
+                    raise IdempotencyConflict(
+                        f"idempotency key {idempotency_key!r} was used for another refund",
+                        details={"idempotency_key": idempotency_key},
+                    )
+                return first.reference
+            charge = self._charges_by_reference.get(reference)
+            if charge is None or charge.status is not ChargeStatus.SUCCEEDED:
+                raise NotFound(
+                    f"no successful charge {reference!r} to refund",
+                    details={"kind": "charge", "id": reference},
+                )
+            if amount.currency != charge.amount.currency:
+                raise CurrencyMismatch(
+                    f"charge {reference} is in {charge.amount.currency}, not {amount.currency}"
+                )
+            refundable = charge.amount.amount - sum(
+                r.amount.amount for r in self.refunds if r.charge_reference == reference
+            )
+            if amount.amount <= 0 or amount.amount > refundable:
+                raise ValidationError(
+                    f"cannot refund {amount} of charge {reference}:"
+                    f" {Money(refundable, amount.currency)} is refundable",
+                    details={"reference": reference, "refundable": refundable},
+                )
+            entry = LedgerRefund(
+                idempotency_key=idempotency_key,
+                charge_reference=reference,
+                amount=amount,
+                reference=f"re_fake_{len(self.refunds) + 1}",
+            )
+            self.refunds.append(entry)
+            self._refunds_by_key[idempotency_key] = entry
+            return entry.reference
+
+    # -- the ledger -----------------------------------------------------------------------
+
+    def succeeded_charges(self) -> list[LedgerCharge]:
+        """Return the charges that took money, in order."""
+        return [c for c in self.charges if c.status is ChargeStatus.SUCCEEDED]
+
+    def charged_total(self, currency: str = "USD") -> Money:
+        """Return the sum of successful charges in ``currency`` (refunds not deducted)."""
+        return Money(
+            sum(c.amount.amount for c in self.succeeded_charges() if c.amount.currency == currency),
+            currency,
+        )
+
+    def refunded_total(self, currency: str = "USD") -> Money:
+        """Return the sum of refunds in ``currency``."""
+        return Money(
+            sum(r.amount.amount for r in self.refunds if r.amount.currency == currency), currency
+        )

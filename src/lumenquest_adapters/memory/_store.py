@@ -1,0 +1,1131 @@
+"""The in-memory store and its unit of work: a real, transactional implementation.
+
+:class:`MemoryStore` holds committed rows with the indexes a database would keep.
+:class:`MemoryUnitOfWork` holds the store's re-entrant lock from ``__enter__`` to
+``__exit__`` (serializable isolation: one transaction at a time per store), stages its
+writes in per-table overlays and applies them only on ``commit``. Constraints raise
+:class:`~lumenquest_core.errors.Conflict` and missing rows
+:class:`~lumenquest_core.errors.NotFound`, as the SQL adapter's do.
+
+A unit of work nested in the same thread (the lock is re-entrant) behaves like a second
+database connection: it does not see the outer one's uncommitted writes, and the outer
+commit re-checks its constraints if the nested one committed in between.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import attrs
+
+from lumenquest_adapters.memory._tables import R, Table, UniqueIndex, View
+from lumenquest_core.catalog import Plan, Price
+from lumenquest_core.coupons import Coupon
+from lumenquest_core.customers import Customer
+from lumenquest_core.errors import Conflict, ValidationError
+from lumenquest_core.invoicing import BillingReason, CreditNote, Invoice, InvoiceStatus, Refund
+from lumenquest_core.payments import (
+    AuditEntry,
+    Payment,
+    PaymentStatus,
+    SubscriptionChange,
+    UsageRecord,
+)
+from lumenquest_core.periods import Period, aware
+from lumenquest_core.ports import (
+    AnalyticsEvent,
+    AnalyticsRepository,
+    AuditLog,
+    CouponRepository,
+    CreditNoteRepository,
+    CustomerRepository,
+    EmailDelivery,
+    EmailDeliveryRepository,
+    IdempotencyRecord,
+    IdempotencyStore,
+    InvoiceRepository,
+    OutboxMessage,
+    OutboxRepository,
+    PaymentRepository,
+    PendingLine,
+    PlanRepository,
+    PriceRepository,
+    SubscriptionChangeRepository,
+    SubscriptionRepository,
+    UsageRepository,
+)
+from lumenquest_core.subscriptions import Subscription, SubscriptionStatus, next_action_at
+
+__all__ = ["MemoryStore", "MemoryUnitOfWork"]
+
+
+def _id(row: Any) -> str:
+    return str(row.id)
+
+
+def _cycle_key(invoice: Invoice) -> Hashable | None:
+    if (
+        invoice.billing_reason is BillingReason.SUBSCRIPTION_CYCLE
+        and invoice.period is not None
+        and invoice.subscription_id is not None
+    ):
+        return (invoice.subscription_id, invoice.period.start)
+    return None
+
+
+def _describe_email(customer: Customer) -> tuple[str, dict[str, Any]]:
+    # The address itself stays out of the error: error details end up in logs.
+    return "a customer with this email already exists", {"field": "email"}
+
+
+def _describe_cycle(invoice: Invoice) -> tuple[str, dict[str, Any]]:
+    assert invoice.period is not None
+    return (
+        f"subscription {invoice.subscription_id} already has a cycle invoice for the period"
+        f" starting {invoice.period.start.isoformat()}",
+        {
+            "subscription_id": invoice.subscription_id,
+            "period_start": invoice.period.start.isoformat(),
+        },
+    )
+
+
+def _describe_payment_key(payment: Payment) -> tuple[str, dict[str, Any]]:
+    return (
+        f"a payment with idempotency key {payment.idempotency_key!r} already exists",
+        {"idempotency_key": payment.idempotency_key},
+    )
+
+
+def _describe_delivery(delivery: EmailDelivery) -> tuple[str, dict[str, Any]]:
+    return (
+        f"the {delivery.template!r} email of event {delivery.event_id} was already sent",
+        {"event_id": delivery.event_id, "template": delivery.template},
+    )
+
+
+def _is_true(flag: bool) -> Hashable | None:
+    # Index only the rows where the flag holds: the index is then the work queue itself.
+    return True if flag else None
+
+
+class MemoryStore:
+    """The committed state of every table, shared by the units of work built on it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        # Bumped by every commit that changes something; lets a commit notice a nested one.
+        self.version = 0
+        self.customers: Table[Customer] = Table(
+            "customer",
+            _id,
+            uniques=[UniqueIndex("customer_email", lambda c: c.email, _describe_email)],
+            ordered_by_id=True,
+        )
+        self.plans: Table[Plan] = Table("plan", _id, ordered_by_id=True)
+        self.prices: Table[Price] = Table(
+            "price", _id, indexes={"plan_id": lambda p: p.plan_id}, ordered_by_id=True
+        )
+        self.coupons: Table[Coupon] = Table("coupon", _id, ordered_by_id=True)
+        self.subscriptions: Table[Subscription] = Table(
+            "subscription",
+            _id,
+            indexes={"customer_id": lambda s: s.customer_id},
+            ordered_by_id=True,
+        )
+        # When each subscription is next due, and a heap of (due, id) over it; heap entries
+        # that no longer match ``due_of`` are stale and dropped when they surface.
+        self.due_of: dict[str, datetime] = {}
+        self.due_heap: list[tuple[datetime, str]] = []
+        self.invoices: Table[Invoice] = Table(
+            "invoice",
+            _id,
+            uniques=[UniqueIndex("invoice_subscription_cycle", _cycle_key, _describe_cycle)],
+            indexes={
+                "customer_id": lambda i: i.customer_id,
+                "subscription_id": lambda i: i.subscription_id,
+            },
+        )
+        self.invoice_number = 0  # the last number handed out by a committed unit of work
+        self.pending_lines: Table[PendingLine] = Table(
+            "pending line", _id, indexes={"subscription_id": lambda p: p.subscription_id}
+        )
+        self.payments: Table[Payment] = Table(
+            "payment",
+            _id,
+            uniques=[
+                UniqueIndex(
+                    "payment_idempotency_key", lambda p: p.idempotency_key, _describe_payment_key
+                )
+            ],
+            indexes={
+                "invoice_id": lambda p: p.invoice_id,
+                "customer_id": lambda p: p.customer_id,
+                "pending": lambda p: _is_true(p.status is PaymentStatus.PENDING),
+            },
+        )
+        self.refunds: Table[Refund] = Table(
+            "refund",
+            _id,
+            indexes={"payment_id": lambda r: r.payment_id, "invoice_id": lambda r: r.invoice_id},
+        )
+        self.credit_notes: Table[CreditNote] = Table(
+            "credit note",
+            _id,
+            indexes={"invoice_id": lambda n: n.invoice_id, "customer_id": lambda n: n.customer_id},
+        )
+        self.usage: Table[UsageRecord] = Table(
+            "usage record", _id, indexes={"subscription_id": lambda u: u.subscription_id}
+        )
+        self.outbox: Table[OutboxMessage] = Table(
+            "outbox message",
+            _id,
+            indexes={
+                "undelivered": lambda m: _is_true(m.delivered_at is None),
+                "customer_id": lambda m: m.event.customer_id or None,
+            },
+        )
+        self.audit_log: Table[AuditEntry] = Table(
+            "audit entry",
+            _id,
+            indexes={"subject_id": lambda a: a.subject_id, "customer_id": lambda a: a.customer_id},
+        )
+        self.subscription_changes: Table[SubscriptionChange] = Table(
+            "subscription change",
+            _id,
+            indexes={
+                "subscription_id": lambda c: c.subscription_id,
+                "customer_id": lambda c: c.customer_id,
+            },
+        )
+        self.analytics: Table[AnalyticsEvent] = Table(
+            "analytics event", _id, indexes={"customer_id": lambda e: e.customer_id}
+        )
+        self.email_deliveries: Table[EmailDelivery] = Table(
+            "email delivery",
+            lambda d: d.message_id,
+            uniques=[
+                UniqueIndex(
+                    "email_delivery_event_template",
+                    lambda d: (d.event_id, d.template),
+                    _describe_delivery,
+                )
+            ],
+            indexes={"customer_id": lambda d: d.customer_id},
+        )
+        self.idempotency: Table[IdempotencyRecord] = Table("idempotency record", lambda r: r.key)
+
+    def tables(self) -> tuple[Table[Any], ...]:
+        """Return every table, in the order a commit applies them."""
+        return (
+            self.customers,
+            self.plans,
+            self.prices,
+            self.coupons,
+            self.subscriptions,
+            self.invoices,
+            self.pending_lines,
+            self.payments,
+            self.refunds,
+            self.credit_notes,
+            self.usage,
+            self.outbox,
+            self.audit_log,
+            self.subscription_changes,
+            self.analytics,
+            self.email_deliveries,
+            self.idempotency,
+        )
+
+    def reindex_due(
+        self, changes: Iterable[tuple[Subscription | None, Subscription | None]]
+    ) -> None:
+        """Bring the due index up to date with committed subscription changes."""
+        due_of, heap = self.due_of, self.due_heap
+        for before, after in changes:
+            if after is None:
+                if before is not None:
+                    due_of.pop(before.id, None)
+                continue
+            due = next_action_at(after)
+            if due == due_of.get(after.id):
+                continue
+            if due is None:
+                del due_of[after.id]
+            else:
+                due_of[after.id] = due
+                heapq.heappush(heap, (due, after.id))
+        if len(heap) > 2 * len(due_of) + 1024:
+            # Stale entries outnumber live ones: rebuild rather than let the heap grow.
+            self.due_heap = [(due, sid) for sid, due in due_of.items()]
+            heapq.heapify(self.due_heap)
+
+
+def _check_limit(limit: int) -> int:
+    if type(limit) is not int or limit < 0:
+        raise ValidationError(f"limit must be a non-negative int, not {limit!r}")
+    return limit
+
+
+def _take(rows: Iterator[R] | Iterable[R], limit: int) -> list[R]:
+    result: list[R] = []
+    if limit == 0:
+        return result
+    for row in rows:
+        result.append(row)
+        if len(result) >= limit:
+            break
+    return result
+
+
+class _Repository:
+    """Common plumbing: the unit of work (to check it is open) and the table view."""
+
+    __slots__ = ("_uow",)
+
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._uow = uow
+
+
+class _Customers(_Repository):
+    """Customers, unique by id and by email."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[Customer]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, customer: Customer) -> None:
+        """Store a new customer."""
+        self._uow.check_open()
+        self._view.add(customer)
+
+    def get(self, customer_id: str) -> Customer:
+        """Return the customer or raise NotFound."""
+        self._uow.check_open()
+        return self._view.get(customer_id)
+
+    def find_by_email(self, email: str) -> Customer | None:
+        """Return the customer with this (normalised) email, if any."""
+        self._uow.check_open()
+        owner = self._view.owner(0, email.strip().lower())
+        return None if owner is None else self._view.get(owner)
+
+    def update(self, customer: Customer) -> None:
+        """Replace a stored customer."""
+        self._uow.check_open()
+        self._view.update(customer)
+
+    def list(self, *, limit: int = 100, after: str | None = None) -> Sequence[Customer]:
+        """Return customers ordered by id, after the cursor ``after``."""
+        self._uow.check_open()
+        return _take(self._view.scan_by_id(after), _check_limit(limit))
+
+
+class _Plans(_Repository):
+    """Plans."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[Plan]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, plan: Plan) -> None:
+        """Store a new plan."""
+        self._uow.check_open()
+        self._view.add(plan)
+
+    def get(self, plan_id: str) -> Plan:
+        """Return the plan or raise NotFound."""
+        self._uow.check_open()
+        return self._view.get(plan_id)
+
+    def update(self, plan: Plan) -> None:
+        """Replace a stored plan."""
+        self._uow.check_open()
+        self._view.update(plan)
+
+    def list(self, *, active_only: bool = False) -> Sequence[Plan]:
+        """Return plans ordered by id."""
+        self._uow.check_open()
+        return [p for p in self._view.scan_by_id() if p.active or not active_only]
+
+
+class _Prices(_Repository):
+    """Prices."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[Price]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, price: Price) -> None:
+        """Store a new price."""
+        self._uow.check_open()
+        self._view.add(price)
+
+    def get(self, price_id: str) -> Price:
+        """Return the price or raise NotFound."""
+        self._uow.check_open()
+        return self._view.get(price_id)
+
+    def update(self, price: Price) -> None:
+        """Replace a stored price (its active flag or nickname)."""
+        self._uow.check_open()
+        self._view.update(price)
+
+    def list(self, *, plan_id: str | None = None, active_only: bool = False) -> Sequence[Price]:
+        """Return prices ordered by id."""
+        self._uow.check_open()
+        if plan_id is None:
+            rows: Iterable[Price] = self._view.scan_by_id()
+        else:
+            rows = sorted(self._view.bucket("plan_id", plan_id), key=_id)
+        return [p for p in rows if p.active or not active_only]
+
+
+class _Coupons(_Repository):
+    """Coupons."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[Coupon]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, coupon: Coupon) -> None:
+        """Store a new coupon."""
+        self._uow.check_open()
+        self._view.add(coupon)
+
+    def get(self, coupon_id: str) -> Coupon:
+        """Return the coupon or raise NotFound."""
+        self._uow.check_open()
+        return self._view.get(coupon_id)
+
+    def list(self) -> Sequence[Coupon]:
+        """Return coupons ordered by id."""
+        self._uow.check_open()
+        return list(self._view.scan_by_id())
+
+
+class _Subscriptions(_Repository):
+    """Subscriptions, with a due index so that claiming work never scans them all."""
+
+    __slots__ = ("_store", "_view")
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[Subscription], store: MemoryStore) -> None:
+        super().__init__(uow)
+        self._view = view
+        self._store = store
+
+    def add(self, subscription: Subscription) -> None:
+        """Store a new subscription."""
+        self._uow.check_open()
+        self._view.add(subscription)
+
+    def get(self, subscription_id: str) -> Subscription:
+        """Return the subscription or raise NotFound."""
+        self._uow.check_open()
+        return self._view.get(subscription_id)
+
+    def update(self, subscription: Subscription) -> None:
+        """Replace a stored subscription."""
+        self._uow.check_open()
+        self._view.update(subscription)
+
+    def list(
+        self,
+        *,
+        customer_id: str | None = None,
+        status: SubscriptionStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Sequence[Subscription]:
+        """Return subscriptions ordered by id, after the cursor ``after``."""
+        self._uow.check_open()
+        limit = _check_limit(limit)
+        if customer_id is None:
+            rows: Iterable[Subscription] = self._view.scan_by_id(after)
+        else:
+            rows = (
+                s
+                for s in sorted(self._view.bucket("customer_id", customer_id), key=_id)
+                if after is None or s.id > after
+            )
+        return _take((s for s in rows if status is None or s.status is status), limit)
+
+    def claim_due(self, at: datetime, *, limit: int) -> Sequence[Subscription]:
+        """Return up to ``limit`` subscriptions due at ``at``, earliest first.
+
+        The store lock, held for the whole unit of work, is what makes the claim
+        exclusive; the heap makes it O(k log n) instead of a scan.
+        """
+        self._uow.check_open()
+        at = aware(at, "at")
+        limit = _check_limit(limit)
+        store = self._store
+        overlay = self._view.overlay
+        changed: dict[str, Subscription] = {} if overlay is None else overlay.rows
+        deleted: set[str] = set() if overlay is None else overlay.deleted
+        heap, due_of = store.due_heap, store.due_of
+        found: list[tuple[datetime, str]] = []
+        live: list[tuple[datetime, str]] = []
+        seen: set[str] = set()
+        while heap and heap[0][0] <= at and len(found) < limit:
+            due, sid = heapq.heappop(heap)
+            if sid in seen or due_of.get(sid) != due:
+                continue  # stale or duplicate: dropped for good
+            seen.add(sid)
+            live.append((due, sid))
+            if sid not in changed and sid not in deleted:
+                found.append((due, sid))
+        for entry in live:
+            heapq.heappush(heap, entry)
+        # This unit of work's own changes decide for the subscriptions it touched.
+        for sid, sub in changed.items():
+            own_due = next_action_at(sub)
+            if own_due is not None and own_due <= at:
+                found.append((own_due, sid))
+        found.sort()
+        return [self._view.get(sid) for _, sid in found[:limit]]
+
+
+class _Invoices(_Repository):
+    """Invoices, the invoice number sequence and the pending proration lines."""
+
+    __slots__ = ("_lines", "_view")
+
+    def __init__(
+        self, uow: MemoryUnitOfWork, view: View[Invoice], lines: View[PendingLine]
+    ) -> None:
+        super().__init__(uow)
+        self._view = view
+        self._lines = lines
+
+    def add(self, invoice: Invoice) -> None:
+        """Store a new invoice; a second cycle invoice for the same period raises Conflict."""
+        self._uow.check_open()
+        self._view.add(invoice)
+
+    def get(self, invoice_id: str) -> Invoice:
+        """Return the invoice or raise NotFound."""
+        self._uow.check_open()
+        return self._view.get(invoice_id)
+
+    def update(self, invoice: Invoice) -> None:
+        """Replace a stored invoice."""
+        self._uow.check_open()
+        self._view.update(invoice)
+
+    def list(
+        self,
+        *,
+        customer_id: str | None = None,
+        subscription_id: str | None = None,
+        status: InvoiceStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Sequence[Invoice]:
+        """Return invoices in creation order, strictly after the invoice ``after``."""
+        self._uow.check_open()
+        limit = _check_limit(limit)
+        view = self._view
+        if subscription_id is None and customer_id is None:
+            rows: Iterable[Invoice] = view.scan(after)
+        else:
+            if subscription_id is not None:
+                bucket = view.bucket("subscription_id", subscription_id)
+            else:
+                bucket = view.bucket("customer_id", customer_id)
+            rows = bucket
+            if after is not None:
+                cursor = view.rank(after)
+                rows = (i for i in bucket if view.rank(i.id) > cursor)
+        return _take(
+            (
+                i
+                for i in rows
+                if (customer_id is None or i.customer_id == customer_id)
+                and (subscription_id is None or i.subscription_id == subscription_id)
+                and (status is None or i.status is status)
+            ),
+            limit,
+        )
+
+    def next_number(self) -> int:
+        """Take the next invoice number (gapless; rolled back with the unit of work)."""
+        self._uow.check_open()
+        return self._uow.take_number()
+
+    def add_pending_line(self, pending: PendingLine) -> None:
+        """Keep a proration line for the subscription's next invoice."""
+        self._uow.check_open()
+        self._lines.add(pending)
+
+    def take_pending_lines(self, subscription_id: str) -> Sequence[PendingLine]:
+        """Remove and return the subscription's waiting lines, oldest first."""
+        self._uow.check_open()
+        lines = self._lines.bucket("subscription_id", subscription_id)
+        for line in lines:
+            self._lines.delete(line.id)
+        return lines
+
+
+class _Payments(_Repository):
+    """Payments (unique by idempotency key) and refunds."""
+
+    __slots__ = ("_refunds", "_view")
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[Payment], refunds: View[Refund]) -> None:
+        super().__init__(uow)
+        self._view = view
+        self._refunds = refunds
+
+    def add(self, payment: Payment) -> None:
+        """Store a new payment; a reused idempotency key raises Conflict."""
+        self._uow.check_open()
+        self._view.add(payment)
+
+    def get(self, payment_id: str) -> Payment:
+        """Return the payment or raise NotFound."""
+        self._uow.check_open()
+        return self._view.get(payment_id)
+
+    def update(self, payment: Payment) -> None:
+        """Replace a stored payment."""
+        self._uow.check_open()
+        self._view.update(payment)
+
+    def list(
+        self, *, invoice_id: str | None = None, customer_id: str | None = None
+    ) -> Sequence[Payment]:
+        """Return payments in creation order."""
+        self._uow.check_open()
+        view = self._view
+        if invoice_id is not None:
+            rows: Iterable[Payment] = view.bucket("invoice_id", invoice_id)
+        elif customer_id is not None:
+            rows = view.bucket("customer_id", customer_id)
+        else:
+            rows = view.scan()
+        return [
+            p
+            for p in rows
+            if (invoice_id is None or p.invoice_id == invoice_id)
+            and (customer_id is None or p.customer_id == customer_id)
+        ]
+
+    def pending(self, *, created_before: datetime, limit: int) -> Sequence[Payment]:
+        """Return pending payments created before ``created_before``, oldest first."""
+        self._uow.check_open()
+        created_before = aware(created_before, "created_before")
+        rows = [p for p in self._view.bucket("pending", True) if p.created_at < created_before]
+        rows.sort(key=lambda p: p.created_at)  # stable: creation order breaks ties
+        return rows[: _check_limit(limit)]
+
+    def add_refund(self, refund: Refund) -> None:
+        """Store a refund; a reused id raises Conflict."""
+        self._uow.check_open()
+        self._refunds.add(refund)
+
+    def refunds(
+        self, *, payment_id: str | None = None, invoice_id: str | None = None
+    ) -> Sequence[Refund]:
+        """Return refunds in creation order."""
+        self._uow.check_open()
+        view = self._refunds
+        if payment_id is not None:
+            rows: Iterable[Refund] = view.bucket("payment_id", payment_id)
+        elif invoice_id is not None:
+            rows = view.bucket("invoice_id", invoice_id)
+        else:
+            rows = view.scan()
+        return [
+            r
+            for r in rows
+            if (payment_id is None or r.payment_id == payment_id)
+            and (invoice_id is None or r.invoice_id == invoice_id)
+        ]
+
+
+class _CreditNotes(_Repository):
+    """Credit notes."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[CreditNote]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, note: CreditNote) -> None:
+        """Store a credit note; a reused id raises Conflict."""
+        self._uow.check_open()
+        self._view.add(note)
+
+    def list(
+        self, *, invoice_id: str | None = None, customer_id: str | None = None
+    ) -> Sequence[CreditNote]:
+        """Return credit notes in creation order."""
+        self._uow.check_open()
+        view = self._view
+        if invoice_id is not None:
+            rows: Iterable[CreditNote] = view.bucket("invoice_id", invoice_id)
+        elif customer_id is not None:
+            rows = view.bucket("customer_id", customer_id)
+        else:
+            rows = view.scan()
+        return [
+            n
+            for n in rows
+            if (invoice_id is None or n.invoice_id == invoice_id)
+            and (customer_id is None or n.customer_id == customer_id)
+        ]
+
+
+class _Usage(_Repository):
+    """Usage records."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[UsageRecord]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, record: UsageRecord) -> None:
+        """Store a usage record; a reused id raises Conflict."""
+        self._uow.check_open()
+        self._view.add(record)
+
+    def total(self, subscription_id: str, period: Period) -> int:
+        """Return the quantity used in ``period`` (half-open)."""
+        self._uow.check_open()
+        start, end = period.start, period.end
+        return sum(
+            r.quantity
+            for r in self._view.bucket("subscription_id", subscription_id)
+            if start <= r.at < end
+        )
+
+    def list(self, subscription_id: str) -> Sequence[UsageRecord]:
+        """Return the subscription's usage records ordered by time."""
+        self._uow.check_open()
+        return sorted(self._view.bucket("subscription_id", subscription_id), key=lambda r: r.at)
+
+
+class _Outbox(_Repository):
+    """The outbox."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[OutboxMessage]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, message: OutboxMessage) -> None:
+        """Store an event; a reused id raises Conflict."""
+        self._uow.check_open()
+        self._view.add(message)
+
+    def pending(self, *, limit: int) -> Sequence[OutboxMessage]:
+        """Return undelivered messages, oldest first."""
+        self._uow.check_open()
+        return self._view.bucket("undelivered", True, _check_limit(limit))
+
+    def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
+        """Record that the messages were delivered; a message delivered before keeps its time."""
+        self._uow.check_open()
+        at = aware(at, "at")
+        for message_id in message_ids:
+            message = self._view.get(message_id)
+            if message.delivered_at is None:
+                self._view.update(
+                    attrs.evolve(message, delivered_at=at, attempts=message.attempts + 1)
+                )
+
+    def list(self, *, customer_id: str | None = None) -> Sequence[OutboxMessage]:
+        """Return every message, oldest first."""
+        self._uow.check_open()
+        if customer_id is None:
+            return list(self._view.scan())
+        return self._view.bucket("customer_id", customer_id)
+
+
+class _AuditLog(_Repository):
+    """The audit trail."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[AuditEntry]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, entry: AuditEntry) -> None:
+        """Append an entry; a reused id raises Conflict."""
+        self._uow.check_open()
+        self._view.add(entry)
+
+    def list(
+        self, *, subject_id: str | None = None, customer_id: str | None = None
+    ) -> Sequence[AuditEntry]:
+        """Return entries oldest first."""
+        self._uow.check_open()
+        view = self._view
+        if subject_id is not None:
+            rows: Iterable[AuditEntry] = view.bucket("subject_id", subject_id)
+        elif customer_id is not None:
+            rows = view.bucket("customer_id", customer_id)
+        else:
+            rows = view.scan()
+        return [
+            e
+            for e in rows
+            if (subject_id is None or e.subject_id == subject_id)
+            and (customer_id is None or e.customer_id == customer_id)
+        ]
+
+
+class _SubscriptionChanges(_Repository):
+    """Subscription history."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[SubscriptionChange]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, change: SubscriptionChange) -> None:
+        """Append a change; a reused id raises Conflict."""
+        self._uow.check_open()
+        self._view.add(change)
+
+    def list(
+        self,
+        *,
+        subscription_id: str | None = None,
+        customer_id: str | None = None,
+        until: datetime | None = None,
+    ) -> Sequence[SubscriptionChange]:
+        """Return changes ordered by ``at`` (then creation), up to and including ``until``."""
+        self._uow.check_open()
+        view = self._view
+        if subscription_id is not None:
+            rows: Iterable[SubscriptionChange] = view.bucket("subscription_id", subscription_id)
+        elif customer_id is not None:
+            rows = view.bucket("customer_id", customer_id)
+        else:
+            rows = view.scan()
+        until = None if until is None else aware(until, "until")
+        return sorted(
+            (
+                c
+                for c in rows
+                if (subscription_id is None or c.subscription_id == subscription_id)
+                and (customer_id is None or c.customer_id == customer_id)
+                and (until is None or c.at <= until)
+            ),
+            key=lambda c: c.at,
+        )
+
+
+class _Analytics(_Repository):
+    """Analytics events."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[AnalyticsEvent]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, event: AnalyticsEvent) -> None:
+        """Store an event; a reused id raises Conflict."""
+        self._uow.check_open()
+        self._view.add(event)
+
+    def list(
+        self, *, customer_id: str | None = None, since: datetime | None = None
+    ) -> Sequence[AnalyticsEvent]:
+        """Return events ordered by ``occurred_at`` (then creation), from ``since`` on."""
+        self._uow.check_open()
+        view = self._view
+        rows = view.scan() if customer_id is None else iter(view.bucket("customer_id", customer_id))
+        since = None if since is None else aware(since, "since")
+        return sorted(
+            (e for e in rows if since is None or e.occurred_at >= since),
+            key=lambda e: e.occurred_at,
+        )
+
+
+class _EmailDeliveries(_Repository):
+    """Email deliveries, unique per (event id, template)."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[EmailDelivery]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def add(self, delivery: EmailDelivery) -> None:
+        """Store a delivery; the same event and template twice raises Conflict."""
+        self._uow.check_open()
+        self._view.add(delivery)
+
+    def find(self, event_id: str, template: str) -> EmailDelivery | None:
+        """Return the delivery of this event's email, if it was sent."""
+        self._uow.check_open()
+        owner = self._view.owner(0, (event_id, template))
+        return None if owner is None else self._view.get(owner)
+
+    def get(self, message_id: str) -> EmailDelivery:
+        """Return the delivery or raise NotFound."""
+        self._uow.check_open()
+        return self._view.get(message_id)
+
+    def update(self, delivery: EmailDelivery) -> None:
+        """Replace a stored delivery."""
+        self._uow.check_open()
+        self._view.update(delivery)
+
+    def list(self, *, customer_id: str | None = None) -> Sequence[EmailDelivery]:
+        """Return deliveries oldest first."""
+        self._uow.check_open()
+        if customer_id is None:
+            return list(self._view.scan())
+        return self._view.bucket("customer_id", customer_id)
+
+
+class _Idempotency(_Repository):
+    """Idempotency records inside the transaction (written with the change they guard)."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, uow: MemoryUnitOfWork, view: View[IdempotencyRecord]) -> None:
+        super().__init__(uow)
+        self._view = view
+
+    def get(self, key: str, at: datetime) -> IdempotencyRecord | None:
+        """Return the unexpired record for ``key``, if any."""
+        self._uow.check_open()
+        record = self._view.find(key)
+        return record if record is not None and record.expires_at > aware(at, "at") else None
+
+    def put(self, record: IdempotencyRecord) -> None:
+        """Store a record; an unexpired record with the same key raises Conflict."""
+        self._uow.check_open()
+        existing = self._view.find(record.key)
+        if existing is not None and existing.expires_at > record.created_at:
+            raise Conflict(
+                f"idempotency key {record.key!r} is already in use",
+                details={"kind": "idempotency record", "key": record.key},
+            )
+        self._view.upsert(record)  # an expired record gives its key up
+
+
+# Typed builders: mypy checks here that each repository implements its port.
+
+
+def _customers(u: MemoryUnitOfWork) -> CustomerRepository:
+    return _Customers(u, u.view(u.store.customers))
+
+
+def _plans(u: MemoryUnitOfWork) -> PlanRepository:
+    return _Plans(u, u.view(u.store.plans))
+
+
+def _prices(u: MemoryUnitOfWork) -> PriceRepository:
+    return _Prices(u, u.view(u.store.prices))
+
+
+def _coupons(u: MemoryUnitOfWork) -> CouponRepository:
+    return _Coupons(u, u.view(u.store.coupons))
+
+
+def _subscriptions(u: MemoryUnitOfWork) -> SubscriptionRepository:
+    return _Subscriptions(u, u.view(u.store.subscriptions), u.store)
+
+
+def _invoices(u: MemoryUnitOfWork) -> InvoiceRepository:
+    return _Invoices(u, u.view(u.store.invoices), u.view(u.store.pending_lines))
+
+
+def _payments(u: MemoryUnitOfWork) -> PaymentRepository:
+    return _Payments(u, u.view(u.store.payments), u.view(u.store.refunds))
+
+
+def _credit_notes(u: MemoryUnitOfWork) -> CreditNoteRepository:
+    return _CreditNotes(u, u.view(u.store.credit_notes))
+
+
+def _usage(u: MemoryUnitOfWork) -> UsageRepository:
+    return _Usage(u, u.view(u.store.usage))
+
+
+def _outbox(u: MemoryUnitOfWork) -> OutboxRepository:
+    return _Outbox(u, u.view(u.store.outbox))
+
+
+def _audit_log(u: MemoryUnitOfWork) -> AuditLog:
+    return _AuditLog(u, u.view(u.store.audit_log))
+
+
+def _subscription_changes(u: MemoryUnitOfWork) -> SubscriptionChangeRepository:
+    return _SubscriptionChanges(u, u.view(u.store.subscription_changes))
+
+
+def _analytics(u: MemoryUnitOfWork) -> AnalyticsRepository:
+    return _Analytics(u, u.view(u.store.analytics))
+
+
+def _email_deliveries(u: MemoryUnitOfWork) -> EmailDeliveryRepository:
+    return _EmailDeliveries(u, u.view(u.store.email_deliveries))
+
+
+def _idempotency(u: MemoryUnitOfWork) -> IdempotencyStore:
+    return _Idempotency(u, u.view(u.store.idempotency))
+
+
+_REPOSITORIES: dict[str, Callable[[MemoryUnitOfWork], object]] = {
+    "customers": _customers,
+    "plans": _plans,
+    "prices": _prices,
+    "coupons": _coupons,
+    "subscriptions": _subscriptions,
+    "invoices": _invoices,
+    "payments": _payments,
+    "credit_notes": _credit_notes,
+    "usage": _usage,
+    "outbox": _outbox,
+    "audit_log": _audit_log,
+    "subscription_changes": _subscription_changes,
+    "analytics": _analytics,
+    "email_deliveries": _email_deliveries,
+    "idempotency": _idempotency,
+}
+
+
+class MemoryUnitOfWork:
+    """One transaction over a :class:`MemoryStore`: nothing is kept unless ``commit`` is called."""
+
+    # Built on first use (see __getattr__): most units of work touch two or three of them,
+    # and a billing run opens several units of work per subscription.
+    customers: CustomerRepository
+    plans: PlanRepository
+    prices: PriceRepository
+    coupons: CouponRepository
+    subscriptions: SubscriptionRepository
+    invoices: InvoiceRepository
+    payments: PaymentRepository
+    credit_notes: CreditNoteRepository
+    usage: UsageRepository
+    outbox: OutboxRepository
+    audit_log: AuditLog
+    subscription_changes: SubscriptionChangeRepository
+    analytics: AnalyticsRepository
+    email_deliveries: EmailDeliveryRepository
+    idempotency: IdempotencyStore
+    store: MemoryStore
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self._open = False
+        self._begun_at = 0
+        self._numbers_taken = 0
+        self._number_base = 0
+        self._touched: list[View[Any]] = []  # the views with uncommitted writes
+
+    def __getattr__(self, name: str) -> Any:
+        """Build a repository on first access."""
+        factory = _REPOSITORIES.get(name)
+        if factory is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        repository = factory(self)
+        setattr(self, name, repository)
+        return repository
+
+    def view(self, table: Table[R]) -> View[R]:
+        """Return a new view of ``table`` that reports its first write to this unit of work."""
+        return View(table, self._touched.append)
+
+    def __enter__(self) -> Self:
+        """Take the store lock and begin the transaction."""
+        if self._open:
+            raise RuntimeError("this unit of work is already open; create a new one")
+        self.store.lock.acquire()
+        self._open = True
+        self._begin()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Roll back whatever was not committed and release the store lock."""
+        try:
+            self.rollback()
+        finally:
+            self._open = False
+            self.store.lock.release()
+
+    def check_open(self) -> None:
+        """Raise unless the unit of work is inside its ``with`` block (and holds the lock)."""
+        if not self._open:
+            raise RuntimeError("use the unit of work inside a `with` block")
+
+    def take_number(self) -> int:
+        """Hand out the next invoice number of this transaction."""
+        if self._numbers_taken == 0:
+            self._number_base = self.store.invoice_number
+        self._numbers_taken += 1
+        return self._number_base + self._numbers_taken
+
+    def commit(self) -> None:
+        """Apply every staged change to the store, all together."""
+        self.check_open()
+        store = self.store
+        touched = self._touched
+        if store.version != self._begun_at and (touched or self._numbers_taken):
+            # A nested unit of work committed since this one began: re-check constraints.
+            for view in touched:
+                view.recheck()
+            if self._numbers_taken and store.invoice_number != self._number_base:
+                raise Conflict(
+                    "invoice numbers were taken by another unit of work in the meantime",
+                    details={"constraint": "invoice_number_sequence"},
+                )
+        changed = False
+        for view in touched:
+            overlay = view.take_overlay()
+            if overlay is None:
+                continue
+            applied = view.table.apply(overlay)
+            changed = changed or bool(applied)
+            if view.table is store.subscriptions:
+                store.reindex_due(applied)
+        if self._numbers_taken:
+            store.invoice_number = self._number_base + self._numbers_taken
+            changed = True
+        if changed:
+            store.version += 1
+        self._begin()
+
+    def rollback(self) -> None:
+        """Discard every change not yet committed."""
+        self.check_open()
+        for view in self._touched:
+            view.take_overlay()
+        self._begin()
+
+    def _begin(self) -> None:
+        self._touched.clear()
+        self._begun_at = self.store.version
+        self._numbers_taken = 0

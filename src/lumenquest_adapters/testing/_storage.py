@@ -1,0 +1,760 @@
+"""The contract every ``UnitOfWork`` and its repositories must meet."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import attrs
+import pytest
+
+from lumenquest_adapters.testing.samples import (
+    T0,
+    analytics_event,
+    audit_entry,
+    coupon,
+    credit_note,
+    customer,
+    email_delivery,
+    idempotency_record,
+    invoice,
+    outbox_message,
+    payment,
+    pending_line,
+    plan,
+    price,
+    refund,
+    subscription,
+    subscription_change,
+    usage_record,
+)
+from lumenquest_core.errors import Conflict, NotFound
+from lumenquest_core.invoicing import BillingReason, InvoiceStatus
+from lumenquest_core.payments import PaymentStatus
+from lumenquest_core.periods import Period
+from lumenquest_core.ports import UnitOfWork
+from lumenquest_core.subscriptions import SubscriptionStatus
+
+__all__ = ["UnitOfWorkContract"]
+
+UowFactory = Callable[[], UnitOfWork]
+Action = Callable[[UnitOfWork], object]
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+def _commit(factory: UowFactory, *actions: Action) -> None:
+    with factory() as uow:
+        for action in actions:
+            action(uow)
+        uow.commit()
+
+
+def _ids(rows: Any) -> list[str]:
+    return [row.id for row in rows]
+
+
+# Every repository's "add" of a sample, for the constraints they all share.
+_ADDS: dict[str, Action] = {
+    "customer": lambda u: u.customers.add(customer("x_1")),
+    "plan": lambda u: u.plans.add(plan("x_1")),
+    "price": lambda u: u.prices.add(price("x_1")),
+    "coupon": lambda u: u.coupons.add(coupon("x_1")),
+    "subscription": lambda u: u.subscriptions.add(subscription("x_1")),
+    "invoice": lambda u: u.invoices.add(invoice("x_1", reason=BillingReason.MANUAL)),
+    "pending line": lambda u: u.invoices.add_pending_line(pending_line("x_1")),
+    "payment": lambda u: u.payments.add(payment("x_1", idempotency_key=None)),
+    "refund": lambda u: u.payments.add_refund(refund("x_1")),
+    "credit note": lambda u: u.credit_notes.add(credit_note("x_1")),
+    "usage record": lambda u: u.usage.add(usage_record("x_1")),
+    "outbox message": lambda u: u.outbox.add(outbox_message("x_1")),
+    "audit entry": lambda u: u.audit_log.add(audit_entry("x_1")),
+    "subscription change": lambda u: u.subscription_changes.add(subscription_change("x_1")),
+    "analytics event": lambda u: u.analytics.add(analytics_event("x_1")),
+    "email delivery": lambda u: u.email_deliveries.add(email_delivery("x_1")),
+}
+
+_GETS: dict[str, Action] = {
+    "customer": lambda u: u.customers.get("missing_1"),
+    "plan": lambda u: u.plans.get("missing_1"),
+    "price": lambda u: u.prices.get("missing_1"),
+    "coupon": lambda u: u.coupons.get("missing_1"),
+    "subscription": lambda u: u.subscriptions.get("missing_1"),
+    "invoice": lambda u: u.invoices.get("missing_1"),
+    "payment": lambda u: u.payments.get("missing_1"),
+    "email delivery": lambda u: u.email_deliveries.get("missing_1"),
+}
+
+_UPDATES: dict[str, Action] = {
+    "customer": lambda u: u.customers.update(customer("missing_1")),
+    "plan": lambda u: u.plans.update(plan("missing_1")),
+    "price": lambda u: u.prices.update(price("missing_1")),
+    "subscription": lambda u: u.subscriptions.update(subscription("missing_1")),
+    "invoice": lambda u: u.invoices.update(invoice("missing_1")),
+    "payment": lambda u: u.payments.update(payment("missing_1")),
+    "email delivery": lambda u: u.email_deliveries.update(email_delivery("missing_1")),
+}
+
+
+class UnitOfWorkContract:
+    """What every ``UnitOfWork`` adapter must do; subclass it and implement ``make_uow_factory``.
+
+    Each test gets a fresh, empty store from the ``uow_factory`` fixture; override the
+    fixture itself (same name) if the store needs tearing down after the test.
+    """
+
+    def make_uow_factory(self) -> UowFactory:
+        """Return a factory of units of work over a fresh, empty store."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def uow_factory(self) -> UowFactory:
+        return self.make_uow_factory()
+
+    # -- transactions ------------------------------------------------------------------
+
+    def test_committed_changes_are_kept(self, uow_factory: UowFactory) -> None:
+        _commit(uow_factory, lambda u: u.customers.add(customer("cus_1")))
+        with uow_factory() as uow:
+            assert uow.customers.get("cus_1") == customer("cus_1")
+
+    def test_changes_not_committed_are_discarded(self, uow_factory: UowFactory) -> None:
+        with uow_factory() as uow:
+            uow.customers.add(customer("cus_1"))
+        with uow_factory() as uow, pytest.raises(NotFound):
+            uow.customers.get("cus_1")
+
+    def test_changes_are_discarded_when_the_block_raises(self, uow_factory: UowFactory) -> None:
+        class Boom(Exception):
+            pass
+
+        def fail_after_adding() -> None:
+            with uow_factory() as uow:
+                uow.customers.add(customer("cus_1"))
+                raise Boom
+
+        with pytest.raises(Boom):
+            fail_after_adding()
+        with uow_factory() as uow:
+            assert uow.customers.find_by_email("cus_1@example.com") is None
+
+    def test_rollback_discards_only_what_came_after_the_last_commit(
+        self, uow_factory: UowFactory
+    ) -> None:
+        with uow_factory() as uow:
+            uow.customers.add(customer("cus_1"))
+            uow.commit()
+            uow.customers.add(customer("cus_2"))
+            uow.rollback()
+            uow.customers.add(customer("cus_3"))
+            uow.commit()
+        with uow_factory() as uow:
+            assert _ids(uow.customers.list()) == ["cus_1", "cus_3"]
+
+    def test_a_unit_of_work_reads_its_own_uncommitted_writes(self, uow_factory: UowFactory) -> None:
+        _commit(uow_factory, lambda u: u.customers.add(customer("cus_1")))
+        with uow_factory() as uow:
+            renamed = attrs.evolve(customer("cus_1"), name="Grace")
+            uow.customers.update(renamed)
+            uow.customers.add(customer("cus_2"))
+            assert uow.customers.get("cus_1").name == "Grace"
+            assert uow.customers.find_by_email("cus_2@example.com") == customer("cus_2")
+            assert _ids(uow.customers.list()) == ["cus_1", "cus_2"]
+
+    def test_uncommitted_writes_are_invisible_to_another_unit_of_work(
+        self, uow_factory: UowFactory
+    ) -> None:
+        with uow_factory() as writer:
+            writer.customers.add(customer("cus_1"))
+            with uow_factory() as reader:
+                assert reader.customers.find_by_email("cus_1@example.com") is None
+
+    # -- constraints shared by every repository ---------------------------------------
+
+    @pytest.mark.parametrize("kind", sorted(_ADDS))
+    def test_adding_an_id_twice_raises_conflict(self, uow_factory: UowFactory, kind: str) -> None:
+        _commit(uow_factory, _ADDS[kind])
+        with uow_factory() as uow, pytest.raises(Conflict) as raised:
+            _ADDS[kind](uow)
+        assert raised.value.code == "CONFLICT"
+
+    @pytest.mark.parametrize("kind", sorted(_ADDS))
+    def test_adding_an_id_twice_in_one_unit_of_work_raises_conflict(
+        self, uow_factory: UowFactory, kind: str
+    ) -> None:
+        with uow_factory() as uow:
+            _ADDS[kind](uow)
+            with pytest.raises(Conflict):
+                _ADDS[kind](uow)
+
+    @pytest.mark.parametrize("kind", sorted(_GETS))
+    def test_getting_a_missing_id_raises_not_found_naming_it(
+        self, uow_factory: UowFactory, kind: str
+    ) -> None:
+        with uow_factory() as uow, pytest.raises(NotFound) as raised:
+            _GETS[kind](uow)
+        assert raised.value.code == "NOT_FOUND"
+        assert "missing_1" in raised.value.message
+
+    @pytest.mark.parametrize("kind", sorted(_UPDATES))
+    def test_updating_a_missing_id_raises_not_found(
+        self, uow_factory: UowFactory, kind: str
+    ) -> None:
+        with uow_factory() as uow, pytest.raises(NotFound):
+            _UPDATES[kind](uow)
+
+    # -- customers ---------------------------------------------------------------------
+
+    def test_a_second_customer_with_the_same_email_raises_conflict(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(uow_factory, lambda u: u.customers.add(customer("cus_1", email="a@example.com")))
+        with uow_factory() as uow, pytest.raises(Conflict):
+            uow.customers.add(customer("cus_2", email="A@Example.com"))
+
+    def test_changing_email_to_a_taken_one_raises_conflict(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.customers.add(customer("cus_1", email="a@example.com")),
+            lambda u: u.customers.add(customer("cus_2", email="b@example.com")),
+        )
+        with uow_factory() as uow, pytest.raises(Conflict):
+            uow.customers.update(customer("cus_2", email="a@example.com"))
+
+    def test_a_changed_email_frees_the_old_one(self, uow_factory: UowFactory) -> None:
+        _commit(uow_factory, lambda u: u.customers.add(customer("cus_1", email="a@example.com")))
+        _commit(
+            uow_factory,
+            lambda u: u.customers.update(customer("cus_1", email="new@example.com")),
+            lambda u: u.customers.add(customer("cus_2", email="a@example.com")),
+        )
+        with uow_factory() as uow:
+            found = uow.customers.find_by_email("a@example.com")
+            assert found is not None
+            assert found.id == "cus_2"
+            moved = uow.customers.find_by_email("new@example.com")
+            assert moved is not None
+            assert moved.id == "cus_1"
+
+    def test_customers_are_listed_by_id_after_the_cursor_up_to_the_limit(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(uow_factory, *(_add_customer(i) for i in ("cus_c", "cus_a", "cus_e")))
+        with uow_factory() as uow:
+            uow.customers.add(customer("cus_b"))
+            uow.customers.add(customer("cus_d"))
+            assert _ids(uow.customers.list()) == ["cus_a", "cus_b", "cus_c", "cus_d", "cus_e"]
+            assert _ids(uow.customers.list(after="cus_b", limit=2)) == ["cus_c", "cus_d"]
+            assert _ids(uow.customers.list(after="cus_e")) == []
+            assert _ids(uow.customers.list(limit=1)) == ["cus_a"]
+
+    # -- catalog -----------------------------------------------------------------------
+
+    def test_plans_are_listed_by_id_and_filtered_by_active(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.plans.add(plan("plan_b")),
+            lambda u: u.plans.add(plan("plan_a", active=False)),
+            lambda u: u.plans.add(plan("plan_c")),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.plans.list()) == ["plan_a", "plan_b", "plan_c"]
+            assert _ids(uow.plans.list(active_only=True)) == ["plan_b", "plan_c"]
+            uow.plans.update(plan("plan_b", active=False))
+            assert _ids(uow.plans.list(active_only=True)) == ["plan_c"]
+
+    def test_prices_are_listed_by_id_per_plan_and_filtered_by_active(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.prices.add(price("price_c", plan_id="plan_1")),
+            lambda u: u.prices.add(price("price_a", plan_id="plan_1", active=False)),
+            lambda u: u.prices.add(price("price_b", plan_id="plan_2")),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.prices.list()) == ["price_a", "price_b", "price_c"]
+            assert _ids(uow.prices.list(plan_id="plan_1")) == ["price_a", "price_c"]
+            assert _ids(uow.prices.list(plan_id="plan_1", active_only=True)) == ["price_c"]
+            assert _ids(uow.prices.list(plan_id="plan_3")) == []
+
+    def test_coupons_are_listed_by_id(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.coupons.add(coupon("co_b")),
+            lambda u: u.coupons.add(coupon("co_a")),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.coupons.list()) == ["co_a", "co_b"]
+            assert uow.coupons.get("co_b") == coupon("co_b")
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def test_subscriptions_are_listed_by_id_filtered_by_customer_and_status(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.subscriptions.add(subscription("sub_c", customer_id="cus_1")),
+            lambda u: u.subscriptions.add(subscription("sub_a", customer_id="cus_2")),
+            lambda u: u.subscriptions.add(subscription("sub_b", customer_id="cus_1", due=None)),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.subscriptions.list()) == ["sub_a", "sub_b", "sub_c"]
+            assert _ids(uow.subscriptions.list(customer_id="cus_1")) == ["sub_b", "sub_c"]
+            canceled = uow.subscriptions.list(status=SubscriptionStatus.CANCELED)
+            assert _ids(canceled) == ["sub_b"]
+            assert _ids(uow.subscriptions.list(after="sub_a", limit=1)) == ["sub_b"]
+            assert _ids(uow.subscriptions.list(customer_id="cus_1", after="sub_b")) == ["sub_c"]
+
+    def test_claim_due_returns_due_subscriptions_earliest_first_up_to_the_limit(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.subscriptions.add(subscription("sub_1", due=T0 + 3 * HOUR)),
+            lambda u: u.subscriptions.add(subscription("sub_2", due=T0 + 1 * HOUR)),
+            lambda u: u.subscriptions.add(subscription("sub_3", due=T0 + 2 * HOUR)),
+            lambda u: u.subscriptions.add(subscription("sub_4", due=T0 + 9 * HOUR)),
+            lambda u: u.subscriptions.add(subscription("sub_5", due=None)),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.subscriptions.claim_due(T0 + 3 * HOUR, limit=10)) == [
+                "sub_2",
+                "sub_3",
+                "sub_1",
+            ]
+            assert _ids(uow.subscriptions.claim_due(T0 + 3 * HOUR, limit=2)) == ["sub_2", "sub_3"]
+            assert _ids(uow.subscriptions.claim_due(T0, limit=10)) == []
+
+    def test_claim_due_follows_committed_updates(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.subscriptions.add(subscription("sub_1", due=T0 + HOUR)),
+            lambda u: u.subscriptions.add(subscription("sub_2", due=T0 + 5 * DAY)),
+        )
+        _commit(
+            uow_factory,
+            lambda u: u.subscriptions.update(subscription("sub_1", due=T0 + 9 * DAY)),
+            lambda u: u.subscriptions.update(subscription("sub_2", due=T0 + HOUR)),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.subscriptions.claim_due(T0 + DAY, limit=10)) == ["sub_2"]
+
+    def test_claim_due_sees_the_unit_of_works_own_changes(self, uow_factory: UowFactory) -> None:
+        _commit(uow_factory, lambda u: u.subscriptions.add(subscription("sub_1", due=T0 + HOUR)))
+        with uow_factory() as uow:
+            uow.subscriptions.update(subscription("sub_1", due=None))
+            uow.subscriptions.add(subscription("sub_2", due=T0 + 2 * HOUR))
+            assert _ids(uow.subscriptions.claim_due(T0 + DAY, limit=10)) == ["sub_2"]
+
+    def test_a_rolled_back_change_leaves_the_subscription_due(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(uow_factory, lambda u: u.subscriptions.add(subscription("sub_1", due=T0 + HOUR)))
+        with uow_factory() as uow:
+            uow.subscriptions.update(subscription("sub_1", due=None))
+        with uow_factory() as uow:
+            assert _ids(uow.subscriptions.claim_due(T0 + DAY, limit=10)) == ["sub_1"]
+
+    def test_concurrent_claims_never_share_a_subscription(self, uow_factory: UowFactory) -> None:
+        expected = [f"sub_{i:02}" for i in range(24)]
+        _commit(
+            uow_factory,
+            *(_add_subscription(sid, T0 + i * HOUR) for i, sid in enumerate(expected)),
+        )
+        claims: list[str] = []
+        errors: list[BaseException] = []
+        start = threading.Barrier(4)
+
+        def work() -> None:
+            try:
+                start.wait()
+                while True:
+                    with uow_factory() as uow:
+                        batch = uow.subscriptions.claim_due(T0 + 2 * DAY, limit=3)
+                        for sub in batch:
+                            # Done: no work is due for it any more.
+                            uow.subscriptions.update(
+                                attrs.evolve(sub, status=SubscriptionStatus.CANCELED, ended_at=T0)
+                            )
+                        uow.commit()
+                    if not batch:
+                        return
+                    claims.extend(sub.id for sub in batch)
+            except BaseException as error:  # reported by the main thread
+                errors.append(error)
+
+        workers = [threading.Thread(target=work) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert errors == []
+        assert sorted(claims) == expected  # each exactly once
+
+    # -- invoices ----------------------------------------------------------------------
+
+    def test_a_second_cycle_invoice_for_the_same_period_raises_conflict(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(uow_factory, lambda u: u.invoices.add(invoice("in_1", subscription_id="sub_1")))
+        with uow_factory() as uow, pytest.raises(Conflict) as raised:
+            uow.invoices.add(invoice("in_2", subscription_id="sub_1"))
+        assert raised.value.details["subscription_id"] == "sub_1"
+
+    def test_other_invoices_for_the_same_period_are_allowed(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.invoices.add(invoice("in_1", subscription_id="sub_1")),
+            lambda u: u.invoices.add(
+                invoice("in_2", subscription_id="sub_1", reason=BillingReason.SUBSCRIPTION_UPDATE)
+            ),
+            lambda u: u.invoices.add(invoice("in_3", subscription_id="sub_2")),
+            lambda u: u.invoices.add(
+                invoice("in_4", subscription_id="sub_1", period_start=T0 + DAY)
+            ),
+        )
+        with uow_factory() as uow:
+            assert len(uow.invoices.list()) == 4
+
+    def test_invoices_are_listed_in_creation_order_after_the_cursor(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(uow_factory, _add_invoice("in_c", 0), _add_invoice("in_a", 1))
+        _commit(uow_factory, _add_invoice("in_e", 2))
+        with uow_factory() as uow:
+            uow.invoices.add(invoice("in_b", subscription_id="sub_x", period_start=T0))
+            assert _ids(uow.invoices.list()) == ["in_c", "in_a", "in_e", "in_b"]
+            assert _ids(uow.invoices.list(after="in_a", limit=1)) == ["in_e"]
+            assert _ids(uow.invoices.list(after="in_e")) == ["in_b"]
+            assert _ids(uow.invoices.list(limit=2)) == ["in_c", "in_a"]
+
+    def test_invoices_are_filtered_by_customer_subscription_and_status(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.invoices.add(invoice("in_1", customer_id="cus_1", subscription_id="s1")),
+            lambda u: u.invoices.add(invoice("in_2", customer_id="cus_2", subscription_id="s2")),
+            lambda u: u.invoices.add(
+                invoice(
+                    "in_3",
+                    customer_id="cus_1",
+                    subscription_id="s1",
+                    period_start=T0 + DAY,
+                    status=InvoiceStatus.OPEN,
+                )
+            ),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.invoices.list(customer_id="cus_1")) == ["in_1", "in_3"]
+            assert _ids(uow.invoices.list(subscription_id="s2")) == ["in_2"]
+            opened = uow.invoices.list(subscription_id="s1", status=InvoiceStatus.OPEN)
+            assert _ids(opened) == ["in_3"]
+            assert _ids(uow.invoices.list(customer_id="cus_1", after="in_1")) == ["in_3"]
+            uow.invoices.update(invoice("in_1", customer_id="cus_1", subscription_id="s1"))
+            assert _ids(uow.invoices.list(customer_id="cus_1")) == ["in_1", "in_3"]
+
+    def test_invoice_numbers_start_at_one_without_gaps(self, uow_factory: UowFactory) -> None:
+        with uow_factory() as uow:
+            assert [uow.invoices.next_number(), uow.invoices.next_number()] == [1, 2]
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.invoices.next_number() == 3
+
+    def test_a_rolled_back_invoice_number_is_reused(self, uow_factory: UowFactory) -> None:
+        with uow_factory() as uow:
+            assert uow.invoices.next_number() == 1
+        with uow_factory() as uow:
+            assert uow.invoices.next_number() == 1
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.invoices.next_number() == 2
+
+    def test_pending_lines_are_taken_once_oldest_first(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.invoices.add_pending_line(pending_line("pl_b", created_at=T0)),
+            lambda u: u.invoices.add_pending_line(pending_line("pl_a", created_at=T0 + HOUR)),
+            lambda u: u.invoices.add_pending_line(pending_line("pl_x", subscription_id="sub_2")),
+        )
+        with uow_factory() as uow:
+            uow.invoices.add_pending_line(pending_line("pl_c", created_at=T0 + DAY))
+            assert _ids(uow.invoices.take_pending_lines("sub_1")) == ["pl_b", "pl_a", "pl_c"]
+            assert _ids(uow.invoices.take_pending_lines("sub_1")) == []
+            uow.commit()
+        with uow_factory() as uow:
+            assert _ids(uow.invoices.take_pending_lines("sub_1")) == []
+            assert _ids(uow.invoices.take_pending_lines("sub_2")) == ["pl_x"]
+
+    def test_taking_pending_lines_is_rolled_back(self, uow_factory: UowFactory) -> None:
+        _commit(uow_factory, lambda u: u.invoices.add_pending_line(pending_line("pl_1")))
+        with uow_factory() as uow:
+            assert _ids(uow.invoices.take_pending_lines("sub_1")) == ["pl_1"]
+        with uow_factory() as uow:
+            assert _ids(uow.invoices.take_pending_lines("sub_1")) == ["pl_1"]
+
+    # -- payments, refunds, credit notes -----------------------------------------------
+
+    def test_a_reused_payment_idempotency_key_raises_conflict(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(uow_factory, lambda u: u.payments.add(payment("pay_1", idempotency_key="k")))
+        with uow_factory() as uow, pytest.raises(Conflict) as raised:
+            uow.payments.add(payment("pay_2", idempotency_key="k"))
+        assert raised.value.details["idempotency_key"] == "k"
+
+    def test_payments_are_listed_in_creation_order_by_invoice_and_customer(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.payments.add(payment("pay_b", invoice_id="in_1", customer_id="cus_1")),
+            lambda u: u.payments.add(payment("pay_a", invoice_id="in_2", customer_id="cus_1")),
+            lambda u: u.payments.add(payment("pay_c", invoice_id="in_1", customer_id="cus_1")),
+            lambda u: u.payments.add(payment("pay_d", invoice_id="in_3", customer_id="cus_2")),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.payments.list(invoice_id="in_1")) == ["pay_b", "pay_c"]
+            assert _ids(uow.payments.list(customer_id="cus_1")) == ["pay_b", "pay_a", "pay_c"]
+            assert _ids(uow.payments.list()) == ["pay_b", "pay_a", "pay_c", "pay_d"]
+
+    def test_pending_payments_are_the_oldest_before_the_cutoff(
+        self, uow_factory: UowFactory
+    ) -> None:
+        succeeded = PaymentStatus.SUCCEEDED
+        _commit(
+            uow_factory,
+            lambda u: u.payments.add(payment("pay_1", created_at=T0 + 2 * HOUR)),
+            lambda u: u.payments.add(payment("pay_2", created_at=T0 + HOUR)),
+            lambda u: u.payments.add(payment("pay_3", created_at=T0, status=succeeded)),
+            lambda u: u.payments.add(payment("pay_4", created_at=T0 + 3 * HOUR)),
+            lambda u: u.payments.add(payment("pay_5", created_at=T0 + 90 * timedelta(minutes=1))),
+        )
+        with uow_factory() as uow:
+            cutoff = T0 + 3 * HOUR
+            assert _ids(uow.payments.pending(created_before=cutoff, limit=10)) == [
+                "pay_2",
+                "pay_5",
+                "pay_1",
+            ]
+            assert _ids(uow.payments.pending(created_before=cutoff, limit=1)) == ["pay_2"]
+            uow.payments.update(payment("pay_2", created_at=T0 + HOUR, status=succeeded))
+            assert _ids(uow.payments.pending(created_before=cutoff, limit=1)) == ["pay_5"]
+
+    def test_refunds_are_listed_by_payment_and_by_invoice(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.payments.add_refund(refund("re_b", payment_id="pay_1", invoice_id="in_1")),
+            lambda u: u.payments.add_refund(refund("re_a", payment_id="pay_2", invoice_id="in_1")),
+            lambda u: u.payments.add_refund(refund("re_c", payment_id="pay_1", invoice_id="in_1")),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.payments.refunds(payment_id="pay_1")) == ["re_b", "re_c"]
+            assert _ids(uow.payments.refunds(invoice_id="in_1")) == ["re_b", "re_a", "re_c"]
+            assert _ids(uow.payments.refunds(payment_id="pay_9")) == []
+
+    def test_credit_notes_are_listed_by_invoice_and_customer(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.credit_notes.add(credit_note("cn_b", invoice_id="in_1")),
+            lambda u: u.credit_notes.add(credit_note("cn_a", invoice_id="in_2")),
+            lambda u: u.credit_notes.add(credit_note("cn_c", customer_id="cus_2")),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.credit_notes.list(invoice_id="in_1")) == ["cn_b", "cn_c"]
+            assert _ids(uow.credit_notes.list(customer_id="cus_1")) == ["cn_b", "cn_a"]
+            assert _ids(uow.credit_notes.list()) == ["cn_b", "cn_a", "cn_c"]
+
+    # -- usage -------------------------------------------------------------------------
+
+    def test_usage_total_counts_the_half_open_period(self, uow_factory: UowFactory) -> None:
+        period = Period(T0, T0 + DAY)
+        _commit(
+            uow_factory,
+            lambda u: u.usage.add(usage_record("u_1", quantity=2, at=T0)),
+            lambda u: u.usage.add(usage_record("u_2", quantity=3, at=T0 + DAY - HOUR)),
+            lambda u: u.usage.add(usage_record("u_3", quantity=100, at=T0 + DAY)),
+            lambda u: u.usage.add(usage_record("u_4", quantity=100, at=T0 - HOUR)),
+            lambda u: u.usage.add(usage_record("u_5", quantity=100, subscription_id="sub_2")),
+        )
+        with uow_factory() as uow:
+            assert uow.usage.total("sub_1", period) == 5
+            assert uow.usage.total("sub_9", period) == 0
+
+    def test_usage_records_are_listed_by_time(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.usage.add(usage_record("u_1", at=T0 + HOUR)),
+            lambda u: u.usage.add(usage_record("u_2", at=T0)),
+            lambda u: u.usage.add(usage_record("u_3", subscription_id="sub_2")),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.usage.list("sub_1")) == ["u_2", "u_1"]
+
+    # -- outbox, audit, history, analytics, emails -------------------------------------
+
+    def test_pending_outbox_messages_are_oldest_first_up_to_the_limit(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            *(_add_message(f"evt_{i}", T0 + i * HOUR) for i in range(1, 5)),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.outbox.pending(limit=2)) == ["evt_1", "evt_2"]
+            uow.outbox.mark_delivered(["evt_1", "evt_3"], T0 + DAY)
+            uow.commit()
+        with uow_factory() as uow:
+            assert _ids(uow.outbox.pending(limit=10)) == ["evt_2", "evt_4"]
+            delivered = {m.id: m.delivered_at for m in uow.outbox.list()}
+            assert delivered == {
+                "evt_1": T0 + DAY,
+                "evt_2": None,
+                "evt_3": T0 + DAY,
+                "evt_4": None,
+            }
+
+    def test_outbox_messages_are_listed_per_customer(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.outbox.add(outbox_message("evt_1", customer_id="cus_1")),
+            lambda u: u.outbox.add(outbox_message("evt_2", customer_id="cus_2")),
+            lambda u: u.outbox.add(outbox_message("evt_3", customer_id="cus_1")),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.outbox.list(customer_id="cus_1")) == ["evt_1", "evt_3"]
+
+    def test_audit_entries_are_listed_oldest_first_by_subject_or_customer(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.audit_log.add(audit_entry("a_1", subject_id="sub_1", at=T0)),
+            lambda u: u.audit_log.add(audit_entry("a_2", subject_id="sub_2", at=T0 + HOUR)),
+            lambda u: u.audit_log.add(
+                audit_entry("a_3", subject_id="sub_1", customer_id="cus_2", at=T0 + DAY)
+            ),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.audit_log.list(subject_id="sub_1")) == ["a_1", "a_3"]
+            assert _ids(uow.audit_log.list(customer_id="cus_1")) == ["a_1", "a_2"]
+            assert _ids(uow.audit_log.list()) == ["a_1", "a_2", "a_3"]
+
+    def test_subscription_changes_are_listed_by_time_up_to_and_including_until(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.subscription_changes.add(subscription_change("c_1", at=T0 + DAY)),
+            lambda u: u.subscription_changes.add(subscription_change("c_2", at=T0)),
+            lambda u: u.subscription_changes.add(subscription_change("c_3", at=T0 + 2 * DAY)),
+            lambda u: u.subscription_changes.add(
+                subscription_change("c_4", subscription_id="sub_2", customer_id="cus_2", at=T0)
+            ),
+        )
+        with uow_factory() as uow:
+            changes = uow.subscription_changes
+            assert _ids(changes.list(subscription_id="sub_1")) == ["c_2", "c_1", "c_3"]
+            assert _ids(changes.list(until=T0 + DAY)) == ["c_2", "c_4", "c_1"]
+            assert _ids(changes.list(customer_id="cus_2")) == ["c_4"]
+
+    def test_analytics_events_are_listed_by_time_from_since(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.analytics.add(analytics_event("e_1", at=T0 + DAY)),
+            lambda u: u.analytics.add(analytics_event("e_2", at=T0)),
+            lambda u: u.analytics.add(analytics_event("e_3", customer_id=None, at=T0 + HOUR)),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.analytics.list()) == ["e_2", "e_3", "e_1"]
+            assert _ids(uow.analytics.list(customer_id="cus_1")) == ["e_2", "e_1"]
+            assert _ids(uow.analytics.list(since=T0 + HOUR)) == ["e_3", "e_1"]
+
+    def test_an_events_email_is_sent_once_per_template(self, uow_factory: UowFactory) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.email_deliveries.add(email_delivery("m_1", event_id="evt_1")),
+            lambda u: u.email_deliveries.add(
+                email_delivery("m_2", event_id="evt_1", template="receipt")
+            ),
+        )
+        with uow_factory() as uow:
+            with pytest.raises(Conflict):
+                uow.email_deliveries.add(email_delivery("m_3", event_id="evt_1"))
+            found = uow.email_deliveries.find("evt_1", "receipt")
+            assert found is not None
+            assert found.message_id == "m_2"
+            assert uow.email_deliveries.find("evt_2", "welcome") is None
+
+    def test_email_deliveries_are_updated_and_listed_per_customer(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.email_deliveries.add(email_delivery("m_1", event_id="evt_1")),
+            lambda u: u.email_deliveries.add(
+                email_delivery("m_2", event_id="evt_2", customer_id="cus_2")
+            ),
+            lambda u: u.email_deliveries.add(email_delivery("m_3", event_id="evt_3")),
+        )
+        with uow_factory() as uow:
+            bounced = attrs.evolve(uow.email_deliveries.get("m_1"), to="x@example.com")
+            uow.email_deliveries.update(bounced)
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.email_deliveries.get("m_1").to == "x@example.com"
+            listed = uow.email_deliveries.list(customer_id="cus_1")
+            assert [d.message_id for d in listed] == ["m_1", "m_3"]
+
+    # -- idempotency records -----------------------------------------------------------
+
+    def test_an_idempotency_record_is_found_until_it_expires(self, uow_factory: UowFactory) -> None:
+        record = idempotency_record("k1", ttl=DAY)
+        _commit(uow_factory, lambda u: u.idempotency.put(record))
+        with uow_factory() as uow:
+            assert uow.idempotency.get("k1", T0 + DAY - HOUR) == record
+            assert uow.idempotency.get("k1", T0 + DAY) is None
+            assert uow.idempotency.get("k2", T0) is None
+
+    def test_an_unexpired_idempotency_key_cannot_be_put_twice(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(uow_factory, lambda u: u.idempotency.put(idempotency_record("k1")))
+        with uow_factory() as uow, pytest.raises(Conflict):
+            uow.idempotency.put(idempotency_record("k1", created_at=T0 + HOUR))
+
+    def test_an_expired_idempotency_key_can_be_put_again(self, uow_factory: UowFactory) -> None:
+        _commit(uow_factory, lambda u: u.idempotency.put(idempotency_record("k1", ttl=HOUR)))
+        again = idempotency_record("k1", created_at=T0 + DAY, fingerprint="f2")
+        _commit(uow_factory, lambda u: u.idempotency.put(again))
+        with uow_factory() as uow:
+            assert uow.idempotency.get("k1", T0 + DAY) == again
+
+    def test_an_idempotency_record_is_rolled_back_with_its_change(
+        self, uow_factory: UowFactory
+    ) -> None:
+        with uow_factory() as uow:
+            uow.idempotency.put(idempotency_record("k1"))
+        with uow_factory() as uow:
+            assert uow.idempotency.get("k1", T0) is None
+
+
+def _add_customer(customer_id: str) -> Action:
+    return lambda u: u.customers.add(customer(customer_id))
+
+
+def _add_subscription(subscription_id: str, due: Any) -> Action:
+    return lambda u: u.subscriptions.add(subscription(subscription_id, due=due))
+
+
+def _add_invoice(invoice_id: str, days: int) -> Action:
+    return lambda u: u.invoices.add(invoice(invoice_id, period_start=T0 + days * DAY))
+
+
+def _add_message(message_id: str, at: Any) -> Action:
+    return lambda u: u.outbox.add(outbox_message(message_id, created_at=at))
