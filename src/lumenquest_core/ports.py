@@ -295,7 +295,11 @@ class SubscriptionRepository(Protocol):
 
 
 class InvoiceRepository(Protocol):
-    """Invoices (one subscription-cycle invoice per subscription and period), numbers and pending lines."""
+    """Invoices (one subscription-cycle invoice per subscription and period), numbers and pending lines.
+
+    Invoices list in creation order; a cursor is an invoice id, and an unknown cursor
+    raises NotFound.
+    """
 
     def add(self, invoice: Invoice) -> None:
         """Store a new invoice; a second cycle invoice for the same period raises Conflict."""
@@ -318,7 +322,7 @@ class InvoiceRepository(Protocol):
         limit: int = 100,
         after: str | None = None,
     ) -> Sequence[Invoice]:
-        """Return invoices ordered by id, after the cursor ``after``."""
+        """Return invoices in creation order, after the invoice ``after``."""
         ...
 
     def next_number(self) -> int:
@@ -412,7 +416,10 @@ class OutboxRepository(Protocol):
         ...
 
     def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
-        """Record that the messages were delivered."""
+        """Record that the messages were delivered; the first delivery time is kept.
+
+        An unknown id raises NotFound.
+        """
         ...
 
     def list(self, *, customer_id: str | None = None) -> Sequence[OutboxMessage]:
@@ -421,7 +428,7 @@ class OutboxRepository(Protocol):
 
 
 class AuditLog(Protocol):
-    """The audit trail: append only."""
+    """The audit trail: append only, listed in the order entries were added."""
 
     def add(self, entry: AuditEntry) -> None:
         """Append an entry."""
@@ -498,28 +505,87 @@ class IdempotencyStore(Protocol):
         ...
 
     def put(self, record: IdempotencyRecord) -> None:
-        """Store a record; an unexpired record with the same key raises Conflict."""
+        """Store a record; a record with the same key unexpired at ``record.created_at`` raises Conflict."""
         ...
 
 
 class UnitOfWork(Protocol):
     """One transaction over every repository: nothing is kept unless ``commit`` is called."""
 
-    customers: CustomerRepository
-    plans: PlanRepository
-    prices: PriceRepository
-    coupons: CouponRepository
-    subscriptions: SubscriptionRepository
-    invoices: InvoiceRepository
-    payments: PaymentRepository
-    credit_notes: CreditNoteRepository
-    usage: UsageRepository
-    outbox: OutboxRepository
-    audit_log: AuditLog
-    subscription_changes: SubscriptionChangeRepository
-    analytics: AnalyticsRepository
-    email_deliveries: EmailDeliveryRepository
-    idempotency: IdempotencyStore
+    @property
+    def customers(self) -> CustomerRepository:
+        """The customers of this unit of work."""
+        ...
+
+    @property
+    def plans(self) -> PlanRepository:
+        """The plans of this unit of work."""
+        ...
+
+    @property
+    def prices(self) -> PriceRepository:
+        """The prices of this unit of work."""
+        ...
+
+    @property
+    def coupons(self) -> CouponRepository:
+        """The coupons of this unit of work."""
+        ...
+
+    @property
+    def subscriptions(self) -> SubscriptionRepository:
+        """The subscriptions of this unit of work."""
+        ...
+
+    @property
+    def invoices(self) -> InvoiceRepository:
+        """The invoices of this unit of work."""
+        ...
+
+    @property
+    def payments(self) -> PaymentRepository:
+        """The payments of this unit of work."""
+        ...
+
+    @property
+    def credit_notes(self) -> CreditNoteRepository:
+        """The credit notes of this unit of work."""
+        ...
+
+    @property
+    def usage(self) -> UsageRepository:
+        """The usage of this unit of work."""
+        ...
+
+    @property
+    def outbox(self) -> OutboxRepository:
+        """The outbox of this unit of work."""
+        ...
+
+    @property
+    def audit_log(self) -> AuditLog:
+        """The audit log of this unit of work."""
+        ...
+
+    @property
+    def subscription_changes(self) -> SubscriptionChangeRepository:
+        """The subscription changes of this unit of work."""
+        ...
+
+    @property
+    def analytics(self) -> AnalyticsRepository:
+        """The analytics of this unit of work."""
+        ...
+
+    @property
+    def email_deliveries(self) -> EmailDeliveryRepository:
+        """The email deliveries of this unit of work."""
+        ...
+
+    @property
+    def idempotency(self) -> IdempotencyStore:
+        """The idempotency of this unit of work."""
+        ...
 
     def __enter__(self) -> Self:
         """Begin the transaction."""
@@ -547,7 +613,12 @@ class UnitOfWork(Protocol):
 
 
 class PaymentGateway(Protocol):
-    """Collects money. Declines are results; transient faults raise GatewayUnavailable."""
+    """Collects money. Declines are results; transient faults raise GatewayUnavailable.
+
+    As Stripe does: the same idempotency key with other arguments raises
+    IdempotencyConflict, an unknown reference raises NotFound, and refunding more than
+    was charged raises ValidationError.
+    """
 
     def ensure_customer(self, customer: Customer) -> str:
         """Create or update the customer at the gateway and return its reference there."""
@@ -579,7 +650,7 @@ class EmailSender(Protocol):
 
 
 class Cache(Protocol):
-    """A string cache with expiry."""
+    """A string cache with expiry; a TTL below one second raises ValidationError."""
 
     def get(self, key: str) -> str | None:
         """Return the cached value, if present and unexpired."""
@@ -595,7 +666,7 @@ class Cache(Protocol):
 
 
 class RateLimiter(Protocol):
-    """Counts hits per key in fixed windows, atomically."""
+    """Counts hits per key in fixed windows, atomically; a limit or window below 1 raises ValidationError."""
 
     def hit(self, key: str, *, limit: int, window_seconds: int) -> RateLimitDecision:
         """Count one hit and say whether it is within the limit."""
@@ -603,7 +674,7 @@ class RateLimiter(Protocol):
 
 
 class Lock(Protocol):
-    """A named mutual-exclusion lock that can span processes."""
+    """A named mutual-exclusion lock that can span processes; a TTL below 1 raises ValidationError."""
 
     def hold(self, name: str, *, ttl_seconds: int) -> AbstractContextManager[bool]:
         """Hold the lock for the ``with`` block; the value says whether it was acquired."""
