@@ -19,7 +19,7 @@ def test_the_readme_examples_run_in_order():
     blocks = python_blocks(ROOT / "README.md")
     assert blocks, "the README lost its examples"
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own docs
+        exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["sub"].status.value == "active"  # type: ignore[attr-defined]
 
 
