@@ -19,10 +19,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/tox run-parallel --parallel-no-spinner -e lint,type,arch,tests
 	$(VENV)/bin/python benchmarks/bench_core.py --smoke
+	$(VENV)/bin/python benchmarks/bench_redis.py --smoke
 
 ## bench: the benchmarks with their same-run baselines
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_core.py
+	$(VENV)/bin/python benchmarks/bench_redis.py
 
 clean:
 	rm -rf $(VENV) .tox .coverage .hypothesis .mypy_cache .ruff_cache .pytest_cache
