@@ -51,12 +51,19 @@ def main() -> None:
     amount = Money(4999, "USD")
     basic = Price("price_basic", "plan", "USD", monthly, unit_amount=Money(1000, "USD"))
     pro = Price("price_pro", "plan", "USD", monthly, unit_amount=Money(2000, "USD"))
-    created = subscriptions.start(subscription_id="sub_1", customer_id="cus_1", price=basic, at=start)
+    created = subscriptions.start(
+        subscription_id="sub_1", customer_id="cus_1", price=basic, at=start
+    )
     sub = subscriptions.payment_succeeded(created.subscription, start).subscription
     due = sub.current_period.end
     vat = TaxRate("vat", "VAT", Decimal(20))
     lines = [
-        InvoiceLine(kind=LineKind.ONE_OFF, description=f"item {i}", amount=Money(1000 + i, "USD"), tax_rates=(vat,))
+        InvoiceLine(
+            kind=LineKind.ONE_OFF,
+            description=f"item {i}",
+            amount=Money(1000 + i, "USD"),
+            tax_rates=(vat,),
+        )
         for i in range(5)
     ]
 

@@ -34,6 +34,7 @@ from lumenquest_core.errors import (
     GatewayUnavailable,
     IdempotencyConflict,
     InvalidTransition,
+    LumenquestError,
     PaymentDeclined,
     ValidationError,
 )
@@ -388,9 +389,21 @@ class Billing:
         outcomes = self._collect(charges)
         if outcomes:
             self._settle(outcomes)
-        if self._dispatch_immediately:
-            self.dispatch_events()
+        self._dispatch_after_commit()
         return outcomes
+
+    def _dispatch_after_commit(self) -> int:
+        """Deliver the outbox now if so configured; a failing handler leaves it for later.
+
+        The change is committed and its events wait in the outbox, so an email outage must
+        not turn a successful call into an error (a retry without a key would repeat it).
+        """
+        if not self._dispatch_immediately:
+            return 0
+        try:
+            return self.dispatch_events()
+        except LumenquestError:
+            return 0  # undelivered events stay pending for the next dispatch_events
 
     # -- customers ------------------------------------------------------------------
 
@@ -1005,7 +1018,7 @@ class Billing:
                 pay_first = payment_required and invoice_now and sub.status is not _Status.TRIALING
                 if pay_first:
                     # Invoice first and change only once paid; with nothing to pay, change now.
-                    paid_first = self._invoice_before_change(uow, sub, transition, at)
+                    paid_first, transition = self._invoice_before_change(uow, sub, transition, at)
                 if paid_first is None:
                     changed = self._apply(uow, sub, transition, "changed", at)
                     if invoice_now and not pay_first:
@@ -1023,21 +1036,41 @@ class Billing:
 
     def _invoice_before_change(
         self, uow: UnitOfWork, sub: Subscription, transition: Transition, at: datetime
-    ) -> _Charge | None:
-        """Invoice a change's lines without applying it yet (payment comes first)."""
+    ) -> tuple[_Charge | None, Transition]:
+        """Invoice a change's lines without applying it yet (payment comes first).
+
+        Return the charge to collect (None when nothing is due) and the transition carrying
+        the discount the invoice used: the stored subscription keeps its discount until the
+        change applies, so a declined change uses up no coupon cycle.
+        """
         customer = uow.customers.get(sub.customer_id)
-        invoice, _ = self._finalized_invoice(
+        invoice, invoiced = self._finalized_invoice(
             uow, customer, sub, transition.lines, at, BillingReason.SUBSCRIPTION_UPDATE
         )
+        if invoiced is not None and invoiced.discount != sub.discount:
+            uow.subscriptions.update(sub)
+            transition = attrs.evolve(
+                transition,
+                subscription=attrs.evolve(transition.subscription, discount=invoiced.discount),
+            )
         if invoice is None or invoice.status is not InvoiceStatus.OPEN:
-            return None
-        return self._new_payment(uow, invoice, customer, at)
+            return None, transition
+        return self._new_payment(uow, invoice, customer, at), transition
 
     def _complete_paid_change(
         self, charge: _Charge, transition: Transition, at: datetime
     ) -> Subscription:
-        outcome = self._collect([charge])[0]
+        outcomes = self._collect([charge])
         sub = transition.subscription
+        if not outcomes:
+            # The outcome is unknown: the payment stays pending for run_due to resolve with
+            # the same idempotency key, and the change is not applied.
+            self._dispatch_after_commit()
+            raise GatewayUnavailable(
+                "the payment gateway did not answer; the change was not applied",
+                details={"subscription_id": sub.id, "invoice_id": charge.payment.invoice_id},
+            )
+        outcome = outcomes[0]
         with self._uow() as uow:
             invoice = uow.invoices.get(charge.payment.invoice_id)
             if outcome.succeeded:
@@ -1080,8 +1113,7 @@ class Billing:
                     at,
                 )
             uow.commit()
-        if self._dispatch_immediately:
-            self.dispatch_events()
+        self._dispatch_after_commit()
         if not outcome.succeeded:
             raise PaymentDeclined(
                 outcome.message or "the payment for this change was declined; nothing changed",
@@ -1126,6 +1158,7 @@ class Billing:
                         Period(sub.current_period.start, at)
                         if at > sub.current_period.start
                         else None,
+                        through=at,
                     ),
                 ]
                 lines += [p.line for p in uow.invoices.take_pending_lines(sub.id)]
@@ -1233,6 +1266,15 @@ class Billing:
                 )
             if when > now:
                 raise ValidationError("usage cannot be recorded in the future")
+            if when < sub.current_period.start:
+                # That period is invoiced already: accepting it would lose it silently.
+                raise ValidationError(
+                    "usage cannot be recorded before the current period, which is billed",
+                    details={
+                        "at": when.isoformat(),
+                        "period_start": sub.current_period.start.isoformat(),
+                    },
+                )
             record = UsageRecord(
                 id=self._ids("usage"), subscription_id=sub.id, quantity=quantity, at=when
             )
@@ -1269,11 +1311,24 @@ class Billing:
     # -- invoicing ------------------------------------------------------------------
 
     def _final_usage(
-        self, uow: UnitOfWork, sub: Subscription, period: Period | None
+        self,
+        uow: UnitOfWork,
+        sub: Subscription,
+        period: Period | None,
+        *,
+        through: datetime | None = None,
     ) -> list[InvoiceLine]:
+        """Return the in-arrears usage line for ``period``.
+
+        ``through`` also counts usage recorded at that very instant: a cancellation ends the
+        subscription then, so nothing recorded up to it may be left unbilled.
+        """
         if period is None or sub.price.usage_type is not UsageType.METERED:
             return []
-        used = uow.usage.total(sub.id, period)
+        counted = (
+            period if through is None else Period(period.start, through + timedelta.resolution)
+        )
+        used = uow.usage.total(sub.id, counted)
         return [
             invoicing.usage_line(sub.price, quantity=used, period=period, subscription_id=sub.id)
         ]
@@ -2056,8 +2111,7 @@ class Billing:
                 uow.commit()
             summary.subscriptions += len(batch)
             self._count(self._collect(charges), charges, summary)
-        if self._dispatch_immediately:
-            summary.events_dispatched = self.dispatch_events()
+        summary.events_dispatched = self._dispatch_after_commit()
         return summary
 
     def _count(
