@@ -2160,6 +2160,14 @@ class Billing:
             summary.expired += 1
             for invoice in uow.invoices.list(subscription_id=sub.id, status=InvoiceStatus.OPEN):
                 uow.invoices.update(invoicing.void(invoice, due))
+                if invoice.credit_applied.amount:
+                    # The credit the voided invoice had used goes back to the customer.
+                    customer = uow.customers.get(invoice.customer_id)
+                    balance = customer.balance()
+                    assert balance is not None
+                    uow.customers.update(
+                        attrs.evolve(customer, credit_balance=balance + invoice.credit_applied)
+                    )
             return self._apply(uow, sub, lifecycle.expire_incomplete(sub, due), "expired", due), []
         if status is _Status.TRIALING:
             reminder = lifecycle.trial_reminder_at(sub)
@@ -2237,8 +2245,19 @@ class Billing:
             return self._apply(
                 uow, waiting, lifecycle.payment_succeeded(waiting, due), "payment_succeeded", due
             ), []
+        # An invoice whose charge is still pending may be paid already: run_due resolves it
+        # with its own idempotency key, and a new attempt under a new key could charge twice.
+        unsettled = [
+            invoice
+            for invoice in open_invoices
+            if not any(
+                p.status is PaymentStatus.PENDING for p in uow.payments.list(invoice_id=invoice.id)
+            )
+        ]
+        if not unsettled:
+            return waiting, []  # the pending charge's outcome sets the next retry
         customer = uow.customers.get(sub.customer_id)
-        return waiting, [self._new_payment(uow, open_invoices[0], customer, due)]
+        return waiting, [self._new_payment(uow, unsettled[0], customer, due)]
 
     # -- events -----------------------------------------------------------------------
 

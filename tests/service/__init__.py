@@ -1,0 +1,1 @@
+"""Scenario tests of the ``Billing`` facade on the memory adapters and the test clock."""

@@ -1,0 +1,234 @@
+"""Every state change writes its outbox events, audit row and change row; dispatch emails once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from lumenquest_adapters.memory import RecordingEmailSender
+from lumenquest_core import Billing, EventName, GatewayUnavailable, SubscriptionStatus
+from lumenquest_core.ports import EmailMessage
+from tests.service.scenario import Shop, at
+
+USER = "user:1"
+
+
+def events_of(shop: Shop, subject_id: str) -> list[EventName]:
+    return [m.event.name for m in shop.billing.list_outbox() if m.event.subject_id == subject_id]
+
+
+def changes_of(shop: Shop, sub_id: str) -> list[dict[str, Any]]:
+    exported = shop.billing.export_customer(shop.ada.id)
+    return [c for c in exported["subscription_changes"] if c["subscription_id"] == sub_id]
+
+
+STATE_CHANGES: dict[str, tuple[Callable[[Billing, str, Shop], object], str, EventName]] = {
+    "upgrade": (
+        lambda b, s, shop: b.change_subscription(s, price_id=shop.pro.id),
+        "changed",
+        EventName.SUBSCRIPTION_CHANGED,
+    ),
+    "downgrade": (
+        lambda b, s, shop: b.change_subscription(s, quantity=0),
+        "change_scheduled",
+        EventName.CHANGE_SCHEDULED,
+    ),
+    "cancel_at_period_end": (
+        lambda b, s, _: b.cancel(s, at_period_end=True),
+        "cancel_scheduled",
+        EventName.CANCELLATION_SCHEDULED,
+    ),
+    "cancel": (lambda b, s, _: b.cancel(s), "canceled", EventName.SUBSCRIPTION_CANCELED),
+    "pause": (lambda b, s, _: b.pause(s), "paused", EventName.SUBSCRIPTION_PAUSED),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATE_CHANGES))
+def test_a_state_change_writes_its_event_an_audit_row_and_a_change_row(name: str) -> None:
+    operation, kind, event = STATE_CHANGES[name]
+    shop = Shop()
+    sub = shop.subscribe()
+    shop.clock.set(at(1, 10))
+    before = shop.sub(sub.id)
+    operation(shop.billing.as_actor(USER), sub.id, shop)
+    after = shop.sub(sub.id)
+    assert event in events_of(shop, sub.id)
+    [audit] = [a for a in shop.billing.audit_log(subject_id=sub.id) if a.actor == USER]
+    assert audit.action == f"subscription.{kind}"
+    assert audit.at == at(1, 10)
+    assert audit.customer_id == shop.ada.id
+    assert audit.before is not None
+    assert audit.after is not None
+    assert audit.before["status"] == before.status.value
+    assert audit.after["status"] == after.status.value
+    assert audit.before != audit.after
+    [change] = [c for c in changes_of(shop, sub.id) if c["kind"] == kind]
+    assert change["to_status"] == after.status.value
+    assert change["at"] == at(1, 10).isoformat()
+
+
+def test_reactivate_and_resume_are_audited_too() -> None:
+    shop = Shop()
+    sub = shop.subscribe()
+    user = shop.billing.as_actor(USER)
+    user.cancel(sub.id, at_period_end=True)
+    user.reactivate(sub.id)
+    user.pause(sub.id)
+    user.resume(sub.id)
+    actions = [a.action for a in shop.billing.audit_log(subject_id=sub.id) if a.actor == USER]
+    assert actions == [
+        "subscription.cancel_scheduled",
+        "subscription.reactivated",
+        "subscription.paused",
+        "subscription.resumed",
+    ]
+    kinds = [c["kind"] for c in changes_of(shop, sub.id)]
+    assert kinds[-4:] == ["cancel_scheduled", "reactivated", "paused", "resumed"]
+    assert EventName.CANCELLATION_UNDONE in events_of(shop, sub.id)
+    assert EventName.SUBSCRIPTION_RESUMED in events_of(shop, sub.id)
+
+
+def test_the_billing_run_is_audited_as_the_system() -> None:
+    shop = Shop()
+    sub = shop.subscribe()
+    shop.go(at(2, 1))
+    [renewal] = [
+        a for a in shop.billing.audit_log(subject_id=sub.id) if a.action == "subscription.renewed"
+    ]
+    assert renewal.actor == "system"
+    assert EventName.SUBSCRIPTION_RENEWED in events_of(shop, sub.id)
+    invoice = shop.invoices(sub.id)[-1]
+    assert events_of(shop, invoice.id) == [EventName.INVOICE_FINALIZED, EventName.INVOICE_PAID]
+
+
+def test_as_actor_does_not_change_the_original_billing() -> None:
+    shop = Shop()
+    assert shop.billing.as_actor(USER).actor == USER
+    assert shop.billing.actor == "system"
+
+
+def test_the_audit_log_keeps_personal_data_out_of_customer_updates() -> None:
+    shop = Shop()
+    shop.billing.update_customer(shop.ada.id, name="Augusta Ada King")
+    [row] = [
+        a for a in shop.billing.audit_log(subject_id=shop.ada.id) if a.action == "customer.updated"
+    ]
+    assert row.after == {"fields": ["name"]}
+
+
+# -- dispatch -----------------------------------------------------------------------------
+
+
+def test_dispatch_delivers_each_event_once_and_a_second_dispatch_sends_nothing() -> None:
+    shop = Shop(dispatch_immediately=False)
+    shop.subscribe()
+    assert shop.billing.email.sent == []
+    pending = shop.billing.list_outbox()
+    assert all(m.delivered_at is None for m in pending)
+    assert shop.billing.dispatch_events() == len(pending)
+    assert all(m.delivered_at is not None for m in shop.billing.list_outbox())
+    assert {e.id for e in shop.billing.list_analytics_events()} == {m.id for m in pending}
+    templates = shop.billing.email.templates()
+    assert templates.count("welcome") == 1
+    assert templates.count("invoice_paid") == 1
+    assert shop.billing.dispatch_events() == 0
+    assert shop.billing.email.templates() == templates
+
+
+def test_dispatch_with_a_small_limit_delivers_everything() -> None:
+    shop = Shop(dispatch_immediately=False)
+    shop.subscribe()
+    count = len(shop.billing.list_outbox())
+    assert shop.billing.dispatch_events(limit=2) == count
+    assert all(m.delivered_at is not None for m in shop.billing.list_outbox())
+
+
+class FlakyEmail(RecordingEmailSender):
+    """Fails the ``fail_on``-th send, as a provider outage would, and works afterwards."""
+
+    def __init__(self, fail_on: int) -> None:
+        super().__init__()
+        self.attempts = 0
+        self.fail_on = fail_on
+
+    def send(self, message: EmailMessage) -> str:
+        self.attempts += 1
+        if self.attempts == self.fail_on:
+            raise GatewayUnavailable("the email provider is down")
+        return super().send(message)
+
+
+def test_a_dispatch_that_fails_half_way_is_redone_without_duplicate_emails() -> None:
+    """At least once: the events are delivered again, but each email goes out once."""
+    email = FlakyEmail(fail_on=2)
+    shop = Shop(dispatch_immediately=False, email=email)
+    shop.subscribe()
+    with pytest.raises(GatewayUnavailable):
+        shop.billing.dispatch_events()
+    assert shop.billing.email.templates() == ["welcome"]
+    assert any(m.delivered_at is None for m in shop.billing.list_outbox())
+    shop.billing.dispatch_events()
+    templates = shop.billing.email.templates()
+    assert sorted(templates) == sorted(set(templates))
+    assert set(templates) == {"welcome", "invoice_paid"}
+    assert all(m.delivered_at is not None for m in shop.billing.list_outbox())
+    analytics = [e.id for e in shop.billing.list_analytics_events()]
+    assert len(analytics) == len(set(analytics)) == len(shop.billing.list_outbox())
+
+
+def test_emails_follow_the_lifecycle() -> None:
+    shop = Shop()
+    sub = shop.subscribe()
+    shop.billing.change_subscription(sub.id, price_id=shop.pro.id)
+    shop.billing.cancel(sub.id)
+    assert shop.billing.email.templates() == [
+        "welcome",
+        "invoice_paid",
+        "subscription_changed",
+        "subscription_canceled",
+        "invoice_paid",  # the upgrade's prorations, billed when the subscription ends
+    ]
+    assert all(m.to == "ada@example.com" for m in shop.billing.email.sent)
+
+
+def test_an_invoice_paid_email_lists_the_lines() -> None:
+    shop = Shop()
+    shop.subscribe()
+    [paid] = shop.emails("invoice_paid")
+    assert [line["amount"]["amount"] for line in paid["lines"]] == [1000]
+
+
+def test_a_bounced_address_gets_no_more_email() -> None:
+    shop = Shop()
+    [welcome] = shop.billing.email.sent
+    shop.billing.record_email_event(welcome.message_id, "bounce")
+    sub = shop.subscribe()
+    assert shop.billing.email.templates() == ["welcome"]
+    assert shop.sub(sub.id).status is SubscriptionStatus.ACTIVE
+
+
+def test_an_email_outage_does_not_fail_a_committed_subscribe() -> None:
+    """The subscription is made and paid; its emails wait in the outbox for the next dispatch."""
+    shop = Shop(email=FlakyEmail(fail_on=2))
+    sub = shop.subscribe()
+    assert sub.status is SubscriptionStatus.ACTIVE
+    assert len(shop.billing.gateway.charges) == 1
+    assert any(m.delivered_at is None for m in shop.billing.list_outbox())
+    shop.billing.dispatch_events()
+    assert set(shop.billing.email.templates()) == {"welcome", "invoice_paid"}
+    assert all(m.delivered_at is not None for m in shop.billing.list_outbox())
+
+
+def test_an_email_outage_does_not_fail_the_billing_run() -> None:
+    email = FlakyEmail(fail_on=0)
+    shop = Shop(email=email)
+    sub = shop.subscribe()
+    email.fail_on = email.attempts + 1
+    summary = shop.go(at(2, 1))
+    assert summary.renewals == 1
+    assert summary.payments_succeeded == 1
+    assert len(shop.invoices(sub.id)) == 2
+    shop.billing.dispatch_events()
+    assert shop.billing.email.templates().count("invoice_paid") == 2
