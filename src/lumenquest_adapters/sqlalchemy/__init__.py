@@ -1,0 +1,42 @@
+"""Every storage port on SQLAlchemy 2 Core: PostgreSQL (psycopg 3) or an SQLite file.
+
+::
+
+    engine = create_engine_for("postgresql://billing@db/billing")  # or "sqlite:///billing.db"
+    upgrade(engine)                                # the Alembic migrations shipped here
+    store = SqlAlchemyStore(engine)
+    with store.unit_of_work() as uow:              # one transaction, rolled back unless committed
+        uow.customers.add(customer); uow.commit()
+
+    billing = sqlalchemy_billing("sqlite:///billing.db")   # a ready Billing
+
+Rows map explicitly to the core's frozen objects; constraints make double billing
+impossible (one cycle invoice per subscription and period, one payment per idempotency
+key, one outbox row per event); driver errors become the core's ``Conflict``,
+``GatewayUnavailable`` (retryable) and ``ValidationError``.
+"""
+
+from lumenquest_adapters.sqlalchemy._engine import create_engine_for
+from lumenquest_adapters.sqlalchemy._errors import translate
+from lumenquest_adapters.sqlalchemy._migrate import alembic_config, downgrade, upgrade
+from lumenquest_adapters.sqlalchemy._schema import metadata
+from lumenquest_adapters.sqlalchemy._uow import (
+    SqlAlchemyIdempotencyStore,
+    SqlAlchemyStore,
+    SqlAlchemyUnitOfWork,
+)
+from lumenquest_adapters.sqlalchemy._wiring import SqlAlchemyBilling, sqlalchemy_billing
+
+__all__ = [
+    "SqlAlchemyBilling",
+    "SqlAlchemyIdempotencyStore",
+    "SqlAlchemyStore",
+    "SqlAlchemyUnitOfWork",
+    "alembic_config",
+    "create_engine_for",
+    "downgrade",
+    "metadata",
+    "sqlalchemy_billing",
+    "translate",
+    "upgrade",
+]

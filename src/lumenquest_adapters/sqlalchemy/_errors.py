@@ -1,0 +1,105 @@
+"""Driver errors translated into the core's, at the adapter boundary.
+
+=====================================================  ====================================
+SQLAlchemy / driver error                              lumenquest error
+=====================================================  ====================================
+``IntegrityError`` (unique, foreign key, check)        ``Conflict`` naming the constraint
+``OperationalError``, ``InterfaceError``, or any       ``GatewayUnavailable`` (retryable):
+error that invalidated the connection                  lost connection, lock timeout,
+                                                       serialization failure, deadlock
+``DataError`` (a value out of the column's range)      ``ValidationError``
+=====================================================  ====================================
+
+Anything else (a ``ProgrammingError``, say) is a bug and propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from lumenquest_core.errors import Conflict, GatewayUnavailable, LumenquestError, ValidationError
+
+__all__ = ["Describe", "constraint_name", "translate", "translated"]
+
+Describe = Callable[[str | None], Conflict | None]
+"""Given the broken constraint's name, return the Conflict to raise (None: the generic one)."""
+
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>.+)$")
+
+
+def constraint_name(error: sa_exc.IntegrityError, metadata: sa.MetaData) -> str | None:
+    """Return the name of the constraint an IntegrityError broke, when it can be told."""
+    diag = getattr(error.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if isinstance(name, str):
+        return name  # PostgreSQL names it
+    match = _SQLITE_UNIQUE.search(str(error.orig))
+    if match is None:
+        return None
+    # SQLite names the columns ("invoices.subscription_id, invoices.period_start").
+    qualified = [c.strip() for c in match["columns"].split(",")]
+    table_name = qualified[0].split(".")[0]
+    columns = {c.split(".", 1)[1] for c in qualified}
+    table = metadata.tables.get(table_name)
+    if table is None:
+        return None
+    for index in table.indexes:
+        if index.unique and {c.name for c in index.columns} == columns:
+            return str(index.name)
+    for constraint in table.constraints:
+        if (
+            isinstance(constraint, sa.UniqueConstraint | sa.PrimaryKeyConstraint)
+            and {c.name for c in constraint.columns} == columns
+        ):
+            return None if constraint.name is None else str(constraint.name)
+    return None
+
+
+def translate(
+    error: sa_exc.DBAPIError, metadata: sa.MetaData, describe: Describe | None = None
+) -> LumenquestError | None:
+    """Return the core error for a driver error, or None if it is a bug to propagate."""
+    if isinstance(error, sa_exc.IntegrityError):
+        name = constraint_name(error, metadata)
+        conflict = describe(name) if describe is not None else None
+        if conflict is not None:
+            return conflict
+        return Conflict(
+            f"the change breaks the database constraint {name or 'of the table'}",
+            details={"constraint": name, "reason": _first_line(error.orig)},
+        )
+    if error.connection_invalidated or isinstance(
+        error, sa_exc.OperationalError | sa_exc.InterfaceError
+    ):
+        return GatewayUnavailable(
+            "the database is unavailable or the transaction could not complete; retry",
+            details={"service": "database", "reason": _first_line(error.orig)},
+        )
+    if isinstance(error, sa_exc.DataError):
+        return ValidationError(
+            "a value does not fit its database column", details={"reason": _first_line(error.orig)}
+        )
+    return None
+
+
+@contextmanager
+def translated(metadata: sa.MetaData, describe: Describe | None = None) -> Iterator[None]:
+    """Raise the core's error, ``from`` the driver's, for what happens in the block."""
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        mapped = translate(error, metadata, describe)
+        if mapped is None:
+            raise
+        raise mapped from error
+
+
+def _first_line(value: Any) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0] if text else type(value).__name__

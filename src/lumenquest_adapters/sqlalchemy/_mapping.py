@@ -1,0 +1,802 @@
+"""Rows to frozen domain objects and back, field by field.
+
+Each ``*_row`` function returns the column values of one record; each ``*_from_row``
+rebuilds the record from a row mapping. Nothing here touches a connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
+from lumenquest_core.coupons import Coupon, CouponDuration, Discount
+from lumenquest_core.customers import Customer, Role
+from lumenquest_core.events import DomainEvent, EventName
+from lumenquest_core.invoicing import (
+    BillingReason,
+    CreditNote,
+    CreditNoteOutcome,
+    Invoice,
+    InvoiceStatus,
+    LineTax,
+    Refund,
+)
+from lumenquest_core.lines import InvoiceLine, LineKind, TaxRate
+from lumenquest_core.money import Money
+from lumenquest_core.payments import (
+    AuditEntry,
+    Payment,
+    PaymentStatus,
+    SubscriptionChange,
+    UsageRecord,
+)
+from lumenquest_core.periods import BillingCycle, Interval, Period
+from lumenquest_core.ports import (
+    AnalyticsEvent,
+    DeliveryStatus,
+    EmailDelivery,
+    IdempotencyRecord,
+    OutboxMessage,
+    PendingLine,
+)
+from lumenquest_core.subscriptions import (
+    ScheduledChange,
+    Subscription,
+    SubscriptionStatus,
+    next_action_at,
+)
+
+Row = Mapping[Any, Any]
+Values = dict[str, Any]
+
+
+# -- JSON values ----------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """Return ``value`` with read-only mappings and tuples turned into dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def _money(amount: int | None, currency: str | None) -> Money | None:
+    return None if amount is None or currency is None else Money(int(amount), currency)
+
+
+def _money_json(value: Money | None) -> dict[str, Any] | None:
+    return None if value is None else {"amount": value.amount, "currency": value.currency}
+
+
+def _money_from_json(data: Mapping[str, Any] | None) -> Money | None:
+    return None if data is None else Money(int(data["amount"]), data["currency"])
+
+
+def _instant(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _period(start: datetime | None, end: datetime | None) -> Period | None:
+    return None if start is None or end is None else Period(start, end)
+
+
+# -- catalog ----------------------------------------------------------------------------
+
+
+def plan_row(plan: Plan) -> Values:
+    """Return the columns of a plan."""
+    return {
+        "id": plan.id,
+        "name": plan.name,
+        "features": list(plan.features),
+        "active": plan.active,
+        "description": plan.description,
+        "metadata": plain(plan.metadata),
+    }
+
+
+def plan_from_row(row: Row) -> Plan:
+    """Rebuild a plan."""
+    return Plan(
+        id=row["id"],
+        name=row["name"],
+        features=tuple(row["features"]),
+        active=bool(row["active"]),
+        description=row["description"],
+        metadata=row["metadata"],
+    )
+
+
+def _tier_json(tier: Tier) -> dict[str, Any]:
+    return {
+        "up_to": tier.up_to,
+        "unit_amount": tier.unit_amount.amount,
+        "flat_amount": None if tier.flat_amount is None else tier.flat_amount.amount,
+    }
+
+
+def _tier_from_json(data: Mapping[str, Any], currency: str) -> Tier:
+    flat = data["flat_amount"]
+    return Tier(
+        up_to=data["up_to"],
+        unit_amount=Money(int(data["unit_amount"]), currency),
+        flat_amount=None if flat is None else Money(int(flat), currency),
+    )
+
+
+def price_row(price: Price) -> Values:
+    """Return the columns of a price."""
+    return {
+        "id": price.id,
+        "plan_id": price.plan_id,
+        "currency": price.currency,
+        "interval": price.cycle.interval.value,
+        "interval_count": price.cycle.count,
+        "scheme": price.scheme.value,
+        "unit_amount": None if price.unit_amount is None else price.unit_amount.amount,
+        "tiers": [_tier_json(t) for t in price.tiers],
+        "usage_type": price.usage_type.value,
+        "trial_days": price.trial_days,
+        "active": price.active,
+        "nickname": price.nickname,
+    }
+
+
+def price_from_row(row: Row) -> Price:
+    """Rebuild a price (from its row, or from the JSON a subscription keeps of it)."""
+    currency = row["currency"]
+    return Price(
+        id=row["id"],
+        plan_id=row["plan_id"],
+        currency=currency,
+        cycle=BillingCycle(Interval(row["interval"]), int(row["interval_count"])),
+        scheme=PricingScheme(row["scheme"]),
+        unit_amount=_money(row["unit_amount"], currency),
+        tiers=tuple(_tier_from_json(t, currency) for t in row["tiers"]),
+        usage_type=UsageType(row["usage_type"]),
+        trial_days=int(row["trial_days"]),
+        active=bool(row["active"]),
+        nickname=row["nickname"],
+    )
+
+
+def _coupon_json(coupon: Coupon) -> dict[str, Any]:
+    return {
+        "id": coupon.id,
+        "name": coupon.name,
+        "percent_off": None if coupon.percent_off is None else str(coupon.percent_off),
+        "amount_off": None if coupon.amount_off is None else coupon.amount_off.amount,
+        "amount_off_currency": None if coupon.amount_off is None else coupon.amount_off.currency,
+        "duration": coupon.duration.value,
+        "duration_in_cycles": coupon.duration_in_cycles,
+    }
+
+
+coupon_row = _coupon_json
+
+
+def coupon_from_row(row: Row) -> Coupon:
+    """Rebuild a coupon."""
+    percent = row["percent_off"]
+    return Coupon(
+        id=row["id"],
+        name=row["name"],
+        percent_off=None if percent is None else Decimal(percent),
+        amount_off=_money(row["amount_off"], row["amount_off_currency"]),
+        duration=CouponDuration(row["duration"]),
+        duration_in_cycles=row["duration_in_cycles"],
+    )
+
+
+# -- customers and subscriptions --------------------------------------------------------
+
+
+def customer_row(customer: Customer) -> Values:
+    """Return the columns of a customer."""
+    balance = customer.credit_balance
+    return {
+        "id": customer.id,
+        "email": customer.email,
+        "name": customer.name,
+        "role": customer.role.value,
+        "currency": customer.currency,
+        "credit_balance": None if balance is None else balance.amount,
+        "gateway_customer_id": customer.gateway_customer_id,
+        "email_deliverable": customer.email_deliverable,
+        "erased_at": customer.erased_at,
+        "metadata": plain(customer.metadata),
+        "created_at": customer.created_at,
+    }
+
+
+def customer_from_row(row: Row) -> Customer:
+    """Rebuild a customer."""
+    return Customer(
+        id=row["id"],
+        email=row["email"],
+        created_at=row["created_at"],
+        name=row["name"],
+        currency=row["currency"],
+        credit_balance=_money(row["credit_balance"], row["currency"]),
+        role=Role(row["role"]),
+        gateway_customer_id=row["gateway_customer_id"],
+        email_deliverable=bool(row["email_deliverable"]),
+        erased_at=row["erased_at"],
+        metadata=row["metadata"],
+    )
+
+
+def _discount_json(discount: Discount) -> dict[str, Any]:
+    return {
+        "coupon": _coupon_json(discount.coupon),
+        "start": discount.start.isoformat(),
+        "invoices_left": discount.invoices_left,
+    }
+
+
+def _discount_from_json(data: Mapping[str, Any]) -> Discount:
+    start = _instant(data["start"])
+    assert start is not None
+    return Discount(
+        coupon=coupon_from_row(data["coupon"]), start=start, invoices_left=data["invoices_left"]
+    )
+
+
+def _scheduled_json(change: ScheduledChange) -> dict[str, Any]:
+    return {
+        "price": price_row(change.price),
+        "quantity": change.quantity,
+        "effective_at": change.effective_at.isoformat(),
+    }
+
+
+def _scheduled_from_json(data: Mapping[str, Any]) -> ScheduledChange:
+    effective_at = _instant(data["effective_at"])
+    assert effective_at is not None
+    return ScheduledChange(
+        price=price_from_row(data["price"]), quantity=data["quantity"], effective_at=effective_at
+    )
+
+
+def subscription_row(sub: Subscription) -> Values:
+    """Return the columns of a subscription, with ``next_action_at`` computed from it."""
+    scheduled = sub.scheduled_change
+    discount = sub.discount
+    return {
+        "id": sub.id,
+        "customer_id": sub.customer_id,
+        "price_id": sub.price.id,
+        "price": price_row(sub.price),
+        "quantity": sub.quantity,
+        "status": sub.status.value,
+        "anchor": sub.anchor,
+        "current_period_start": sub.current_period.start,
+        "current_period_end": sub.current_period.end,
+        "created_at": sub.created_at,
+        "trial_end": sub.trial_end,
+        "cancel_at_period_end": sub.cancel_at_period_end,
+        "canceled_at": sub.canceled_at,
+        "ended_at": sub.ended_at,
+        "paused_at": sub.paused_at,
+        "resumes_at": sub.resumes_at,
+        "scheduled_price_id": None if scheduled is None else scheduled.price.id,
+        "scheduled_change": None if scheduled is None else _scheduled_json(scheduled),
+        "discount_coupon_id": None if discount is None else discount.coupon.id,
+        "discount": None if discount is None else _discount_json(discount),
+        "failed_payments": sub.failed_payments,
+        "next_payment_retry_at": sub.next_payment_retry_at,
+        "trial_reminder_sent_at": sub.trial_reminder_sent_at,
+        "next_action_at": next_action_at(sub),
+    }
+
+
+def subscription_from_row(row: Row) -> Subscription:
+    """Rebuild a subscription."""
+    scheduled = row["scheduled_change"]
+    discount = row["discount"]
+    return Subscription(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        price=price_from_row(row["price"]),
+        quantity=int(row["quantity"]),
+        status=SubscriptionStatus(row["status"]),
+        anchor=row["anchor"],
+        current_period=Period(row["current_period_start"], row["current_period_end"]),
+        created_at=row["created_at"],
+        trial_end=row["trial_end"],
+        cancel_at_period_end=bool(row["cancel_at_period_end"]),
+        canceled_at=row["canceled_at"],
+        ended_at=row["ended_at"],
+        paused_at=row["paused_at"],
+        resumes_at=row["resumes_at"],
+        scheduled_change=None if scheduled is None else _scheduled_from_json(scheduled),
+        discount=None if discount is None else _discount_from_json(discount),
+        failed_payments=int(row["failed_payments"]),
+        next_payment_retry_at=row["next_payment_retry_at"],
+        trial_reminder_sent_at=row["trial_reminder_sent_at"],
+    )
+
+
+# -- invoices ---------------------------------------------------------------------------
+
+
+def _tax_rate_json(rate: TaxRate) -> dict[str, Any]:
+    return {
+        "id": rate.id,
+        "name": rate.name,
+        "percentage": str(rate.percentage),
+        "inclusive": rate.inclusive,
+        "jurisdiction": rate.jurisdiction,
+    }
+
+
+def _tax_rate_from_json(data: Mapping[str, Any]) -> TaxRate:
+    return TaxRate(
+        id=data["id"],
+        name=data["name"],
+        percentage=Decimal(data["percentage"]),
+        inclusive=data["inclusive"],
+        jurisdiction=data["jurisdiction"],
+    )
+
+
+def line_values(line: InvoiceLine) -> Values:
+    """Return the columns an invoice line and a pending line share."""
+    period = line.period
+    return {
+        "kind": line.kind.value,
+        "description": line.description,
+        "amount": line.amount.amount,
+        "currency": line.amount.currency,
+        "quantity": line.quantity,
+        "period_start": None if period is None else period.start,
+        "period_end": None if period is None else period.end,
+        "price_id": line.price_id,
+        "line_subscription_id": line.subscription_id,
+        "discountable": line.discountable,
+        "tax_rates": [_tax_rate_json(r) for r in line.tax_rates],
+    }
+
+
+def line_from_row(row: Row) -> InvoiceLine:
+    """Rebuild an invoice line."""
+    rates: tuple[TaxRate, ...] = tuple(_tax_rate_from_json(r) for r in row["tax_rates"])
+    return InvoiceLine(
+        kind=LineKind(row["kind"]),
+        description=row["description"],
+        amount=Money(int(row["amount"]), row["currency"]),
+        quantity=int(row["quantity"]),
+        period=_period(row["period_start"], row["period_end"]),
+        price_id=row["price_id"],
+        subscription_id=row["line_subscription_id"],
+        discountable=bool(row["discountable"]),
+        tax_rates=rates,  # type: ignore[arg-type]  # attrs plugin: converter=tuple
+    )
+
+
+def _line_tax_json(tax: LineTax) -> dict[str, Any]:
+    return {
+        "tax_rate": _tax_rate_json(tax.tax_rate),
+        "taxable": _money_json(tax.taxable),
+        "amount": _money_json(tax.amount),
+    }
+
+
+def _line_tax_from_json(data: Mapping[str, Any]) -> LineTax:
+    taxable = _money_from_json(data["taxable"])
+    amount = _money_from_json(data["amount"])
+    assert taxable is not None
+    assert amount is not None
+    return LineTax(tax_rate=_tax_rate_from_json(data["tax_rate"]), taxable=taxable, amount=amount)
+
+
+_INVOICE_AMOUNTS = (
+    "subtotal",
+    "discount",
+    "tax",
+    "inclusive_tax",
+    "total",
+    "credit_applied",
+    "amount_due",
+    "amount_paid",
+    "amount_credited",
+    "amount_refunded",
+)
+
+
+def invoice_row(invoice: Invoice) -> Values:
+    """Return the columns of an invoice (its lines are :func:`invoice_line_rows`)."""
+    period = invoice.period
+    values: Values = {
+        "id": invoice.id,
+        "customer_id": invoice.customer_id,
+        "subscription_id": invoice.subscription_id,
+        "number": invoice.number,
+        "currency": invoice.currency,
+        "status": invoice.status.value,
+        "billing_reason": invoice.billing_reason.value,
+        "created_at": invoice.created_at,
+        "period_start": None if period is None else period.start,
+        "period_end": None if period is None else period.end,
+        "discount_coupon_id": invoice.discount_coupon_id,
+        "due_at": invoice.due_at,
+        "finalized_at": invoice.finalized_at,
+        "paid_at": invoice.paid_at,
+        "voided_at": invoice.voided_at,
+        "marked_uncollectible_at": invoice.marked_uncollectible_at,
+    }
+    for name in _INVOICE_AMOUNTS:
+        values[name] = getattr(invoice, name).amount
+    return values
+
+
+def invoice_line_rows(invoice: Invoice) -> list[Values]:
+    """Return the rows of an invoice's lines, with each line's discount and taxes."""
+    return [
+        {
+            "invoice_id": invoice.id,
+            "position": position,
+            **line_values(line),
+            "discount_amount": discount.amount,
+            "taxes": [_line_tax_json(t) for t in taxes],
+        }
+        for position, (line, discount, taxes) in enumerate(
+            zip(invoice.lines, invoice.line_discounts, invoice.line_taxes, strict=True)
+        )
+    ]
+
+
+def invoice_from_rows(row: Row, lines: Sequence[Row]) -> Invoice:
+    """Rebuild an invoice from its row and its line rows in position order."""
+    currency = row["currency"]
+    amounts = {name: Money(int(row[name]), currency) for name in _INVOICE_AMOUNTS}
+    return Invoice(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        currency=currency,
+        status=InvoiceStatus(row["status"]),
+        lines=tuple(line_from_row(line) for line in lines),
+        billing_reason=BillingReason(row["billing_reason"]),
+        created_at=row["created_at"],
+        line_discounts=tuple(Money(int(line["discount_amount"]), currency) for line in lines),
+        line_taxes=tuple(tuple(_line_tax_from_json(t) for t in line["taxes"]) for line in lines),
+        subscription_id=row["subscription_id"],
+        number=row["number"],
+        period=_period(row["period_start"], row["period_end"]),
+        discount_coupon_id=row["discount_coupon_id"],
+        due_at=row["due_at"],
+        finalized_at=row["finalized_at"],
+        paid_at=row["paid_at"],
+        voided_at=row["voided_at"],
+        marked_uncollectible_at=row["marked_uncollectible_at"],
+        **amounts,
+    )
+
+
+def pending_line_row(pending: PendingLine) -> Values:
+    """Return the columns of a pending line."""
+    return {
+        "id": pending.id,
+        "customer_id": pending.customer_id,
+        "subscription_id": pending.subscription_id,
+        "created_at": pending.created_at,
+        **line_values(pending.line),
+    }
+
+
+def pending_line_from_row(row: Row) -> PendingLine:
+    """Rebuild a pending line."""
+    return PendingLine(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        subscription_id=row["subscription_id"],
+        line=line_from_row(row),
+        created_at=row["created_at"],
+    )
+
+
+# -- payments, refunds, credit notes, usage ----------------------------------------------
+
+
+def payment_row(payment: Payment) -> Values:
+    """Return the columns of a payment."""
+    refunded = payment.amount_refunded
+    return {
+        "id": payment.id,
+        "invoice_id": payment.invoice_id,
+        "customer_id": payment.customer_id,
+        "amount": payment.amount.amount,
+        "currency": payment.amount.currency,
+        "status": payment.status.value,
+        "idempotency_key": payment.idempotency_key,
+        "attempt": payment.attempt,
+        "created_at": payment.created_at,
+        "gateway_reference": payment.gateway_reference,
+        "failure_code": payment.failure_code,
+        "failure_message": payment.failure_message,
+        "amount_refunded": None if refunded is None else refunded.amount,
+        "settled_at": payment.settled_at,
+    }
+
+
+def payment_from_row(row: Row) -> Payment:
+    """Rebuild a payment."""
+    currency = row["currency"]
+    return Payment(
+        id=row["id"],
+        invoice_id=row["invoice_id"],
+        customer_id=row["customer_id"],
+        amount=Money(int(row["amount"]), currency),
+        status=PaymentStatus(row["status"]),
+        idempotency_key=row["idempotency_key"],
+        attempt=int(row["attempt"]),
+        created_at=row["created_at"],
+        gateway_reference=row["gateway_reference"],
+        failure_code=row["failure_code"],
+        failure_message=row["failure_message"],
+        amount_refunded=_money(row["amount_refunded"], currency),
+        settled_at=row["settled_at"],
+    )
+
+
+def refund_row(refund: Refund) -> Values:
+    """Return the columns of a refund."""
+    return {
+        "id": refund.id,
+        "payment_id": refund.payment_id,
+        "invoice_id": refund.invoice_id,
+        "amount": refund.amount.amount,
+        "currency": refund.amount.currency,
+        "reason": refund.reason,
+        "created_at": refund.created_at,
+    }
+
+
+def refund_from_row(row: Row) -> Refund:
+    """Rebuild a refund."""
+    return Refund(
+        id=row["id"],
+        payment_id=row["payment_id"],
+        invoice_id=row["invoice_id"],
+        amount=Money(int(row["amount"]), row["currency"]),
+        reason=row["reason"],
+        created_at=row["created_at"],
+    )
+
+
+def credit_note_row(note: CreditNote) -> Values:
+    """Return the columns of a credit note."""
+    return {
+        "id": note.id,
+        "number": note.number,
+        "invoice_id": note.invoice_id,
+        "customer_id": note.customer_id,
+        "amount": note.amount.amount,
+        "currency": note.amount.currency,
+        "reason": note.reason,
+        "outcome": note.outcome.value,
+        "created_at": note.created_at,
+        "memo": note.memo,
+    }
+
+
+def credit_note_from_row(row: Row) -> CreditNote:
+    """Rebuild a credit note."""
+    return CreditNote(
+        id=row["id"],
+        number=row["number"],
+        invoice_id=row["invoice_id"],
+        customer_id=row["customer_id"],
+        amount=Money(int(row["amount"]), row["currency"]),
+        reason=row["reason"],
+        outcome=CreditNoteOutcome(row["outcome"]),
+        created_at=row["created_at"],
+        memo=row["memo"],
+    )
+
+
+def usage_row(record: UsageRecord) -> Values:
+    """Return the columns of a usage record."""
+    return {
+        "id": record.id,
+        "subscription_id": record.subscription_id,
+        "quantity": record.quantity,
+        "at": record.at,
+    }
+
+
+def usage_from_row(row: Row) -> UsageRecord:
+    """Rebuild a usage record."""
+    return UsageRecord(
+        id=row["id"],
+        subscription_id=row["subscription_id"],
+        quantity=int(row["quantity"]),
+        at=row["at"],
+    )
+
+
+# -- outbox, audit, history, analytics, emails, idempotency ---------------------------
+
+
+def outbox_row(message: OutboxMessage) -> Values:
+    """Return the columns of an outbox message; an event without customer stores NULL."""
+    event = message.event
+    return {
+        "id": message.id,
+        "name": event.name.value,
+        "subject_id": event.subject_id,
+        "customer_id": event.customer_id or None,
+        "occurred_at": event.occurred_at,
+        "data": plain(event.data),
+        "created_at": message.created_at,
+        "delivered_at": message.delivered_at,
+        "attempts": message.attempts,
+    }
+
+
+def outbox_from_row(row: Row) -> OutboxMessage:
+    """Rebuild an outbox message."""
+    event = DomainEvent(
+        name=EventName(row["name"]),
+        subject_id=row["subject_id"],
+        customer_id=row["customer_id"] or "",
+        occurred_at=row["occurred_at"],
+        data=row["data"],
+    )
+    return OutboxMessage(
+        id=row["id"],
+        event=event,
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
+        attempts=int(row["attempts"]),
+    )
+
+
+def audit_row(entry: AuditEntry) -> Values:
+    """Return the columns of an audit entry."""
+    return {
+        "id": entry.id,
+        "actor": entry.actor,
+        "action": entry.action,
+        "subject_type": entry.subject_type,
+        "subject_id": entry.subject_id,
+        "at": entry.at,
+        "customer_id": entry.customer_id,
+        "before": None if entry.before is None else plain(entry.before),
+        "after": None if entry.after is None else plain(entry.after),
+    }
+
+
+def audit_from_row(row: Row) -> AuditEntry:
+    """Rebuild an audit entry."""
+    return AuditEntry(
+        id=row["id"],
+        actor=row["actor"],
+        action=row["action"],
+        subject_type=row["subject_type"],
+        subject_id=row["subject_id"],
+        at=row["at"],
+        customer_id=row["customer_id"],
+        before=row["before"],
+        after=row["after"],
+    )
+
+
+def change_row(change: SubscriptionChange) -> Values:
+    """Return the columns of a subscription change; no plan stores NULL."""
+    return {
+        "id": change.id,
+        "subscription_id": change.subscription_id,
+        "customer_id": change.customer_id,
+        "kind": change.kind,
+        "at": change.at,
+        "from_status": change.from_status,
+        "to_status": change.to_status,
+        "from_price_id": change.from_price_id,
+        "to_price_id": change.to_price_id,
+        "from_quantity": change.from_quantity,
+        "to_quantity": change.to_quantity,
+        "mrr": change.mrr.amount,
+        "mrr_currency": change.mrr.currency,
+        "plan_id": change.plan_id or None,
+        "data": plain(change.data),
+    }
+
+
+def change_from_row(row: Row) -> SubscriptionChange:
+    """Rebuild a subscription change."""
+    return SubscriptionChange(
+        id=row["id"],
+        subscription_id=row["subscription_id"],
+        customer_id=row["customer_id"],
+        kind=row["kind"],
+        at=row["at"],
+        from_status=row["from_status"],
+        to_status=row["to_status"],
+        from_price_id=row["from_price_id"],
+        to_price_id=row["to_price_id"],
+        from_quantity=row["from_quantity"],
+        to_quantity=int(row["to_quantity"]),
+        mrr=Money(int(row["mrr"]), row["mrr_currency"]),
+        plan_id=row["plan_id"] or "",
+        data=row["data"],
+    )
+
+
+def analytics_row(event: AnalyticsEvent) -> Values:
+    """Return the columns of an analytics event."""
+    return {
+        "id": event.id,
+        "name": event.name,
+        "customer_id": event.customer_id,
+        "occurred_at": event.occurred_at,
+        "properties": plain(event.properties),
+    }
+
+
+def analytics_from_row(row: Row) -> AnalyticsEvent:
+    """Rebuild an analytics event."""
+    return AnalyticsEvent(
+        id=row["id"],
+        name=row["name"],
+        customer_id=row["customer_id"],
+        occurred_at=row["occurred_at"],
+        properties=row["properties"],
+    )
+
+
+def delivery_row(delivery: EmailDelivery) -> Values:
+    """Return the columns of an email delivery."""
+    return {
+        "message_id": delivery.message_id,
+        "event_id": delivery.event_id,
+        "template": delivery.template,
+        "recipient": delivery.to,
+        "status": delivery.status.value,
+        "created_at": delivery.created_at,
+        "customer_id": delivery.customer_id,
+        "provider_id": delivery.provider_id,
+        "updated_at": delivery.updated_at,
+    }
+
+
+def delivery_from_row(row: Row) -> EmailDelivery:
+    """Rebuild an email delivery."""
+    return EmailDelivery(
+        message_id=row["message_id"],
+        event_id=row["event_id"],
+        template=row["template"],
+        to=row["recipient"],
+        status=DeliveryStatus(row["status"]),
+        created_at=row["created_at"],
+        customer_id=row["customer_id"],
+        provider_id=row["provider_id"],
+        updated_at=row["updated_at"],
+    )
+
+
+def idempotency_row(record: IdempotencyRecord) -> Values:
+    """Return the columns of an idempotency record."""
+    return {
+        "key": record.key,
+        "fingerprint": record.fingerprint,
+        "result": plain(record.result),
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+    }
+
+
+def idempotency_from_row(row: Row) -> IdempotencyRecord:
+    """Rebuild an idempotency record."""
+    return IdempotencyRecord(
+        key=row["key"],
+        fingerprint=row["fingerprint"],
+        result=row["result"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+    )

@@ -1,0 +1,802 @@
+"""The repositories: each port's methods as SQL statements over the unit of work's connection.
+
+A Conflict leaves the unit of work usable (PostgreSQL aborts a whole transaction on an
+error otherwise): an insert is ``INSERT … ON CONFLICT DO NOTHING``, retried in a
+savepoint only when it inserted nothing, to learn which constraint broke; an update of
+a table with a unique key besides its id runs in a savepoint. The Conflict's message
+and details are those the memory adapter gives.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from lumenquest_adapters.sqlalchemy import _mapping as m
+from lumenquest_adapters.sqlalchemy import _schema as t
+from lumenquest_adapters.sqlalchemy._errors import Describe
+from lumenquest_core.catalog import Plan, Price
+from lumenquest_core.coupons import Coupon
+from lumenquest_core.customers import Customer
+from lumenquest_core.errors import Conflict, NotFound, ValidationError
+from lumenquest_core.invoicing import CreditNote, Invoice, InvoiceStatus, Refund
+from lumenquest_core.payments import (
+    AuditEntry,
+    Payment,
+    PaymentStatus,
+    SubscriptionChange,
+    UsageRecord,
+)
+from lumenquest_core.periods import Period, aware
+from lumenquest_core.ports import (
+    AnalyticsEvent,
+    EmailDelivery,
+    IdempotencyRecord,
+    OutboxMessage,
+    PendingLine,
+)
+from lumenquest_core.subscriptions import Subscription, SubscriptionStatus
+
+if TYPE_CHECKING:
+    from lumenquest_adapters.sqlalchemy._uow import SqlAlchemyUnitOfWork
+
+__all__ = [
+    "Analytics",
+    "AuditLog",
+    "Coupons",
+    "CreditNotes",
+    "Customers",
+    "EmailDeliveries",
+    "Idempotency",
+    "Invoices",
+    "Outbox",
+    "Payments",
+    "Plans",
+    "Prices",
+    "SubscriptionChanges",
+    "Subscriptions",
+    "Usage",
+]
+
+
+def _check_limit(limit: int) -> int:
+    if type(limit) is not int or limit < 0:
+        raise ValidationError(f"limit must be a non-negative int, not {limit!r}")
+    return limit
+
+
+def _not_found(kind: str, row_id: str) -> NotFound:
+    return NotFound(f"{kind} {row_id!r} not found", details={"kind": kind, "id": row_id})
+
+
+class _Repository:
+    """Common plumbing: the unit of work, the table, what its rows are called."""
+
+    __slots__ = ("_key", "_kind", "_table", "_uow")
+
+    def __init__(
+        self, uow: SqlAlchemyUnitOfWork, table: sa.Table, kind: str, key: str = "id"
+    ) -> None:
+        self._uow = uow
+        self._table = table
+        self._kind = kind
+        self._key = key
+
+    def _duplicate(self, row_id: str, specific: Describe | None = None) -> Describe:
+        """Describe a broken constraint: the key's own, or one ``specific`` knows."""
+        table = self._table
+        key_constraints = {f"pk_{table.name}", f"uq_{table.name}_{self._key}"}
+
+        def describe(name: str | None) -> Conflict | None:
+            if name in key_constraints:
+                return Conflict(
+                    f"{self._kind} {row_id!r} already exists",
+                    details={"kind": self._kind, "id": row_id, "constraint": "primary_key"},
+                )
+            return None if specific is None else specific(name)
+
+        return describe
+
+    def _insert(self, values: dict[str, Any], specific: Describe | None = None) -> None:
+        row_id = str(values[self._key])
+        self._uow.insert(self._table, values, self._duplicate(row_id, specific))
+
+    def _update(self, values: dict[str, Any], specific: Describe | None = None) -> None:
+        """Replace a row; only a table with a unique key besides its own pays for a savepoint."""
+        row_id = str(values[self._key])
+        key = self._table.c[self._key]
+        statement = sa.update(self._table).where(key == row_id).values(values)
+        (count,) = self._uow.write(
+            [statement], self._duplicate(row_id, specific), savepoint=specific is not None
+        )
+        if count == 0:
+            raise _not_found(self._kind, row_id)
+
+    def _one(self, row_id: str) -> sa.RowMapping:
+        row = (
+            self._uow.read(sa.select(self._table).where(self._table.c[self._key] == row_id))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise _not_found(self._kind, row_id)
+        return row
+
+    def _rows(self, statement: sa.Select[Any]) -> Sequence[sa.RowMapping]:
+        return self._uow.read(statement).mappings().all()
+
+    def _seq_of(self, row_id: str) -> int:
+        """Return the insertion rank of a row (a cursor), or raise NotFound."""
+        table = self._table
+        seq = self._uow.read(sa.select(table.c.seq).where(table.c[self._key] == row_id)).scalar()
+        if seq is None:
+            raise _not_found(self._kind, row_id)
+        return int(seq)
+
+
+def _email_taken(name: str | None) -> Conflict | None:
+    if name != "uq_customers_email":
+        return None
+    # The address itself stays out of the error: error details end up in logs.
+    return Conflict(
+        "a customer with this email already exists",
+        details={"kind": "customer", "constraint": "customer_email", "field": "email"},
+    )
+
+
+class Customers(_Repository):
+    """Customers, unique by id and by email."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.customers, "customer")
+
+    def add(self, customer: Customer) -> None:
+        """Store a new customer."""
+        self._insert(m.customer_row(customer), _email_taken)
+
+    def get(self, customer_id: str) -> Customer:
+        """Return the customer or raise NotFound."""
+        return m.customer_from_row(self._one(customer_id))
+
+    def find_by_email(self, email: str) -> Customer | None:
+        """Return the customer with this (normalised) email, if any."""
+        c = t.customers.c
+        rows = self._rows(sa.select(t.customers).where(c.email == email.strip().lower()))
+        return m.customer_from_row(rows[0]) if rows else None
+
+    def update(self, customer: Customer) -> None:
+        """Replace a stored customer."""
+        self._update(m.customer_row(customer), _email_taken)
+
+    def list(self, *, limit: int = 100, after: str | None = None) -> Sequence[Customer]:
+        """Return customers ordered by id, after the cursor ``after``."""
+        c = t.customers.c
+        query = sa.select(t.customers).order_by(c.id).limit(_check_limit(limit))
+        if after is not None:
+            query = query.where(c.id > after)
+        return [m.customer_from_row(r) for r in self._rows(query)]
+
+
+class Plans(_Repository):
+    """Plans."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.plans, "plan")
+
+    def add(self, plan: Plan) -> None:
+        """Store a new plan."""
+        self._insert(m.plan_row(plan))
+
+    def get(self, plan_id: str) -> Plan:
+        """Return the plan or raise NotFound."""
+        return m.plan_from_row(self._one(plan_id))
+
+    def update(self, plan: Plan) -> None:
+        """Replace a stored plan."""
+        self._update(m.plan_row(plan))
+
+    def list(self, *, active_only: bool = False) -> Sequence[Plan]:
+        """Return plans ordered by id."""
+        query = sa.select(t.plans).order_by(t.plans.c.id)
+        if active_only:
+            query = query.where(t.plans.c.active.is_(True))
+        return [m.plan_from_row(r) for r in self._rows(query)]
+
+
+class Prices(_Repository):
+    """Prices."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.prices, "price")
+
+    def add(self, price: Price) -> None:
+        """Store a new price."""
+        self._insert(m.price_row(price))
+
+    def get(self, price_id: str) -> Price:
+        """Return the price or raise NotFound."""
+        return m.price_from_row(self._one(price_id))
+
+    def update(self, price: Price) -> None:
+        """Replace a stored price (its active flag or nickname)."""
+        self._update(m.price_row(price))
+
+    def list(self, *, plan_id: str | None = None, active_only: bool = False) -> Sequence[Price]:
+        """Return prices ordered by id."""
+        c = t.prices.c
+        query = sa.select(t.prices).order_by(c.id)
+        if plan_id is not None:
+            query = query.where(c.plan_id == plan_id)
+        if active_only:
+            query = query.where(c.active.is_(True))
+        return [m.price_from_row(r) for r in self._rows(query)]
+
+
+class Coupons(_Repository):
+    """Coupons."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.coupons, "coupon")
+
+    def add(self, coupon: Coupon) -> None:
+        """Store a new coupon."""
+        self._insert(m.coupon_row(coupon))
+
+    def get(self, coupon_id: str) -> Coupon:
+        """Return the coupon or raise NotFound."""
+        return m.coupon_from_row(self._one(coupon_id))
+
+    def list(self) -> Sequence[Coupon]:
+        """Return coupons ordered by id."""
+        query = sa.select(t.coupons).order_by(t.coupons.c.id)
+        return [m.coupon_from_row(r) for r in self._rows(query)]
+
+
+class Subscriptions(_Repository):
+    """Subscriptions, with ``next_action_at`` kept in a column so that claims use an index."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.subscriptions, "subscription")
+
+    def add(self, subscription: Subscription) -> None:
+        """Store a new subscription."""
+        self._insert(m.subscription_row(subscription))
+
+    def get(self, subscription_id: str) -> Subscription:
+        """Return the subscription or raise NotFound."""
+        return m.subscription_from_row(self._one(subscription_id))
+
+    def update(self, subscription: Subscription) -> None:
+        """Replace a stored subscription."""
+        self._update(m.subscription_row(subscription))
+
+    def list(
+        self,
+        *,
+        customer_id: str | None = None,
+        status: SubscriptionStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Sequence[Subscription]:
+        """Return subscriptions ordered by id, after the cursor ``after``."""
+        c = t.subscriptions.c
+        query = sa.select(t.subscriptions).order_by(c.id).limit(_check_limit(limit))
+        if customer_id is not None:
+            query = query.where(c.customer_id == customer_id)
+        if status is not None:
+            query = query.where(c.status == SubscriptionStatus(status).value)
+        if after is not None:
+            query = query.where(c.id > after)
+        return [m.subscription_from_row(r) for r in self._rows(query)]
+
+    def claim_due(self, at: datetime, *, limit: int) -> Sequence[Subscription]:
+        """Return up to ``limit`` subscriptions due at ``at``, earliest first, locked.
+
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so that concurrent claims split the work.
+        SQLite: the unit of work holds the database's write lock (one writer at a time).
+        """
+        at = aware(at, "at")
+        limit = _check_limit(limit)
+        c = t.subscriptions.c
+        query = (
+            sa.select(t.subscriptions)
+            .where(c.next_action_at <= at)
+            .order_by(c.next_action_at, c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        self._uow.take_write_lock()
+        return [m.subscription_from_row(r) for r in self._rows(query)]
+
+
+def _cycle_taken(invoice: Invoice) -> Describe:
+    def describe(name: str | None) -> Conflict | None:
+        if name != "uq_invoices_subscription_cycle" or invoice.period is None:
+            return None
+        start = invoice.period.start.isoformat()
+        return Conflict(
+            f"subscription {invoice.subscription_id} already has a cycle invoice for the period"
+            f" starting {start}",
+            details={
+                "kind": "invoice",
+                "id": invoice.id,
+                "constraint": "invoice_subscription_cycle",
+                "subscription_id": invoice.subscription_id,
+                "period_start": start,
+            },
+        )
+
+    return describe
+
+
+class Invoices(_Repository):
+    """Invoices with their lines, the gapless number sequence and the pending lines."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.invoices, "invoice")
+
+    def add(self, invoice: Invoice) -> None:
+        """Store a new invoice; a second cycle invoice for the same period raises Conflict."""
+        self._insert(m.invoice_row(invoice), _cycle_taken(invoice))
+        lines = m.invoice_line_rows(invoice)
+        if lines:  # a new invoice's lines cannot collide with anything
+            self._uow.write([sa.insert(t.invoice_lines).values(lines)], None, savepoint=False)
+
+    def get(self, invoice_id: str) -> Invoice:
+        """Return the invoice or raise NotFound."""
+        return self._with_lines([self._one(invoice_id)])[0]
+
+    def update(self, invoice: Invoice) -> None:
+        """Replace a stored invoice and its lines."""
+        c = t.invoices.c
+        lines = m.invoice_line_rows(invoice)
+        statements: builtins.list[sa.Executable] = [
+            sa.update(t.invoices).where(c.id == invoice.id).values(m.invoice_row(invoice)),
+            sa.delete(t.invoice_lines).where(t.invoice_lines.c.invoice_id == invoice.id),
+        ]
+        if lines:
+            statements.append(sa.insert(t.invoice_lines).values(lines))
+        counts = self._uow.write(statements, self._duplicate(invoice.id, _cycle_taken(invoice)))
+        if counts[0] == 0:
+            raise _not_found("invoice", invoice.id)
+
+    def list(
+        self,
+        *,
+        customer_id: str | None = None,
+        subscription_id: str | None = None,
+        status: InvoiceStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Sequence[Invoice]:
+        """Return invoices in creation order, after the invoice ``after``."""
+        c = t.invoices.c
+        query = sa.select(t.invoices).order_by(c.seq).limit(_check_limit(limit))
+        if customer_id is not None:
+            query = query.where(c.customer_id == customer_id)
+        if subscription_id is not None:
+            query = query.where(c.subscription_id == subscription_id)
+        if status is not None:
+            query = query.where(c.status == InvoiceStatus(status).value)
+        if after is not None:
+            query = query.where(c.seq > self._seq_of(after))
+        return self._with_lines(self._rows(query))
+
+    def _with_lines(self, rows: Sequence[sa.RowMapping]) -> builtins.list[Invoice]:
+        if not rows:
+            return []
+        lc = t.invoice_lines.c
+        ids = [r["id"] for r in rows]
+        lines: dict[str, builtins.list[sa.RowMapping]] = {i: [] for i in ids}
+        query = (
+            sa.select(t.invoice_lines)
+            .where(lc.invoice_id.in_(ids))
+            .order_by(lc.invoice_id, lc.position)
+        )
+        for line in self._rows(query):
+            lines[line["invoice_id"]].append(line)
+        return [m.invoice_from_rows(r, lines[r["id"]]) for r in rows]
+
+    def next_number(self) -> int:
+        """Take the next invoice number: the counter row is locked until the unit of work ends."""
+        sequence = t.invoice_number_sequence
+        bump = (
+            sa.update(sequence)
+            .where(sequence.c.id == 1)
+            .values(last_value=sequence.c.last_value + 1)
+            .returning(sequence.c.last_value)
+        )
+        value = self._uow.write_returning(bump)
+        if value is None:  # a schema made without its migration: start the counter
+            self._uow.write([sa.insert(sequence).values(id=1, last_value=1)], None)
+            return 1
+        return int(value)
+
+    def add_pending_line(self, pending: PendingLine) -> None:
+        """Keep a proration line for the subscription's next invoice."""
+        repository = _Repository(self._uow, t.pending_lines, "pending line")
+        repository._insert(m.pending_line_row(pending))
+
+    def take_pending_lines(self, subscription_id: str) -> Sequence[PendingLine]:
+        """Remove and return the lines waiting for the subscription's next invoice."""
+        c = t.pending_lines.c
+        taken = self._uow.write_all(
+            sa.delete(t.pending_lines)
+            .where(c.subscription_id == subscription_id)
+            .returning(*t.pending_lines.c)
+        )
+        return [m.pending_line_from_row(r) for r in sorted(taken, key=lambda r: r["seq"])]
+
+
+def _payment_key_taken(payment: Payment) -> Describe:
+    def describe(name: str | None) -> Conflict | None:
+        if name != "uq_payments_idempotency_key":
+            return None
+        return Conflict(
+            f"a payment with idempotency key {payment.idempotency_key!r} already exists",
+            details={
+                "kind": "payment",
+                "id": payment.id,
+                "constraint": "payment_idempotency_key",
+                "idempotency_key": payment.idempotency_key,
+            },
+        )
+
+    return describe
+
+
+class Payments(_Repository):
+    """Payments (unique by idempotency key) and refunds."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.payments, "payment")
+
+    def add(self, payment: Payment) -> None:
+        """Store a new payment; a reused idempotency key raises Conflict."""
+        self._insert(m.payment_row(payment), _payment_key_taken(payment))
+
+    def get(self, payment_id: str) -> Payment:
+        """Return the payment or raise NotFound."""
+        return m.payment_from_row(self._one(payment_id))
+
+    def update(self, payment: Payment) -> None:
+        """Replace a stored payment."""
+        self._update(m.payment_row(payment), _payment_key_taken(payment))
+
+    def list(
+        self, *, invoice_id: str | None = None, customer_id: str | None = None
+    ) -> Sequence[Payment]:
+        """Return payments ordered by creation."""
+        c = t.payments.c
+        query = sa.select(t.payments).order_by(c.seq)
+        if invoice_id is not None:
+            query = query.where(c.invoice_id == invoice_id)
+        if customer_id is not None:
+            query = query.where(c.customer_id == customer_id)
+        return [m.payment_from_row(r) for r in self._rows(query)]
+
+    def pending(self, *, created_before: datetime, limit: int) -> Sequence[Payment]:
+        """Return payments still pending that were created before ``created_before``."""
+        c = t.payments.c
+        query = (
+            sa.select(t.payments)
+            .where(c.status == PaymentStatus.PENDING.value)
+            .where(c.created_at < aware(created_before, "created_before"))
+            .order_by(c.created_at, c.seq)
+            .limit(_check_limit(limit))
+        )
+        return [m.payment_from_row(r) for r in self._rows(query)]
+
+    def add_refund(self, refund: Refund) -> None:
+        """Store a refund."""
+        _Repository(self._uow, t.refunds, "refund")._insert(m.refund_row(refund))
+
+    def refunds(
+        self, *, payment_id: str | None = None, invoice_id: str | None = None
+    ) -> Sequence[Refund]:
+        """Return refunds ordered by creation."""
+        c = t.refunds.c
+        query = sa.select(t.refunds).order_by(c.seq)
+        if payment_id is not None:
+            query = query.where(c.payment_id == payment_id)
+        if invoice_id is not None:
+            query = query.where(c.invoice_id == invoice_id)
+        return [m.refund_from_row(r) for r in self._rows(query)]
+
+
+class CreditNotes(_Repository):
+    """Credit notes."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.credit_notes, "credit note")
+
+    def add(self, note: CreditNote) -> None:
+        """Store a credit note."""
+        self._insert(m.credit_note_row(note))
+
+    def list(
+        self, *, invoice_id: str | None = None, customer_id: str | None = None
+    ) -> Sequence[CreditNote]:
+        """Return credit notes ordered by creation."""
+        c = t.credit_notes.c
+        query = sa.select(t.credit_notes).order_by(c.seq)
+        if invoice_id is not None:
+            query = query.where(c.invoice_id == invoice_id)
+        if customer_id is not None:
+            query = query.where(c.customer_id == customer_id)
+        return [m.credit_note_from_row(r) for r in self._rows(query)]
+
+
+class Usage(_Repository):
+    """Usage records of metered subscriptions."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.usage_records, "usage record")
+
+    def add(self, record: UsageRecord) -> None:
+        """Store a usage record; a reused id raises Conflict."""
+        self._insert(m.usage_row(record))
+
+    def total(self, subscription_id: str, period: Period) -> int:
+        """Return the quantity used in ``period`` (half-open)."""
+        c = t.usage_records.c
+        query = sa.select(sa.func.coalesce(sa.func.sum(c.quantity), 0)).where(
+            c.subscription_id == subscription_id, c.at >= period.start, c.at < period.end
+        )
+        return int(self._uow.read(query).scalar_one())
+
+    def list(self, subscription_id: str) -> Sequence[UsageRecord]:
+        """Return the subscription's usage records ordered by time."""
+        c = t.usage_records.c
+        query = (
+            sa.select(t.usage_records)
+            .where(c.subscription_id == subscription_id)
+            .order_by(c.at, c.seq)
+        )
+        return [m.usage_from_row(r) for r in self._rows(query)]
+
+
+class Outbox(_Repository):
+    """Domain events waiting for delivery."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.outbox, "outbox message")
+
+    def add(self, message: OutboxMessage) -> None:
+        """Store an event; a reused id raises Conflict."""
+        self._insert(m.outbox_row(message))
+
+    def pending(self, *, limit: int) -> Sequence[OutboxMessage]:
+        """Return undelivered messages, oldest first."""
+        c = t.outbox.c
+        query = (
+            sa.select(t.outbox)
+            .where(c.delivered_at.is_(None))
+            .order_by(c.seq)
+            .limit(_check_limit(limit))
+        )
+        return [m.outbox_from_row(r) for r in self._rows(query)]
+
+    def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
+        """Record that the messages were delivered; the first delivery time is kept."""
+        at = aware(at, "at")
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return
+        c = t.outbox.c
+        known = set(self._uow.read(sa.select(c.id).where(c.id.in_(ids))).scalars())
+        for message_id in ids:
+            if message_id not in known:
+                raise _not_found(self._kind, message_id)
+        statement = (
+            sa.update(t.outbox)
+            .where(c.id.in_(ids), c.delivered_at.is_(None))
+            .values(delivered_at=at, attempts=c.attempts + 1)
+        )
+        self._uow.write([statement], None, savepoint=False)
+
+    def list(self, *, customer_id: str | None = None) -> Sequence[OutboxMessage]:
+        """Return every message, oldest first."""
+        c = t.outbox.c
+        query = sa.select(t.outbox).order_by(c.seq)
+        if customer_id is not None:
+            query = query.where(c.customer_id == customer_id)
+        return [m.outbox_from_row(r) for r in self._rows(query)]
+
+
+class AuditLog(_Repository):
+    """The audit trail, append only."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.audit_logs, "audit entry")
+
+    def add(self, entry: AuditEntry) -> None:
+        """Append an entry."""
+        self._insert(m.audit_row(entry))
+
+    def list(
+        self, *, subject_id: str | None = None, customer_id: str | None = None
+    ) -> Sequence[AuditEntry]:
+        """Return entries oldest first."""
+        c = t.audit_logs.c
+        query = sa.select(t.audit_logs).order_by(c.seq)
+        if subject_id is not None:
+            query = query.where(c.subject_id == subject_id)
+        if customer_id is not None:
+            query = query.where(c.customer_id == customer_id)
+        return [m.audit_from_row(r) for r in self._rows(query)]
+
+
+class SubscriptionChanges(_Repository):
+    """Every subscription's history with its MRR."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.subscription_changes, "subscription change")
+
+    def add(self, change: SubscriptionChange) -> None:
+        """Append a change."""
+        self._insert(m.change_row(change))
+
+    def list(
+        self,
+        *,
+        subscription_id: str | None = None,
+        customer_id: str | None = None,
+        until: datetime | None = None,
+    ) -> Sequence[SubscriptionChange]:
+        """Return changes ordered by ``at`` (then creation), up to and including ``until``."""
+        c = t.subscription_changes.c
+        query = sa.select(t.subscription_changes).order_by(c.at, c.seq)
+        if subscription_id is not None:
+            query = query.where(c.subscription_id == subscription_id)
+        if customer_id is not None:
+            query = query.where(c.customer_id == customer_id)
+        if until is not None:
+            query = query.where(c.at <= aware(until, "until"))
+        return [m.change_from_row(r) for r in self._rows(query)]
+
+
+class Analytics(_Repository):
+    """Analytics events."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.analytics_events, "analytics event")
+
+    def add(self, event: AnalyticsEvent) -> None:
+        """Store an event; a reused id raises Conflict."""
+        self._insert(m.analytics_row(event))
+
+    def list(
+        self, *, customer_id: str | None = None, since: datetime | None = None
+    ) -> Sequence[AnalyticsEvent]:
+        """Return events ordered by ``occurred_at`` (then creation), from ``since`` on."""
+        c = t.analytics_events.c
+        query = sa.select(t.analytics_events).order_by(c.occurred_at, c.seq)
+        if customer_id is not None:
+            query = query.where(c.customer_id == customer_id)
+        if since is not None:
+            query = query.where(c.occurred_at >= aware(since, "since"))
+        return [m.analytics_from_row(r) for r in self._rows(query)]
+
+
+def _email_sent(delivery: EmailDelivery) -> Describe:
+    def describe(name: str | None) -> Conflict | None:
+        if name != "uq_email_deliveries_event_id_template":
+            return None
+        return Conflict(
+            f"the {delivery.template!r} email of event {delivery.event_id} was already sent",
+            details={
+                "kind": "email delivery",
+                "id": delivery.message_id,
+                "constraint": "email_delivery_event_template",
+                "event_id": delivery.event_id,
+                "template": delivery.template,
+            },
+        )
+
+    return describe
+
+
+class EmailDeliveries(_Repository):
+    """Emails sent, unique per (event id, template)."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.email_deliveries, "email delivery", key="message_id")
+
+    def add(self, delivery: EmailDelivery) -> None:
+        """Store a delivery; the same event and template twice raises Conflict."""
+        self._insert(m.delivery_row(delivery), _email_sent(delivery))
+
+    def find(self, event_id: str, template: str) -> EmailDelivery | None:
+        """Return the delivery of this event's email, if it was sent."""
+        c = t.email_deliveries.c
+        rows = self._rows(
+            sa.select(t.email_deliveries).where(c.event_id == event_id, c.template == template)
+        )
+        return m.delivery_from_row(rows[0]) if rows else None
+
+    def get(self, message_id: str) -> EmailDelivery:
+        """Return the delivery or raise NotFound."""
+        return m.delivery_from_row(self._one(message_id))
+
+    def update(self, delivery: EmailDelivery) -> None:
+        """Replace a stored delivery."""
+        self._update(m.delivery_row(delivery), _email_sent(delivery))
+
+    def list(self, *, customer_id: str | None = None) -> Sequence[EmailDelivery]:
+        """Return deliveries oldest first."""
+        c = t.email_deliveries.c
+        query = sa.select(t.email_deliveries).order_by(c.seq)
+        if customer_id is not None:
+            query = query.where(c.customer_id == customer_id)
+        return [m.delivery_from_row(r) for r in self._rows(query)]
+
+
+class Idempotency(_Repository):
+    """Idempotency records, written in the transaction of the change they guard."""
+
+    __slots__ = ()
+
+    def __init__(self, uow: SqlAlchemyUnitOfWork) -> None:
+        super().__init__(uow, t.idempotency_keys, "idempotency record", key="key")
+
+    def get(self, key: str, at: datetime) -> IdempotencyRecord | None:
+        """Return the unexpired record for ``key``, if any."""
+        c = t.idempotency_keys.c
+        rows = self._rows(
+            sa.select(t.idempotency_keys).where(c.key == key, c.expires_at > aware(at, "at"))
+        )
+        return m.idempotency_from_row(rows[0]) if rows else None
+
+    def put(self, record: IdempotencyRecord) -> None:
+        """Store a record; an unexpired record with the same key raises Conflict."""
+        c = t.idempotency_keys.c
+        existing = (
+            self._uow.read(sa.select(c.expires_at).where(c.key == record.key).with_for_update())
+            .scalars()
+            .first()
+        )
+        in_use = Conflict(
+            f"idempotency key {record.key!r} is already in use",
+            details={"kind": "idempotency record", "key": record.key},
+        )
+        if existing is not None and existing > record.created_at:
+            raise in_use
+        values = m.idempotency_row(record)
+        if existing is None:
+            self._uow.insert(t.idempotency_keys, values, lambda _: in_use)
+        else:  # an expired record gives its key up (the row is locked: nothing can collide)
+            statement = sa.update(t.idempotency_keys).where(c.key == record.key).values(values)
+            self._uow.write([statement], None, savepoint=False)

@@ -1,0 +1,154 @@
+"""The unit of work on a real database: transactions, the due index, the write lock, claims."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import attrs
+import pytest
+from sqlalchemy.engine import Engine
+
+from lumenquest_adapters.sqlalchemy import (
+    SqlAlchemyStore,
+    SqlAlchemyUnitOfWork,
+    create_engine_for,
+    upgrade,
+)
+from lumenquest_adapters.sqlalchemy._schema import subscriptions
+from lumenquest_adapters.testing.samples import T0, customer, plan, price, subscription
+from lumenquest_core.errors import ConfigurationError, GatewayUnavailable, NotFound
+from lumenquest_core.subscriptions import SubscriptionStatus, next_action_at
+from tests.adapters.sqlalchemy.databases import sqlite_url
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+def engine(empty_engine: Engine) -> Engine:
+    """A migrated database with a customer, a plan and a price, foreign keys enforced."""
+    upgrade(empty_engine)
+    with SqlAlchemyUnitOfWork(empty_engine) as uow:
+        uow.customers.add(customer("cus_1"))
+        uow.plans.add(plan("plan_1"))
+        uow.prices.add(price("price_1"))
+        uow.commit()
+    return empty_engine
+
+
+def _add_due(engine: Engine, count: int) -> list[str]:
+    ids = [f"sub_{i:02}" for i in range(count)]
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        for i, sid in enumerate(ids):
+            uow.subscriptions.add(subscription(sid, due=T0 + i * HOUR))
+        uow.commit()
+    return ids
+
+
+def test_nothing_is_kept_unless_committed(engine: Engine) -> None:
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.customers.add(customer("cus_2"))
+    with SqlAlchemyUnitOfWork(engine) as uow, pytest.raises(NotFound):
+        uow.customers.get("cus_2")
+
+
+def test_a_unit_of_work_is_used_inside_its_with_block_only(engine: Engine) -> None:
+    uow = SqlAlchemyUnitOfWork(engine)
+    with pytest.raises(RuntimeError):
+        uow.customers.get("cus_1")
+    with uow, pytest.raises(RuntimeError):
+        uow.__enter__()
+
+
+def test_next_action_at_is_kept_equal_to_the_cores_on_every_write(engine: Engine) -> None:
+    active = subscription("sub_1", due=T0 + HOUR)
+    canceled = attrs.evolve(active, status=SubscriptionStatus.CANCELED, ended_at=T0)
+    for version in (active, canceled):
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            if version is active:
+                uow.subscriptions.add(version)
+            else:
+                uow.subscriptions.update(version)
+            uow.commit()
+        with engine.connect() as connection:
+            stored = connection.execute(subscriptions.select()).mappings().one()
+        expected = next_action_at(version)
+        assert (stored["next_action_at"] is None) == (expected is None)
+        if expected is not None:
+            assert stored["next_action_at"].replace(tzinfo=None) == expected.replace(tzinfo=None)
+
+
+def test_a_subscription_reads_back_equal_with_its_price_snapshot(engine: Engine) -> None:
+    sub = subscription("sub_1")
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.subscriptions.add(sub)
+        uow.prices.update(attrs.evolve(price("price_1"), active=False))
+        uow.commit()
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        assert uow.subscriptions.get("sub_1") == sub  # the price as the subscription holds it
+
+
+def test_two_claims_at_once_never_get_the_same_subscription(engine: Engine) -> None:
+    ids = _add_due(engine, 10)
+    claimed: dict[int, list[str]] = {}
+    errors: list[BaseException] = []
+    both_started = threading.Barrier(2)
+    # PostgreSQL: both hold their claims at once (SKIP LOCKED). SQLite: the second waits.
+    both_claimed = threading.Barrier(2) if engine.dialect.name == "postgresql" else None
+
+    def claim(worker: int) -> None:
+        try:
+            with SqlAlchemyUnitOfWork(engine) as uow:
+                both_started.wait(timeout=10)
+                batch = uow.subscriptions.claim_due(T0 + 2 * timedelta(days=365), limit=5)
+                claimed[worker] = [s.id for s in batch]
+                if both_claimed is not None:
+                    both_claimed.wait(timeout=10)
+                for sub in batch:
+                    uow.subscriptions.update(
+                        attrs.evolve(sub, status=SubscriptionStatus.CANCELED, ended_at=T0)
+                    )
+                uow.commit()
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=claim, args=(w,)) for w in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert set(claimed[0]).isdisjoint(claimed[1])
+    assert sorted(claimed[0] + claimed[1]) == ids
+
+
+@pytest.mark.parametrize("read_first", [False, True])
+def test_a_claim_on_sqlite_holds_the_write_lock(tmp_path: Path, read_first: bool) -> None:
+    url = sqlite_url(tmp_path / "billing.db")
+    engine = create_engine_for(url)
+    impatient = create_engine_for(url, connect_args={"timeout": 0.05})
+    try:
+        upgrade(engine)
+        with SqlAlchemyUnitOfWork(engine) as claimer:
+            if read_first:  # a deferred transaction that has only read so far
+                assert claimer.customers.list() == []
+            claimer.subscriptions.claim_due(T0, limit=10)
+            with SqlAlchemyUnitOfWork(impatient) as other:
+                assert other.customers.list() == []  # readers never wait
+                with pytest.raises(GatewayUnavailable):  # no other writer meanwhile
+                    other.customers.add(customer("cus_1"))
+    finally:
+        engine.dispose()
+        impatient.dispose()
+
+
+def test_sqlite_in_memory_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="file"):
+        create_engine_for("sqlite://")
+
+
+def test_a_store_makes_units_of_work(engine: Engine) -> None:
+    store = SqlAlchemyStore(engine)
+    with store() as uow:
+        assert uow.customers.get("cus_1").id == "cus_1"
