@@ -17,8 +17,18 @@ from lumenquest_core.periods import BillingCycle, Interval, Period
 __all__ = ["plan_from_dict", "price_from_dict", "to_jsonable"]
 
 
+_PLAIN = frozenset({str, int, bool, float})
+
+
 def to_jsonable(value: Any) -> Any:
     """Return ``value`` as JSON-ready data: Money as {amount, currency}, instants as ISO 8601."""
+    # Fast paths for what audit rows and event data are mostly made of (exact types only:
+    # a StrEnum is a str subclass and still goes through the enum branch below).
+    kind = type(value)
+    if kind in _PLAIN or value is None:
+        return value
+    if kind is dict:
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, Money):
         return {"amount": value.amount, "currency": value.currency}
     if isinstance(value, Period):
