@@ -14,7 +14,9 @@ from lumenquest_core import BillingCycle, Interval, Invoice, Money
 
 def show(invoice: Invoice) -> None:
     """Print one invoice with its lines."""
-    print(f"  {invoice.number}  {invoice.status:<6} total {invoice.total}  ({invoice.billing_reason})")
+    print(
+        f"  {invoice.number}  {invoice.status:<6} total {invoice.total}  ({invoice.billing_reason})"
+    )
     for line in invoice.lines:
         period = f"{line.period.start:%b %d} → {line.period.end:%b %d}" if line.period else ""
         print(f"      {line.description:<34} {period:<16} {line.amount}")

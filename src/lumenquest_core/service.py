@@ -1719,7 +1719,16 @@ class Billing:
                     details={"status": invoice.status.value, "operation": "pay"},
                 )
             customer = uow.customers.get(invoice.customer_id)
-            charge = self._new_payment(uow, invoice, customer, at)
+            # A charge whose outcome is unknown may have gone through: send it again under
+            # its own key (the gateway answers for it once), never a second charge beside it.
+            pending = _pending_payment(uow, invoice_id)
+            charge = (
+                self._new_payment(uow, invoice, customer, at)
+                if pending is None
+                else _Charge(
+                    payment=pending, customer=customer, description=f"Invoice {invoice.number}"
+                )
+            )
             self._remember(uow, idempotency_key, "pay_invoice", arguments, invoice_id, at)
             uow.commit()
         outcomes = self._after_commit([charge])
@@ -1759,6 +1768,14 @@ class Billing:
             before = uow.invoices.get(invoice_id)
             if operation == "void_invoice":
                 after = invoicing.void(before, at)
+                # A pending charge may still go through (run_due resends it with its key):
+                # voiding now would let the customer be charged for a void invoice.
+                if _pending_payment(uow, invoice_id) is not None:
+                    raise InvalidTransition(
+                        f"invoice {invoice_id} has a payment whose outcome is not known yet;"
+                        " void it once run_due has settled the payment",
+                        details={"status": before.status.value, "operation": "void"},
+                    )
                 if before.credit_applied.amount:
                     customer = uow.customers.get(before.customer_id)
                     balance = customer.balance()
@@ -1926,6 +1943,17 @@ class Billing:
                     n for n in uow.credit_notes.list(invoice_id=invoice_id) if n.id == first
                 )
             invoice = uow.invoices.get(invoice_id)
+            if (
+                invoice.status is InvoiceStatus.OPEN
+                and _pending_payment(uow, invoice_id) is not None
+            ):
+                # The pending charge is for the amount due before the note: it could still
+                # take the full amount from the customer.
+                raise InvalidTransition(
+                    f"invoice {invoice_id} has a payment whose outcome is not known yet;"
+                    " credit it once run_due has settled the payment",
+                    details={"status": "open", "operation": "issue_credit_note"},
+                )
             note_id = self._ids("cn")
             number = f"{invoice.number}-CN{len(uow.credit_notes.list(invoice_id=invoice_id)) + 1}"
             note, credited = invoicing.issue_credit_note(
@@ -2168,6 +2196,20 @@ class Billing:
                     uow.customers.update(
                         attrs.evolve(customer, credit_balance=balance + invoice.credit_applied)
                     )
+                # A charge still pending for it (the gateway timed out) must never be sent
+                # again: run_due would otherwise charge the voided invoice later. This run
+                # already asked the gateway once more with its key, before claiming work.
+                for payment in uow.payments.list(invoice_id=invoice.id):
+                    if payment.status is PaymentStatus.PENDING:
+                        uow.payments.update(
+                            attrs.evolve(
+                                payment,
+                                status=PaymentStatus.FAILED,
+                                failure_code="invoice_voided",
+                                failure_message="the invoice was voided when the subscription expired",
+                                settled_at=due,
+                            )
+                        )
             return self._apply(uow, sub, lifecycle.expire_incomplete(sub, due), "expired", due), []
         if status is _Status.TRIALING:
             reminder = lifecycle.trial_reminder_at(sub)
@@ -2478,6 +2520,14 @@ def metrics_from_changes(
 
 def _erased_email(customer_id: str) -> str:
     return f"erased+{customer_id.lower()}@erased.invalid"
+
+
+def _pending_payment(uow: UnitOfWork, invoice_id: str) -> Payment | None:
+    """Return the invoice's payment whose outcome is not known yet, if any."""
+    return next(
+        (p for p in uow.payments.list(invoice_id=invoice_id) if p.status is PaymentStatus.PENDING),
+        None,
+    )
 
 
 def _limit(limit: int) -> int:

@@ -10,6 +10,14 @@
 
     billing = sqlalchemy_billing("sqlite:///billing.db")   # a ready Billing
 
+PostgreSQL row-level security: migrate as the owner, connect as an application role
+that row-level security binds, and say per unit of work whom it acts for::
+
+    upgrade(owner_engine); create_app_role(owner_engine, "lumenquest_app")
+    store = SqlAlchemyStore(create_engine_for("postgresql://lumenquest_app@db/billing"))
+    uow_factory = store.acting_as(customer.id)        # or role="admin" / role="system"
+    run = sqlalchemy_billing(store.engine, migrate=False, acting_as=Identity("system"))
+
 Rows map explicitly to the core's frozen objects; constraints make double billing
 impossible (one cycle invoice per subscription and period, one payment per idempotency
 key, one outbox row per event); driver errors become the core's ``Conflict``,
@@ -19,8 +27,11 @@ key, one outbox row per event); driver errors become the core's ``Conflict``,
 from lumenquest_adapters.sqlalchemy._engine import create_engine_for
 from lumenquest_adapters.sqlalchemy._errors import translate
 from lumenquest_adapters.sqlalchemy._migrate import alembic_config, downgrade, upgrade
+from lumenquest_adapters.sqlalchemy._roles import create_app_role
 from lumenquest_adapters.sqlalchemy._schema import metadata
 from lumenquest_adapters.sqlalchemy._uow import (
+    Identity,
+    SessionRole,
     SqlAlchemyIdempotencyStore,
     SqlAlchemyStore,
     SqlAlchemyUnitOfWork,
@@ -28,11 +39,14 @@ from lumenquest_adapters.sqlalchemy._uow import (
 from lumenquest_adapters.sqlalchemy._wiring import SqlAlchemyBilling, sqlalchemy_billing
 
 __all__ = [
+    "Identity",
+    "SessionRole",
     "SqlAlchemyBilling",
     "SqlAlchemyIdempotencyStore",
     "SqlAlchemyStore",
     "SqlAlchemyUnitOfWork",
     "alembic_config",
+    "create_app_role",
     "create_engine_for",
     "downgrade",
     "metadata",

@@ -15,6 +15,8 @@ __all__ = ["alembic_config", "downgrade", "upgrade"]
 
 SCRIPT_LOCATION = Path(__file__).parent / "migrations"
 
+_ACT_AS_SYSTEM = sa.text("SELECT set_config('lumenquest.role', 'system', true)")
+
 
 def alembic_config() -> Config:
     """Return an Alembic configuration pointing at the shipped migrations."""
@@ -30,6 +32,9 @@ def _run(engine_or_url: Engine | str | sa.URL, action: str, revision: str) -> No
     )
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Row-level security binds the owner too (FORCE): migrations act as system.
+                connection.execute(_ACT_AS_SYSTEM)
             config = alembic_config()
             config.attributes["connection"] = connection
             getattr(command, action)(config, revision)

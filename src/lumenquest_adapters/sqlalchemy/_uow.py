@@ -6,15 +6,24 @@ lets a unit of work whose first act is :meth:`claim_due
 ``BEGIN IMMEDIATE`` (the write lock up front), while any other begins ``DEFERRED`` and
 readers never wait. On PostgreSQL transactions are READ COMMITTED; claims lock their
 rows with ``FOR UPDATE SKIP LOCKED``.
+
+Row-level security (PostgreSQL): a unit of work made with an :class:`Identity` (see
+:meth:`SqlAlchemyStore.acting_as`) begins every transaction with
+``set_config('lumenquest.customer_id', …, true), set_config('lumenquest.role', …, true)``
+(``SET LOCAL``: gone at commit or rollback, so a pooled connection never carries an
+identity into the next transaction). SQLite has no row-level security: there the
+identity changes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -44,7 +53,13 @@ from lumenquest_core.ports import (
     UsageRepository,
 )
 
-__all__ = ["SqlAlchemyIdempotencyStore", "SqlAlchemyStore", "SqlAlchemyUnitOfWork"]
+__all__ = [
+    "Identity",
+    "SessionRole",
+    "SqlAlchemyIdempotencyStore",
+    "SqlAlchemyStore",
+    "SqlAlchemyUnitOfWork",
+]
 
 _R = TypeVar("_R")
 
@@ -56,11 +71,41 @@ _TAKE_WRITE_LOCK = (
 )
 
 
+_SET_IDENTITY = sa.text(
+    "SELECT set_config('lumenquest.customer_id', :customer_id, true),"
+    " set_config('lumenquest.role', :role, true)"
+)
+
+SessionRole = Literal["user", "admin", "system"]
+"""Who a transaction acts as: a customer's ``user``, an ``admin``, or the billing run."""
+
+_ROLES: tuple[SessionRole, ...] = ("user", "admin", "system")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a unit of work acts for, under PostgreSQL's row-level security policies.
+
+    ``user`` sees and writes the rows of ``customer_id`` only; ``admin`` and ``system``
+    (the billing run) see and write every row.
+    """
+
+    role: SessionRole
+    customer_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in _ROLES:
+            raise ValueError(f"role must be one of {_ROLES}, not {self.role!r}")
+        if self.role == "user" and not self.customer_id:
+            raise ValueError("a user session needs the customer_id it acts for")
+
+
 class SqlAlchemyUnitOfWork:
     """One transaction over every repository: nothing is kept unless ``commit`` is called."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, identity: Identity | None = None) -> None:
         self.engine = engine
+        self.identity = identity
         self._sqlite = is_sqlite(engine)
         self._connection: Connection | None = None
         self._write_locked = False
@@ -243,6 +288,14 @@ class SqlAlchemyUnitOfWork:
                 self._write_locked = True
             with translated(metadata):
                 connection.begin()
+                if self.identity is not None and not self._sqlite:
+                    connection.execute(
+                        _SET_IDENTITY,
+                        {
+                            "customer_id": self.identity.customer_id or "",
+                            "role": self.identity.role,
+                        },
+                    )
         return connection
 
     def take_write_lock(self) -> None:
@@ -325,16 +378,33 @@ class SqlAlchemyUnitOfWork:
 
 
 class SqlAlchemyStore:
-    """A database as lumenquest sees it: call it (or ``unit_of_work()``) for a unit of work."""
+    """A database as lumenquest sees it: call it (or ``unit_of_work()``) for a unit of work.
 
-    def __init__(self, engine: Engine) -> None:
+    ``identity`` (or :meth:`acting_as`) makes every unit of work act for it under
+    row-level security; without one, a unit of work sets nothing, which on PostgreSQL
+    suits only a superuser (or BYPASSRLS) connection: any other sees no customer row.
+    """
+
+    def __init__(self, engine: Engine, identity: Identity | None = None) -> None:
         self.engine = engine
+        self.identity = identity
 
     def unit_of_work(self) -> UnitOfWork:
         """Return a new unit of work on this database."""
-        return SqlAlchemyUnitOfWork(self.engine)
+        return SqlAlchemyUnitOfWork(self.engine, self.identity)
 
     __call__ = unit_of_work
+
+    def acting_as(
+        self, customer_id: str | None = None, *, role: SessionRole = "user"
+    ) -> Callable[[], UnitOfWork]:
+        """Return a unit-of-work factory whose transactions act for ``customer_id`` as ``role``.
+
+        ``store.acting_as(customer.id)`` for a customer's request,
+        ``store.acting_as(role="admin")`` for an admin's, ``store.acting_as(role="system")``
+        for the billing run and the outbox dispatcher.
+        """
+        return partial(SqlAlchemyUnitOfWork, self.engine, Identity(role, customer_id))
 
 
 class SqlAlchemyIdempotencyStore:

@@ -15,7 +15,7 @@ from lumenquest_adapters.memory import (
 )
 from lumenquest_adapters.sqlalchemy._engine import create_engine_for
 from lumenquest_adapters.sqlalchemy._migrate import upgrade
-from lumenquest_adapters.sqlalchemy._uow import SqlAlchemyStore
+from lumenquest_adapters.sqlalchemy._uow import Identity, SqlAlchemyStore
 from lumenquest_core.service import Billing
 
 __all__ = ["SqlAlchemyBilling", "sqlalchemy_billing"]
@@ -28,7 +28,11 @@ class SqlAlchemyBilling(Billing):
 
 
 def sqlalchemy_billing(
-    url: str | sa.URL | Engine, *, migrate: bool = True, **billing_options: Any
+    url: str | sa.URL | Engine,
+    *,
+    migrate: bool = True,
+    acting_as: Identity | None = None,
+    **billing_options: Any,
 ) -> SqlAlchemyBilling:
     """Return a ``Billing`` on the database at ``url`` (or on an engine).
 
@@ -36,11 +40,15 @@ def sqlalchemy_billing(
     clock is the real one, the gateway a ``FakeGateway`` and email goes to the console
     unless ``clock=``, ``gateway=``, ``email=`` say otherwise; any other ``Billing``
     keyword is passed on.
+
+    ``acting_as`` is who every unit of work acts for under PostgreSQL's row-level
+    security: ``Identity("system")`` for the billing run on the application role's
+    engine (which cannot migrate: pass ``migrate=False`` and migrate as the owner).
     """
     engine = url if isinstance(url, Engine) else create_engine_for(url)
     if migrate:
         upgrade(engine)
-    store = SqlAlchemyStore(engine)
+    store = SqlAlchemyStore(engine, acting_as)
     clock = billing_options.pop("clock", None) or SystemClock()
     options: dict[str, Any] = {
         "unit_of_work": store.unit_of_work,

@@ -1,0 +1,142 @@
+"""``Billing.run_due`` over N due monthly subscriptions on the memory adapters.
+
+Run: ``.venv/bin/python benchmarks/bench_service.py`` (10,000 subscriptions) or with
+``--subscriptions N``; ``--smoke`` uses 200, to prove the benchmark still works;
+``--profile`` adds the top cProfile costs of one more run. Beside the figure, measured
+in the same process: the pure core doing the same renewals (``renew`` + ``build_invoice``
++ ``finalize`` per subscription, no storage, no payment), the floor run_due stands on.
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import pstats
+import time
+import tracemalloc
+from datetime import UTC, datetime
+
+from lumenquest_adapters.memory import InMemoryBilling, in_memory_billing
+from lumenquest_core import BillingCycle, Interval, Money, Subscription, invoicing, subscriptions
+from lumenquest_core.invoicing import BillingReason
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+RUN_AT = datetime(2026, 2, 1, 0, 30, tzinfo=UTC)  # past every first period's end
+
+
+def setup(n: int) -> tuple[InMemoryBilling, float]:
+    """Return a billing with ``n`` active monthly subscriptions (one customer each)."""
+    began = time.perf_counter()
+    billing = in_memory_billing(now=START)
+    plan = billing.create_plan(name="Pro", features=["reports"])
+    price = billing.create_price(
+        plan_id=plan.id, unit_amount=Money(1000, "USD"), cycle=BillingCycle(Interval.MONTH)
+    )
+    for i in range(n):
+        customer = billing.create_customer(email=f"user{i}@example.com", name=f"User {i}")
+        billing.subscribe(customer_id=customer.id, price_id=price.id)
+    billing.clock.set(RUN_AT)
+    return billing, time.perf_counter() - began
+
+
+def time_run_due(billing: InMemoryBilling, n: int) -> tuple[float, float]:
+    """Return (seconds, peak MiB) of one run_due that must renew all ``n`` subscriptions."""
+    gc.collect()
+    tracemalloc.start()
+    began = time.perf_counter()
+    summary = billing.run_due(limit=max(n, 1))
+    seconds = time.perf_counter() - began
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert summary.renewals == n, summary
+    assert summary.payments_succeeded == n, summary
+    return seconds, peak / 2**20
+
+
+def time_run_due_untraced(n: int) -> float:
+    """Return the seconds of one run_due without tracemalloc (which slows allocation)."""
+    billing, _ = setup(n)
+    gc.collect()
+    began = time.perf_counter()
+    summary = billing.run_due(limit=max(n, 1))
+    seconds = time.perf_counter() - began
+    assert summary.renewals == n, summary
+    return seconds
+
+
+def time_core_only(subs: list[Subscription]) -> float:
+    """Return the seconds the pure core takes to renew and invoice ``subs``."""
+    due = subs[0].current_period.end
+    gc.collect()
+    began = time.perf_counter()
+    for number, sub in enumerate(subs, start=1):
+        transition = subscriptions.renew(sub, due)
+        draft = invoicing.build_invoice(
+            invoice_id=f"in_{number}",
+            customer_id=sub.customer_id,
+            currency=sub.currency,
+            lines=transition.lines,
+            at=due,
+            subscription_id=sub.id,
+            billing_reason=BillingReason.SUBSCRIPTION_CYCLE,
+            period=transition.subscription.current_period,
+            discount=sub.discount,
+        )
+        invoicing.finalize(draft, number=invoicing.format_invoice_number("LQ", number), at=due)
+    return time.perf_counter() - began
+
+
+def profile(n: int, top: int = 10) -> str:
+    """Return the ``top`` cumulative-free (own time) costs of one run_due over ``n``."""
+    billing, _ = setup(n)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    billing.run_due(limit=max(n, 1))
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscriptions", type=int, default=10_000, help="how many are due")
+    parser.add_argument("--smoke", action="store_true", help="200 subscriptions only")
+    parser.add_argument("--profile", action="store_true", help="print the top 10 costs")
+    args = parser.parse_args()
+    n = 200 if args.smoke else args.subscriptions
+    if n < 1:
+        parser.error("--subscriptions must be at least 1")
+
+    billing, setup_s = setup(n)
+    subs = billing.list_subscriptions(limit=1000)
+    while len(subs) < n:
+        subs += billing.list_subscriptions(limit=1000, after=subs[-1].id)
+    assert all(s.status.value == "active" for s in subs)
+    traced_s, peak_mib = time_run_due(billing, n)
+    run_s = time_run_due_untraced(n)
+    core_s = time_core_only(subs)
+
+    figures = {
+        "run_due_subs_per_s": n / run_s,
+        "run_due_seconds": run_s,
+        "run_due_traced_seconds": traced_s,
+        "peak_memory_mib": peak_mib,
+        "core_only_subs_per_s": n / core_s,
+        "setup_seconds": setup_s,
+        "subscriptions": n,
+    }
+    width = max(len(name) for name in figures)
+    for name, value in figures.items():
+        print(f"{name:<{width}}  {value:12.2f}")
+    if args.profile:
+        print(profile(n))
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
