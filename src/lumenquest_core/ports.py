@@ -23,6 +23,7 @@ from lumenquest_core.customers import Customer
 from lumenquest_core.events import DomainEvent
 from lumenquest_core.invoicing import CreditNote, Invoice, InvoiceStatus, Refund, TaxCalculator
 from lumenquest_core.lines import InvoiceLine
+from lumenquest_core.metrics import MrrSnapshots, TrialOutcome
 from lumenquest_core.money import Money
 from lumenquest_core.payments import (
     AuditEntry,
@@ -458,6 +459,20 @@ class SubscriptionChangeRepository(Protocol):
         """Return changes oldest first, up to and including ``until``."""
         ...
 
+    # The aggregates below read only the changes whose MRR is in ``currency``. A
+    # subscription's MRR at an instant is the MRR of its last such change at or before it
+    # (ties broken by the order the changes were added); every change of a subscription
+    # names the subscription's customer. They equal what
+    # :func:`~lumenquest_core.metrics.report_from_history` derives from ``list()``.
+
+    def mrr_snapshots(self, period: Period, currency: str) -> MrrSnapshots:
+        """Return each customer's MRR at ``period.start`` and at ``period.end``, and who came back."""
+        ...
+
+    def trial_outcomes(self, period: Period, currency: str) -> Sequence[TrialOutcome]:
+        """Return ``(plan_id, converted)`` of each change in ``[start, end)`` leaving ``trialing``."""
+        ...
+
 
 class AnalyticsRepository(Protocol):
     """Analytics events."""
@@ -638,6 +653,15 @@ class PaymentGateway(Protocol):
 
     def refund(self, *, reference: str, amount: Money, idempotency_key: str) -> str:
         """Refund part or all of a charge once per idempotency key; return the refund reference."""
+        ...
+
+    def find_charge(self, customer: Customer, idempotency_key: str) -> ChargeResult | None:
+        """Return what the gateway did with the charge made under ``idempotency_key``, if any.
+
+        ``None`` means no charge was ever made with that key. Billing asks this before
+        sending a pending payment again, because a gateway forgets idempotency keys after a
+        while (Stripe: 24 hours) and a late resend could otherwise charge twice.
+        """
         ...
 
 

@@ -17,6 +17,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import attrs
@@ -49,9 +50,10 @@ from lumenquest_core.invoicing import (
     TaxCalculator,
 )
 from lumenquest_core.lines import InvoiceLine, LineKind
-from lumenquest_core.money import Money
+from lumenquest_core.money import Money, currency_exponent
 from lumenquest_core.payments import (
     AuditEntry,
+    ChargeResult,
     ChargeStatus,
     Payment,
     PaymentStatus,
@@ -166,6 +168,16 @@ class _ChargeOutcome:
     reference: str | None = None
     decline_code: str | None = None
     message: str = ""
+
+
+def _outcome_of(charge: _Charge, result: ChargeResult) -> _ChargeOutcome:
+    return _ChargeOutcome(
+        charge=charge,
+        succeeded=result.status is ChargeStatus.SUCCEEDED,
+        reference=result.reference,
+        decline_code=result.decline_code,
+        message=result.message,
+    )
 
 
 def _fingerprint(operation: str, arguments: Mapping[str, Any]) -> str:
@@ -1486,15 +1498,7 @@ class Billing:
                 )
             except GatewayUnavailable:
                 continue  # stays pending; run_due asks again with the same idempotency key
-            outcomes.append(
-                _ChargeOutcome(
-                    charge=charge,
-                    succeeded=result.status is ChargeStatus.SUCCEEDED,
-                    reference=result.reference,
-                    decline_code=result.decline_code,
-                    message=result.message,
-                )
-            )
+            outcomes.append(_outcome_of(charge, result))
         return outcomes
 
     def _settle(self, outcomes: Sequence[_ChargeOutcome]) -> None:
@@ -2152,20 +2156,53 @@ class Billing:
         summary.payments_pending += len(charges) - len(outcomes)
 
     def _retry_pending_payments(self, now: datetime, summary: RunSummary) -> None:
+        """Resolve payments left pending by a timeout or a crash, never charging twice.
+
+        The gateway is asked first what it did with the payment's idempotency key (it
+        forgets keys after a while); only a charge it never made is sent again, and only
+        while the invoice can still be paid.
+        """
         with self._uow() as uow:
             pending = uow.payments.pending(
                 created_before=now - self._pending_grace, limit=self._batch_size
             )
-            charges = [
-                _Charge(
-                    payment=p,
-                    customer=uow.customers.get(p.customer_id),
-                    description=f"Invoice {uow.invoices.get(p.invoice_id).number}",
-                )
+            found_work = [
+                (p, uow.customers.get(p.customer_id), uow.invoices.get(p.invoice_id))
                 for p in pending
             ]
-        if charges:
-            self._count(self._collect(charges), charges, summary)
+        outcomes: list[_ChargeOutcome] = []
+        resend: list[_Charge] = []
+        never_charged: list[Payment] = []
+        for payment, customer, invoice in found_work:
+            charge = _Charge(
+                payment=payment, customer=customer, description=f"Invoice {invoice.number}"
+            )
+            try:
+                found = self.gateway.find_charge(customer, payment.idempotency_key)
+            except GatewayUnavailable:
+                summary.payments_pending += 1
+                continue
+            if found is not None:
+                outcomes.append(_outcome_of(charge, found))
+            elif invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
+                resend.append(charge)
+            else:
+                never_charged.append(payment)
+        if never_charged:
+            with self._uow() as uow:
+                for payment in never_charged:
+                    uow.payments.update(
+                        attrs.evolve(
+                            payment,
+                            status=PaymentStatus.FAILED,
+                            failure_code="invoice_not_payable",
+                            failure_message="never charged, and its invoice is no longer open",
+                            settled_at=now,
+                        )
+                    )
+                uow.commit()
+        sent = self._collect(resend)
+        self._count([*outcomes, *sent], [*(o.charge for o in outcomes), *resend], summary)
 
     def _advance(
         self, uow: UnitOfWork, sub: Subscription, now: datetime, summary: RunSummary
@@ -2176,8 +2213,11 @@ class Billing:
             due = lifecycle.next_action_at(sub)
             if due is None or due > now:
                 break
-            sub, more = self._step(uow, sub, due, summary)
+            stepped, more = self._step(uow, sub, due, summary)
             charges += more
+            if stepped is sub:
+                break  # the step is waiting for something outside (a pending payment)
+            sub = stepped
         return charges
 
     def _step(
@@ -2185,8 +2225,15 @@ class Billing:
     ) -> tuple[Subscription, list[_Charge]]:
         status = sub.status
         if status is _Status.INCOMPLETE:
+            open_invoices = uow.invoices.list(subscription_id=sub.id, status=InvoiceStatus.OPEN)
+            for invoice in open_invoices:
+                resolved = self._resolve_before_expiry(uow, invoice, due)
+                if resolved is None:
+                    return sub, []  # the gateway cannot say yet: expire on a later run
+                if resolved:
+                    return uow.subscriptions.get(sub.id), []  # it was paid in time after all
             summary.expired += 1
-            for invoice in uow.invoices.list(subscription_id=sub.id, status=InvoiceStatus.OPEN):
+            for invoice in open_invoices:
                 uow.invoices.update(invoicing.void(invoice, due))
                 if invoice.credit_applied.amount:
                     # The credit the voided invoice had used goes back to the customer.
@@ -2196,20 +2243,6 @@ class Billing:
                     uow.customers.update(
                         attrs.evolve(customer, credit_balance=balance + invoice.credit_applied)
                     )
-                # A charge still pending for it (the gateway timed out) must never be sent
-                # again: run_due would otherwise charge the voided invoice later. This run
-                # already asked the gateway once more with its key, before claiming work.
-                for payment in uow.payments.list(invoice_id=invoice.id):
-                    if payment.status is PaymentStatus.PENDING:
-                        uow.payments.update(
-                            attrs.evolve(
-                                payment,
-                                status=PaymentStatus.FAILED,
-                                failure_code="invoice_voided",
-                                failure_message="the invoice was voided when the subscription expired",
-                                settled_at=due,
-                            )
-                        )
             return self._apply(uow, sub, lifecycle.expire_incomplete(sub, due), "expired", due), []
         if status is _Status.TRIALING:
             reminder = lifecycle.trial_reminder_at(sub)
@@ -2258,6 +2291,37 @@ class Billing:
             summary,
             period=None if canceled else renewed.current_period,
         )
+
+    def _resolve_before_expiry(
+        self, uow: UnitOfWork, invoice: Invoice, at: datetime
+    ) -> bool | None:
+        """Settle the first invoice's pending charge by asking the gateway, never by resending.
+
+        Return True if it was paid, False if it was not (the attempt is closed for good),
+        None if the gateway cannot be asked right now.
+        """
+        payment = _pending_payment(uow, invoice.id)
+        if payment is None:
+            return False
+        customer = uow.customers.get(payment.customer_id)
+        try:
+            found = self.gateway.find_charge(customer, payment.idempotency_key)
+        except GatewayUnavailable:
+            return None
+        if found is not None and found.status is ChargeStatus.SUCCEEDED:
+            self._record_success(uow, payment, found.reference, invoice, at)
+            return True
+        uow.payments.update(
+            attrs.evolve(
+                payment,
+                status=PaymentStatus.FAILED,
+                gateway_reference=None if found is None else found.reference,
+                failure_code="invoice_voided" if found is None else found.decline_code,
+                failure_message="the subscription expired before its first payment went through",
+                settled_at=at,
+            )
+        )
+        return False
 
     def _bill_step(
         self,
@@ -2476,16 +2540,26 @@ class Billing:
         marketing_spend: Money | None = None,
         gross_margin: Any = None,
     ) -> metrics.MetricsReport:
-        """Return MRR, ARR, movements, churn, NRR, ARPA, LTV, CAC and conversions for ``[start, end]``."""
+        """Return MRR, ARR, movements, churn, NRR, ARPA, LTV, CAC and conversions for ``[start, end]``.
+
+        The store aggregates its history (no change row is loaded here); the result equals
+        :func:`metrics_from_changes` over the same rows.
+        """
         period = Period(start, end)
+        currency_exponent(currency)
         with self._uow() as uow:
-            changes = list(uow.subscription_changes.list(until=period.end))
-        return metrics_from_changes(
-            changes,
+            history = uow.subscription_changes
+            snapshots = history.mrr_snapshots(period, currency)
+            outcomes = history.trial_outcomes(period, currency)
+        return metrics.report_from_snapshots(
             period=period,
             currency=currency,
+            start=snapshots.start,
+            end=snapshots.end,
+            previously_active=snapshots.reactivated,
             marketing_spend=marketing_spend,
-            gross_margin=gross_margin,
+            trial_outcomes=outcomes,
+            gross_margin=Decimal(1) if gross_margin is None else gross_margin,
         )
 
 

@@ -198,6 +198,12 @@ class FakeGateway:
                 )
             return entry.result()
 
+    def find_charge(self, customer: Customer, idempotency_key: str) -> ChargeResult | None:
+        """Return the ledger's answer for ``idempotency_key``, or None if it never charged."""
+        with self._lock:
+            entry = self._charges_by_key.get(idempotency_key)
+        return None if entry is None or entry.customer_id != customer.id else entry.result()
+
     def refund(self, *, reference: str, amount: Money, idempotency_key: str) -> str:
         """Refund part of a successful charge once per key; more than is left raises."""
         with self._lock:

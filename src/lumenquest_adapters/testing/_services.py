@@ -127,6 +127,11 @@ class PaymentGatewayContract:
         assert self._charge(gateway, "pay_1:1") == first
         assert self._charge(gateway, "pay_2:1") != first
 
+    def test_find_charge_returns_the_first_answer_or_none(self, gateway: PaymentGateway) -> None:
+        first = self._charge(gateway, "pay_1:1")
+        assert gateway.find_charge(customer("cus_1"), "pay_1:1") == first
+        assert gateway.find_charge(customer("cus_1"), "pay_9:1") is None
+
     def test_a_decline_is_a_result_not_an_exception(self, gateway: PaymentGateway) -> None:
         self.script_decline(gateway, "insufficient_funds")
         result = gateway.charge(

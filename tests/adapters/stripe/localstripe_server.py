@@ -5,8 +5,11 @@ here with ``AppRunner`` and ``TCPSite(runner, "127.0.0.1", 0)`` in a thread with
 event loop. One instance per test session (its store is module-global); ``reset()``
 empties it between tests (``DELETE /_config/data``).
 
-localstripe lacks two behaviours of Stripe's API that the gateway relies on; a
+localstripe lacks three behaviours of Stripe's API that the gateway relies on; a
 middleware in front of its routes adds them as Stripe's API reference documents them:
+
+- **Listing a customer's PaymentIntents** (``GET /v1/payment_intents?customer=…``):
+  localstripe refuses the filter, so the middleware lists all and keeps the customer's.
 
 - **Idempotent requests.** A POST with an ``Idempotency-Key`` is answered once; the same
   key with the same body replays the first status and body, the same key with another
@@ -149,6 +152,12 @@ class LocalStripe:
 
     @web.middleware
     async def _compat(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if (
+            request.method == "GET"
+            and request.path == "/v1/payment_intents"
+            and "customer" in request.query
+        ):
+            return await self._list_intents_of_customer(request, handler)
         key = request.headers.get("Idempotency-Key")
         if request.method != "POST" or key is None:
             return await handler(request)
@@ -176,6 +185,20 @@ class LocalStripe:
             with self._lock:
                 self._replays[scope] = (body, response.status, answer)
         return response
+
+    async def _list_intents_of_customer(
+        self, request: web.Request, handler: _Handler
+    ) -> web.StreamResponse:
+        # Stripe filters the list by customer; localstripe refuses the parameter.
+        customer = request.query["customer"]
+        query = {k: v for k, v in request.query.items() if k != "customer"}
+        response = await handler(request.clone(rel_url=request.rel_url.with_query(query)))
+        assert isinstance(response, web.Response)
+        if response.status != 200 or not isinstance(response.body, bytes):
+            return response
+        payload = json.loads(response.body)
+        payload["data"] = [i for i in payload["data"] if i.get("customer") == customer]
+        return web.json_response(payload)
 
     def _enrich_card_error(self, answer: bytes) -> bytes:
         payload = json.loads(answer)
