@@ -86,7 +86,6 @@ __all__ = [
     "new_id",
 ]
 
-_T = TypeVar("_T")
 _Status = SubscriptionStatus
 
 SYSTEM_ACTOR = "system"
@@ -431,7 +430,13 @@ class Billing:
     ) -> Customer:
         """Create a customer; emails are unique (case-insensitive)."""
         at = self._now()
-        arguments = {"email": email, "name": name, "currency": currency, "role": str(role)}
+        arguments = {
+            "email": email,
+            "name": name,
+            "currency": currency,
+            "role": str(role),
+            "metadata": metadata,
+        }
         with self._uow() as uow:
             first = self._idempotent(uow, idempotency_key, "create_customer", arguments, at)
             if first is not None:
@@ -446,7 +451,7 @@ class Billing:
                 email=normalized,
                 name=name,
                 currency=currency,
-                role=Role(role),
+                role=_choice(Role, role, "role"),
                 created_at=at,
                 metadata=metadata,
             )
@@ -491,7 +496,13 @@ class Billing:
     ) -> Customer:
         """Change a customer's email, name, role or metadata."""
         at = self._now()
-        arguments = {"id": customer_id, "email": email, "name": name, "role": role}
+        arguments = {
+            "id": customer_id,
+            "email": email,
+            "name": name,
+            "role": role,
+            "metadata": metadata,
+        }
         with self._uow() as uow:
             first = self._idempotent(uow, idempotency_key, "update_customer", arguments, at)
             if first is not None:
@@ -509,7 +520,7 @@ class Billing:
             if name is not None:
                 changes["name"] = name
             if role is not None:
-                changes["role"] = Role(role)
+                changes["role"] = _choice(Role, role, "role")
             if metadata is not None:
                 changes["metadata"] = metadata
             updated = attrs.evolve(customer, **changes)
@@ -555,7 +566,12 @@ class Billing:
     ) -> Plan:
         """Create a plan with the features it grants."""
         at = self._now()
-        arguments = {"name": name, "features": list(features), "description": description}
+        arguments = {
+            "name": name,
+            "features": list(features),
+            "description": description,
+            "metadata": metadata,
+        }
         with self._uow() as uow:
             first = self._idempotent(uow, idempotency_key, "create_plan", arguments, at)
             if first is not None:
@@ -593,6 +609,7 @@ class Billing:
             "features": None if features is None else list(features),
             "description": description,
             "active": active,
+            "metadata": metadata,
         }
         with self._uow() as uow:
             first = self._idempotent(uow, idempotency_key, "update_plan", arguments, at)
@@ -695,10 +712,10 @@ class Billing:
                 plan_id=plan_id,
                 currency=currency,
                 cycle=cycle,
-                scheme=PricingScheme(scheme),
+                scheme=_choice(PricingScheme, scheme, "scheme"),
                 unit_amount=unit_amount,
                 tiers=tuple(tiers),
-                usage_type=UsageType(usage_type),
+                usage_type=_choice(UsageType, usage_type, "usage_type"),
                 trial_days=trial_days,
                 nickname=nickname or plan.name,
             )
@@ -799,7 +816,7 @@ class Billing:
                 name=name,
                 percent_off=percent_off,
                 amount_off=amount_off,
-                duration=CouponDuration(duration),
+                duration=_choice(CouponDuration, duration, "duration"),
                 duration_in_cycles=duration_in_cycles,
             )
             uow.coupons.add(coupon)
@@ -828,7 +845,9 @@ class Billing:
             return list(
                 uow.subscriptions.list(
                     customer_id=customer_id,
-                    status=None if status is None else SubscriptionStatus(status),
+                    status=None
+                    if status is None
+                    else _choice(SubscriptionStatus, status, "status"),
                     limit=_limit(limit),
                     after=after,
                 )
@@ -919,7 +938,7 @@ class Billing:
             uow.rollback()  # taking the pending lines was only a look
         new_quantity = sub.quantity if quantity is None else quantity
         chosen = self._timing(sub, price, new_quantity, timing)
-        behavior = ProrationBehavior(proration_behavior)
+        behavior = _choice(ProrationBehavior, proration_behavior, "proration_behavior")
         lines: list[InvoiceLine] = list(pending)
         if chosen is ChangeTiming.IMMEDIATE:
             changed = lifecycle.change(
@@ -966,7 +985,7 @@ class Billing:
         self, sub: Subscription, price: Price, quantity: int, timing: ChangeTiming | str | None
     ) -> ChangeTiming:
         if timing is not None:
-            return ChangeTiming(timing)
+            return _choice(ChangeTiming, timing, "timing")
         return self._change_timing(sub.price, sub.quantity, price, quantity)
 
     def change_subscription(
@@ -987,7 +1006,7 @@ class Billing:
         and raises ``PaymentDeclined``; otherwise a declined charge opens dunning.
         """
         at = self._now()
-        behavior = ProrationBehavior(proration_behavior)
+        behavior = _choice(ProrationBehavior, proration_behavior, "proration_behavior")
         arguments = {
             "id": subscription_id,
             "price_id": price_id,
@@ -1665,7 +1684,7 @@ class Billing:
                 uow.invoices.list(
                     customer_id=customer_id,
                     subscription_id=subscription_id,
-                    status=None if status is None else InvoiceStatus(status),
+                    status=None if status is None else _choice(InvoiceStatus, status, "status"),
                     limit=_limit(limit),
                     after=after,
                 )
@@ -1967,7 +1986,7 @@ class Billing:
                 amount=amount,
                 at=at,
                 reason=reason,
-                outcome=None if outcome is None else CreditNoteOutcome(outcome),
+                outcome=None if outcome is None else _choice(CreditNoteOutcome, outcome, "outcome"),
             )
             payment = None
             if note.outcome is CreditNoteOutcome.REFUND:
@@ -2442,7 +2461,9 @@ class Billing:
         at = self._now()
         with self._uow() as uow:
             delivery = uow.email_deliveries.get(message_id)
-            updated = attrs.evolve(delivery, status=DeliveryStatus(status), updated_at=at)
+            updated = attrs.evolve(
+                delivery, status=_choice(DeliveryStatus, status, "status"), updated_at=at
+            )
             uow.email_deliveries.update(updated)
             if (
                 updated.status in (DeliveryStatus.BOUNCE, DeliveryStatus.DROPPED)
@@ -2602,6 +2623,21 @@ def _pending_payment(uow: UnitOfWork, invoice_id: str) -> Payment | None:
         (p for p in uow.payments.list(invoice_id=invoice_id) if p.status is PaymentStatus.PENDING),
         None,
     )
+
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _choice(kind: type[_E], value: object, field: str) -> _E:
+    """Return ``value`` as a member of ``kind``, or raise ValidationError listing the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = [member.value for member in kind]
+        raise ValidationError(
+            f"{field} must be one of {choices}, not {value!r}",
+            details={"field": field, "choices": choices},
+        ) from None
 
 
 def _limit(limit: int) -> int:

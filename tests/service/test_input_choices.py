@@ -1,0 +1,43 @@
+"""Strings that name a choice are checked: a bad one is a ValidationError listing the choices."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from lumenquest_adapters.memory import in_memory_billing
+from lumenquest_core import IdempotencyConflict, Money, ValidationError
+
+
+@pytest.fixture
+def billing() -> Any:
+    return in_memory_billing()
+
+
+CALLS: dict[str, Callable[[Any], object]] = {
+    "role": lambda b: b.create_customer(email="a@example.com", role="superuser"),
+    "status": lambda b: b.list_invoices(status="bogus"),
+    "subscription status": lambda b: b.list_subscriptions(status="bogus"),
+    "scheme": lambda b: b.create_price(
+        plan_id=b.create_plan(name="P").id, unit_amount=Money(100, "USD"), scheme="stairs"
+    ),
+    "usage_type": lambda b: b.create_price(
+        plan_id=b.create_plan(name="P").id, unit_amount=Money(100, "USD"), usage_type="x"
+    ),
+    "duration": lambda b: b.create_coupon(percent_off=10, duration="sometimes"),
+}
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+def test_a_bad_choice_is_a_validation_error_naming_the_choices(billing: Any, call: Any) -> None:
+    with pytest.raises(ValidationError, match="must be one of") as info:
+        call(billing)
+    assert info.value.details["choices"]
+
+
+def test_reusing_a_key_with_other_metadata_is_an_idempotency_conflict(billing: Any) -> None:
+    billing.create_customer(email="a@example.com", metadata={"plan": "a"}, idempotency_key="k")
+    with pytest.raises(IdempotencyConflict):
+        billing.create_customer(email="a@example.com", metadata={"plan": "b"}, idempotency_key="k")
