@@ -912,8 +912,30 @@ class Billing:
             )
             self._remember(uow, idempotency_key, "subscribe", arguments, sub.id, at)
             uow.commit()
+        linked = self._link_gateway_customer(customer_id)
+        if linked is not None:
+            charges = [attrs.evolve(charge, customer=linked) for charge in charges]
         self._after_commit(charges)
         return self.get_subscription(sub.id)
+
+    def _link_gateway_customer(self, customer_id: str) -> Customer | None:
+        """Create the customer at the gateway once, before its first charge; return it linked."""
+        with self._uow() as uow:
+            customer = uow.customers.get(customer_id)
+        if customer.gateway_customer_id is not None:
+            return None
+        try:
+            reference = self.gateway.ensure_customer(customer)
+        except GatewayUnavailable:
+            return None  # the gateway finds or creates the customer when it charges
+        with self._uow() as uow:
+            current = uow.customers.get(customer_id)
+            if current.gateway_customer_id is not None:
+                return None
+            linked = attrs.evolve(current, gateway_customer_id=reference)
+            uow.customers.update(linked)
+            uow.commit()
+        return linked
 
     def preview_change(
         self,

@@ -41,3 +41,15 @@ def test_reusing_a_key_with_other_metadata_is_an_idempotency_conflict(billing: A
     billing.create_customer(email="a@example.com", metadata={"plan": "a"}, idempotency_key="k")
     with pytest.raises(IdempotencyConflict):
         billing.create_customer(email="a@example.com", metadata={"plan": "b"}, idempotency_key="k")
+
+
+def test_the_first_subscription_links_the_customer_to_the_gateway_once(billing: Any) -> None:
+    customer = billing.create_customer(email="a@example.com")
+    plan = billing.create_plan(name="P")
+    price = billing.create_price(plan_id=plan.id, unit_amount=Money(100, "USD"))
+    billing.subscribe(customer_id=customer.id, price_id=price.id)
+    linked = billing.get_customer(customer.id).gateway_customer_id
+    assert linked is not None
+    assert linked.startswith("cus_fake_")
+    billing.subscribe(customer_id=customer.id, price_id=price.id)
+    assert billing.get_customer(customer.id).gateway_customer_id == linked
