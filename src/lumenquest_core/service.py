@@ -11,6 +11,7 @@ charged twice.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -2409,28 +2410,54 @@ class Billing:
     # -- events -----------------------------------------------------------------------
 
     def dispatch_events(self, *, limit: int = 1000) -> int:
-        """Deliver outbox events to the email and analytics handlers; return how many."""
+        """Deliver outbox events to the email and analytics handlers; return how many.
+
+        Delivery is at least once and each handler deduplicates by event id: an analytics
+        row per event id, an email per (event id, template). A batch takes three units of
+        work whatever its size. If sending an email fails, the events whose email was not
+        sent stay in the outbox for the next call and the error is raised.
+        """
         delivered = 0
         while True:
             with self._uow() as uow:
                 messages = list(uow.outbox.pending(limit=limit))
-            if not messages:
-                return delivered
-            for message in messages:
-                self._deliver(message)
-            with self._uow() as uow:
-                uow.outbox.mark_delivered([m.id for m in messages], self._now())
+                if not messages:
+                    return delivered
+                emails = self._track_and_plan_emails(uow, messages)
                 uow.commit()
-            delivered += len(messages)
+            sent: list[tuple[OutboxMessage, EmailMessage, str]] = []
+            failure: LumenquestError | None = None
+            for message, email in emails:
+                try:
+                    sent.append((message, email, self.email.send(email)))
+                except LumenquestError as exc:
+                    failure = exc
+                    break
+            unsent = {message.id for message, _ in emails[len(sent) :]}
+            done = [m.id for m in messages if m.id not in unsent]
+            at = self._now()
+            with self._uow() as uow:
+                for message, email, provider_id in sent:
+                    self._record_delivery(uow, message, email, provider_id, at)
+                if done:
+                    uow.outbox.mark_delivered(done, at)
+                uow.commit()
+            delivered += len(done)
+            if failure is not None:
+                raise failure
             if len(messages) < limit:
                 return delivered
 
-    def _deliver(self, message: OutboxMessage) -> None:
-        """Hand one event to each handler; each handler skips what it already did."""
-        event = message.event
-        at = self._now()
-        with self._uow() as uow:
-            try:
+    def _track_and_plan_emails(
+        self, uow: UnitOfWork, messages: Sequence[OutboxMessage]
+    ) -> list[tuple[OutboxMessage, EmailMessage]]:
+        """Record each event's analytics row (once) and list the emails still to send."""
+        emails: list[tuple[OutboxMessage, EmailMessage]] = []
+        customers: dict[str, Customer] = {}
+        for message in messages:
+            event = message.event
+            # A Conflict means it was delivered before: at-least-once, deduplicated here.
+            with contextlib.suppress(Conflict):
                 uow.analytics.add(
                     AnalyticsEvent(
                         id=message.id,
@@ -2440,43 +2467,52 @@ class Billing:
                         properties=event.data,
                     )
                 )
-                uow.commit()
-            except Conflict:
-                uow.rollback()  # delivered before: at-least-once delivery, deduplicated here
-        template = EMAIL_TEMPLATES.get(event.name)
-        if template is None or not event.customer_id:
-            return
-        with self._uow() as uow:
+            template = EMAIL_TEMPLATES.get(event.name)
+            if template is None or not event.customer_id:
+                continue
             if uow.email_deliveries.find(message.id, template) is not None:
-                return
-            customer = uow.customers.get(event.customer_id)
-        if customer.erased_at is not None or not customer.email_deliverable:
-            return
-        email = EmailMessage(
-            message_id=f"{message.id}.{template}",
-            to=customer.email,
-            template=template,
-            data={"name": customer.name, "event": event.name.value, **event.data},
-            customer_id=customer.id,
-        )
-        provider_id = self.email.send(email)
-        with self._uow() as uow:
-            try:
-                uow.email_deliveries.add(
-                    EmailDelivery(
-                        message_id=email.message_id,
-                        event_id=message.id,
-                        template=template,
+                continue
+            customer = customers.get(event.customer_id)
+            if customer is None:
+                customer = customers[event.customer_id] = uow.customers.get(event.customer_id)
+            if customer.erased_at is not None or not customer.email_deliverable:
+                continue
+            emails.append(
+                (
+                    message,
+                    EmailMessage(
+                        message_id=f"{message.id}.{template}",
                         to=customer.email,
-                        status=DeliveryStatus.SENT,
-                        created_at=at,
+                        template=template,
+                        data={"name": customer.name, "event": event.name.value, **event.data},
                         customer_id=customer.id,
-                        provider_id=provider_id,
-                    )
+                    ),
                 )
-                uow.commit()
-            except Conflict:
-                uow.rollback()
+            )
+        return emails
+
+    def _record_delivery(
+        self,
+        uow: UnitOfWork,
+        message: OutboxMessage,
+        email: EmailMessage,
+        provider_id: str,
+        at: datetime,
+    ) -> None:
+        # A Conflict means another dispatcher recorded the same email first.
+        with contextlib.suppress(Conflict):
+            uow.email_deliveries.add(
+                EmailDelivery(
+                    message_id=email.message_id,
+                    event_id=message.id,
+                    template=email.template,
+                    to=email.to,
+                    status=DeliveryStatus.SENT,
+                    created_at=at,
+                    customer_id=email.customer_id,
+                    provider_id=provider_id,
+                )
+            )
 
     def record_email_event(self, message_id: str, status: DeliveryStatus | str) -> EmailDelivery:
         """Record what the email provider reported; a bounce marks the address undeliverable."""
