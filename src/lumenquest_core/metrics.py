@@ -29,9 +29,11 @@ from lumenquest_core.subscriptions import Subscription, SubscriptionStatus
 
 __all__ = [
     "RATE_PLACES",
+    "TRIAL_CONVERTED_STATUSES",
     "HistoryPoint",
     "MetricsReport",
     "MrrMovements",
+    "MrrSnapshots",
     "TrialOutcome",
     "arpa",
     "arr",
@@ -452,6 +454,14 @@ def _frozen_rates(value: Mapping[str, Decimal]) -> Mapping[str, Decimal]:
     return MappingProxyType(dict(value))
 
 
+def _frozen_amounts(value: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(dict(value))
+
+
+def _frozen_ids(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
 @attrs.frozen
 class MetricsReport:
     """Every metric of one currency over ``period``; ``None`` marks a zero denominator."""
@@ -553,13 +563,29 @@ def report_from_snapshots(
 
 
 _TRIALING = SubscriptionStatus.TRIALING.value
-_CONVERTED = frozenset(
+TRIAL_CONVERTED_STATUSES: Final[frozenset[str]] = frozenset(
     {
         SubscriptionStatus.ACTIVE.value,
         SubscriptionStatus.PAST_DUE.value,
         SubscriptionStatus.INCOMPLETE.value,
     }
 )
+"""The statuses a subscription leaving ``trialing`` may go to for its trial to count as converted."""
+_CONVERTED = TRIAL_CONVERTED_STATUSES
+
+
+@attrs.frozen
+class MrrSnapshots:
+    """Per-customer MRR in one currency (minor units) at a period's start and end.
+
+    Customers with no MRR are left out of ``start`` and ``end``; ``reactivated`` holds the
+    customers paying at the end but not at the start who had paid at or before the start.
+    These are the arguments :func:`report_from_snapshots` takes.
+    """
+
+    start: Mapping[str, int] = attrs.field(converter=_frozen_amounts, hash=False)
+    end: Mapping[str, int] = attrs.field(converter=_frozen_amounts, hash=False)
+    reactivated: frozenset[str] = attrs.field(converter=_frozen_ids)
 
 
 @attrs.frozen

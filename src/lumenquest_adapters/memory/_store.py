@@ -29,6 +29,7 @@ from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
 from lumenquest_core.errors import Conflict, ValidationError
 from lumenquest_core.invoicing import BillingReason, CreditNote, Invoice, InvoiceStatus, Refund
+from lumenquest_core.metrics import TRIAL_CONVERTED_STATUSES, MrrSnapshots, TrialOutcome
 from lumenquest_core.payments import (
     AuditEntry,
     Payment,
@@ -834,6 +835,47 @@ class _SubscriptionChanges(_Repository):
             ),
             key=lambda c: c.at,
         )
+
+    def mrr_snapshots(self, period: Period, currency: str) -> MrrSnapshots:
+        """Return each customer's MRR at ``period.start`` and at ``period.end``, and who came back."""
+        at_start: dict[str, SubscriptionChange] = {}
+        at_end: dict[str, SubscriptionChange] = {}
+        paid_before: set[str] = set()
+        for change in self.list(until=period.end):
+            if change.mrr.currency != currency:
+                continue
+            if change.at <= period.start:
+                at_start[change.subscription_id] = change
+                if change.mrr.amount > 0:
+                    paid_before.add(change.customer_id)
+            at_end[change.subscription_id] = change
+        start = _paying(at_start.values())
+        end = _paying(at_end.values())
+        return MrrSnapshots(
+            start=start, end=end, reactivated=(paid_before & end.keys()) - start.keys()
+        )
+
+    def trial_outcomes(self, period: Period, currency: str) -> Sequence[TrialOutcome]:
+        """Return ``(plan_id, converted)`` of each change in ``[start, end)`` leaving ``trialing``."""
+        trialing = SubscriptionStatus.TRIALING.value
+        return [
+            (c.plan_id, c.to_status in TRIAL_CONVERTED_STATUSES)
+            for c in self.list(until=period.end)
+            if c.mrr.currency == currency
+            and c.at < period.end
+            and c.at >= period.start
+            and c.from_status == trialing
+            and c.to_status != trialing
+        ]
+
+
+def _paying(changes: Iterable[SubscriptionChange]) -> dict[str, int]:
+    """Sum each customer's positive MRR over the given changes."""
+    totals: dict[str, int] = {}
+    for change in changes:
+        if change.mrr.amount > 0:
+            totals[change.customer_id] = totals.get(change.customer_id, 0) + change.mrr.amount
+    return totals
 
 
 class _Analytics(_Repository):

@@ -24,6 +24,7 @@ from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
 from lumenquest_core.errors import Conflict, NotFound, ValidationError
 from lumenquest_core.invoicing import CreditNote, Invoice, InvoiceStatus, Refund
+from lumenquest_core.metrics import TRIAL_CONVERTED_STATUSES, MrrSnapshots, TrialOutcome
 from lumenquest_core.payments import (
     AuditEntry,
     Payment,
@@ -682,6 +683,80 @@ class SubscriptionChanges(_Repository):
         if until is not None:
             query = query.where(c.at <= aware(until, "until"))
         return [m.change_from_row(r) for r in self._rows(query)]
+
+    def mrr_snapshots(self, period: Period, currency: str) -> MrrSnapshots:
+        """Return each customer's MRR at ``period.start`` and at ``period.end``, and who came back.
+
+        One statement, one pass: the changes up to the end, in the order of the metrics
+        index, each with the time of its subscription's next change (``LEAD``); a change
+        holds at an instant if it is at or before it and the next one is after it. Each
+        customer's sums stream out of the same scan (no sort, no hash on PostgreSQL).
+        """
+        c = t.subscription_changes.c
+        start, end = period.start, period.end
+        history = (
+            sa.select(
+                c.customer_id,
+                c.mrr,
+                c.at,
+                sa.func.lead(c.at, type_=c.at.type)
+                .over(partition_by=(c.customer_id, c.subscription_id), order_by=(c.at, c.seq))
+                .label("next_at"),
+            )
+            .where(c.mrr_currency == currency, c.at <= end)
+            .subquery("history")
+        )
+        h = history.c
+        paying = h.mrr > 0
+        holds_at_start = sa.and_(h.at <= start, sa.or_(h.next_at.is_(None), h.next_at > start))
+        start_mrr = sa.func.sum(sa.case((sa.and_(paying, holds_at_start), h.mrr), else_=0))
+        end_mrr = sa.func.sum(sa.case((sa.and_(paying, h.next_at.is_(None)), h.mrr), else_=0))
+        paid_before = sa.func.max(sa.case((sa.and_(paying, h.at <= start), 1), else_=0))
+        query = (
+            sa.select(
+                h.customer_id,
+                start_mrr.label("start_mrr"),
+                end_mrr.label("end_mrr"),
+                paid_before.label("paid_before"),
+            )
+            .group_by(h.customer_id)
+            .having(sa.or_(start_mrr > 0, end_mrr > 0))
+        )
+        at_start: dict[str, int] = {}
+        at_end: dict[str, int] = {}
+        reactivated: list[str] = []
+        for row in self._rows(query):
+            # PostgreSQL sums bigints as numeric (Decimal); SQLite gives ints.
+            customer_id, m0, m1 = row["customer_id"], int(row["start_mrr"]), int(row["end_mrr"])
+            if m0:
+                at_start[customer_id] = m0
+            elif row["paid_before"]:
+                reactivated.append(customer_id)  # paying at the end (HAVING), not at the start
+            if m1:
+                at_end[customer_id] = m1
+        return MrrSnapshots(start=at_start, end=at_end, reactivated=reactivated)
+
+    def trial_outcomes(self, period: Period, currency: str) -> Sequence[TrialOutcome]:
+        """Return ``(plan_id, converted)`` of each change in ``[start, end)`` leaving ``trialing``."""
+        c = t.subscription_changes.c
+        # A literal, not a parameter: the partial index's predicate must match it.
+        trialing: sa.ColumnElement[str] = sa.literal_column("'trialing'")
+        query = (
+            sa.select(c.plan_id, c.to_status, sa.func.count().label("changes"))
+            .where(
+                c.mrr_currency == currency,
+                c.from_status == trialing,
+                c.to_status != trialing,
+                c.at >= period.start,
+                c.at < period.end,
+            )
+            .group_by(c.plan_id, c.to_status)
+        )
+        outcomes: list[TrialOutcome] = []
+        for row in self._rows(query):
+            converted = row["to_status"] in TRIAL_CONVERTED_STATUSES
+            outcomes += [(row["plan_id"] or "", converted)] * int(row["changes"])
+        return outcomes
 
 
 class Analytics(_Repository):

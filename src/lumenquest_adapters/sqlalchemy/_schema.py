@@ -442,6 +442,25 @@ subscription_changes = sa.Table(
     sa.Column("data", JSONType(), nullable=False),
     _currency_check("mrr_currency"),
     sa.Index(None, "subscription_id", "at"),
+    # Metrics (migration 0003): every subscription's history in one ordered index-only
+    # scan, grouped by customer as it streams; and the few changes that end a trial.
+    sa.Index(
+        "ix_subscription_changes_metrics",
+        "mrr_currency",
+        "customer_id",
+        "subscription_id",
+        "at",
+        "seq",
+        postgresql_include=["mrr"],
+    ),
+    sa.Index(
+        "ix_subscription_changes_trial_ends",
+        "mrr_currency",
+        "at",
+        postgresql_include=["plan_id", "to_status"],
+        postgresql_where=sa.text("from_status = 'trialing'"),
+        sqlite_where=sa.text("from_status = 'trialing'"),
+    ),
 )
 
 analytics_events = sa.Table(

@@ -32,6 +32,7 @@ from lumenquest_adapters.testing.samples import (
 )
 from lumenquest_core.errors import Conflict, NotFound
 from lumenquest_core.invoicing import BillingReason, InvoiceStatus
+from lumenquest_core.money import Money
 from lumenquest_core.payments import PaymentStatus
 from lumenquest_core.periods import Period
 from lumenquest_core.ports import UnitOfWork
@@ -663,6 +664,100 @@ class UnitOfWorkContract:
             assert _ids(changes.list(until=T0 + DAY)) == ["c_2", "c_4", "c_1"]
             assert _ids(changes.list(customer_id="cus_2")) == ["c_4"]
 
+    # -- metrics aggregates over the subscription history -----------------------------
+
+    def test_mrr_snapshots_sum_each_subscriptions_last_change_at_the_start_and_the_end(
+        self, uow_factory: UowFactory
+    ) -> None:
+        start, end = T0 + 10 * DAY, T0 + 20 * DAY
+        _commit(
+            uow_factory,
+            # Added out of time order: the later change first.
+            _add_change("c_1b", "sub_1", "cus_1", T0 + 15 * DAY, 3000),
+            _add_change("c_1a", "sub_1", "cus_1", T0, 1000),
+            _add_change("c_2", "sub_2", "cus_1", T0 + 5 * DAY, 500),
+            # At the start exactly, and canceled at the end exactly.
+            _add_change("c_3a", "sub_3", "cus_2", start, 2000),
+            _add_change("c_3b", "sub_3", "cus_2", end, 0, to_status="canceled"),
+            # Paid, left, came back on another subscription: a reactivation.
+            _add_change("c_4a", "sub_4", "cus_3", T0, 700),
+            _add_change("c_4b", "sub_4", "cus_3", T0 + 2 * DAY, 0, to_status="canceled"),
+            _add_change("c_5", "sub_5", "cus_3", T0 + 12 * DAY, 900),
+            _add_change("c_6", "sub_6", "cus_4", T0 + 12 * DAY, 400),
+            _add_change("c_7", "sub_7", "cus_5", T0, 5000, currency="EUR"),
+            # Two changes at the same instant: the one added last holds.
+            _add_change("c_8a", "sub_8", "cus_6", T0 + 3 * DAY, 100),
+            _add_change("c_8b", "sub_8", "cus_6", T0 + 3 * DAY, 200),
+            _add_change("c_8c", "sub_8", "cus_6", end + DAY, 0, to_status="canceled"),
+            _add_change("c_9", "sub_9", "cus_7", T0, 0, to_status="trialing"),
+            # Paid before the start, nothing since: not back, so not reactivated.
+            _add_change("c_10a", "sub_10", "cus_8", T0, 300),
+            _add_change("c_10b", "sub_10", "cus_8", T0 + DAY, 0, to_status="canceled"),
+        )
+        with uow_factory() as uow:
+            usd_mrr = uow.subscription_changes.mrr_snapshots(Period(start, end), "USD")
+            eur_mrr = uow.subscription_changes.mrr_snapshots(Period(start, end), "EUR")
+            none = uow.subscription_changes.mrr_snapshots(Period(T0 - 2 * DAY, T0 - DAY), "USD")
+        assert dict(usd_mrr.start) == {"cus_1": 1500, "cus_2": 2000, "cus_6": 200}
+        assert dict(usd_mrr.end) == {"cus_1": 3500, "cus_3": 900, "cus_4": 400, "cus_6": 200}
+        assert usd_mrr.reactivated == frozenset({"cus_3"})
+        assert (dict(eur_mrr.start), dict(eur_mrr.end)) == ({"cus_5": 5000}, {"cus_5": 5000})
+        assert eur_mrr.reactivated == frozenset()
+        assert (dict(none.start), dict(none.end), none.reactivated) == ({}, {}, frozenset())
+
+    def test_trial_outcomes_are_the_changes_leaving_trialing_in_the_half_open_period(
+        self, uow_factory: UowFactory
+    ) -> None:
+        start, end = T0 + 10 * DAY, T0 + 20 * DAY
+        mid = T0 + 15 * DAY
+
+        def trial_end(
+            change_id: str, at: Any, to_status: str, plan_id: str = "plan_a", currency: str = "USD"
+        ) -> Action:
+            sub_id = f"sub_{change_id}"
+            return _add_change(
+                change_id,
+                sub_id,
+                "cus_1",
+                at,
+                0,
+                currency=currency,
+                from_status="trialing",
+                to_status=to_status,
+                plan_id=plan_id,
+            )
+
+        _commit(
+            uow_factory,
+            trial_end("t_1", start, "active"),
+            trial_end("t_2", mid, "canceled"),
+            trial_end("t_3", mid, "past_due", plan_id="plan_b"),
+            trial_end("t_4", mid, "incomplete_expired", plan_id="plan_b"),
+            trial_end("t_5", mid, "incomplete", plan_id="plan_b"),
+            trial_end("t_6", mid, "paused"),
+            trial_end("t_7", end, "active"),
+            trial_end("t_8", start - DAY, "active"),
+            trial_end("t_9", mid, "trialing"),
+            trial_end("t_10", mid, "active", currency="EUR"),
+            trial_end("t_11", mid, "active", plan_id=""),
+            _add_change("t_12", "sub_t_12", "cus_1", mid, 0, to_status="canceled"),
+        )
+        with uow_factory() as uow:
+            outcomes = uow.subscription_changes.trial_outcomes(Period(start, end), "USD")
+            eur = uow.subscription_changes.trial_outcomes(Period(start, end), "EUR")
+        assert sorted(outcomes) == sorted(
+            [
+                ("plan_a", True),
+                ("plan_a", False),
+                ("plan_b", True),
+                ("plan_b", False),
+                ("plan_b", True),
+                ("plan_a", False),
+                ("", True),
+            ]
+        )
+        assert list(eur) == [("plan_a", True)]
+
     def test_analytics_events_are_listed_by_time_from_since(self, uow_factory: UowFactory) -> None:
         _commit(
             uow_factory,
@@ -742,6 +837,29 @@ class UnitOfWorkContract:
             uow.idempotency.put(idempotency_record("k1"))
         with uow_factory() as uow:
             assert uow.idempotency.get("k1", T0) is None
+
+
+def _add_change(
+    change_id: str,
+    subscription_id: str,
+    customer_id: str,
+    at: Any,
+    mrr: int,
+    *,
+    currency: str = "USD",
+    from_status: str | None = None,
+    to_status: str = "active",
+    plan_id: str = "",
+) -> Action:
+    change = attrs.evolve(
+        subscription_change(change_id, subscription_id=subscription_id, customer_id=customer_id),
+        at=at,
+        mrr=Money(mrr, currency),
+        from_status=from_status,
+        to_status=to_status,
+        plan_id=plan_id,
+    )
+    return lambda u: u.subscription_changes.add(change)
 
 
 def _add_customer(customer_id: str) -> Action:

@@ -1,0 +1,157 @@
+"""The store's metrics queries give exactly the pure core's report on random histories.
+
+``Billing.metrics`` asks the store for per-customer MRR snapshots and trial outcomes;
+:func:`~lumenquest_core.service.metrics_from_changes` (``report_from_history``) computes
+the same report in Python from the change rows. On random subscription histories (ties,
+out-of-order inserts, boundary instants, other currencies, trials ending every way) the
+two agree on the memory store, SQLite and PostgreSQL, and the stores agree with each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
+
+from lumenquest_adapters.memory import in_memory_billing
+from lumenquest_adapters.sqlalchemy import create_engine_for, sqlalchemy_billing, upgrade
+from lumenquest_adapters.sqlalchemy._schema import subscription_changes
+from lumenquest_adapters.testing.samples import T0, subscription_change
+from lumenquest_core.metrics import MrrSnapshots
+from lumenquest_core.money import Money
+from lumenquest_core.payments import SubscriptionChange
+from lumenquest_core.periods import Period
+from lumenquest_core.service import Billing, metrics_from_changes
+from lumenquest_core.subscriptions import SubscriptionStatus
+from tests.adapters.sqlalchemy.databases import postgres_engine, postgres_schema, sqlite_url
+
+DAY = timedelta(days=1)
+_STATUSES = [s.value for s in SubscriptionStatus]
+_CUSTOMERS = ["cus_a", "cus_b", "cus_c", "cus_d"]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[SubscriptionChange], datetime, datetime]:
+    """A few subscriptions' changes, in random insertion order, and a period over them."""
+    # Every change of a subscription names its customer (as the service writes them).
+    owners = draw(st.lists(st.sampled_from(_CUSTOMERS), min_size=1, max_size=6))
+    # Whole days over a short span: equal instants and changes on the bounds are common.
+    day = st.integers(min_value=0, max_value=12)
+    changes = []
+    for n in range(draw(st.integers(min_value=0, max_value=25))):
+        sub = draw(st.integers(min_value=0, max_value=len(owners) - 1))
+        changes.append(
+            attrs.evolve(
+                subscription_change(f"chg_{n}", subscription_id=f"sub_{sub}"),
+                customer_id=owners[sub],
+                at=T0 + draw(day) * DAY + draw(st.sampled_from([timedelta(0), timedelta(hours=6)])),
+                mrr=Money(
+                    draw(st.sampled_from([0, 0, 500, 1000, 2500]) | st.integers(0, 10_000)),
+                    draw(st.sampled_from(["USD", "USD", "USD", "EUR"])),
+                ),
+                from_status=draw(st.none() | st.sampled_from(["trialing", "trialing", *_STATUSES])),
+                to_status=draw(st.sampled_from(_STATUSES)),
+                plan_id=draw(st.sampled_from(["", "plan_a", "plan_b"])),
+            )
+        )
+    start = draw(day)
+    end = draw(st.integers(min_value=start + 1, max_value=14))
+    return changes, T0 + start * DAY, T0 + end * DAY
+
+
+def _check(
+    make_billing: Callable[[], Billing],
+    history: tuple[list[SubscriptionChange], datetime, datetime],
+    spend: int | None,
+) -> None:
+    changes, start, end = history
+    billing = make_billing()
+    memory = in_memory_billing(now=T0)
+    for store in (billing, memory):
+        with store._uow() as uow:
+            for change in changes:
+                uow.subscription_changes.add(change)
+            uow.commit()
+    period = Period(start, end)
+    for currency in ("USD", "EUR"):
+        marketing = None if spend is None else Money(spend, currency)
+        with billing._uow() as uow:
+            rows = list(uow.subscription_changes.list(until=end))
+            snapshots = uow.subscription_changes.mrr_snapshots(period, currency)
+            outcomes = uow.subscription_changes.trial_outcomes(period, currency)
+        expected = metrics_from_changes(
+            rows, period=period, currency=currency, marketing_spend=marketing
+        )
+        assert (
+            billing.metrics(start=start, end=end, currency=currency, marketing_spend=marketing)
+            == expected
+        )
+        with memory._uow() as uow:
+            in_memory: MrrSnapshots = uow.subscription_changes.mrr_snapshots(period, currency)
+            memory_outcomes = uow.subscription_changes.trial_outcomes(period, currency)
+        assert snapshots == in_memory
+        assert sorted(outcomes) == sorted(memory_outcomes)
+
+
+_PROPERTY = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _on(engine: Engine) -> Callable[[], Billing]:
+    def make() -> Billing:
+        with engine.begin() as connection:
+            connection.execute(subscription_changes.delete())
+        return sqlalchemy_billing(engine, migrate=False)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def sqlite_metrics_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    path: Path = tmp_path_factory.mktemp("metrics") / "metrics.db"
+    # The histories are change rows alone, without their customers and subscriptions.
+    engine = create_engine_for(sqlite_url(path), enforce_foreign_keys=False)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def postgres_metrics_engine(postgres_url: str) -> Iterator[Engine]:
+    with postgres_schema(postgres_url) as schema:
+        engine = postgres_engine(postgres_url, schema, enforce_foreign_keys=False)
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+
+
+@_PROPERTY
+@given(history=histories(), spend=st.none() | st.integers(0, 50_000))
+def test_memory_store_queries_equal_the_pure_report(history: Any, spend: int | None) -> None:
+    _check(lambda: in_memory_billing(now=T0), history, spend)
+
+
+@_PROPERTY
+@given(history=histories(), spend=st.none() | st.integers(0, 50_000))
+def test_sqlite_queries_equal_the_pure_report(
+    sqlite_metrics_engine: Engine, history: Any, spend: int | None
+) -> None:
+    _check(_on(sqlite_metrics_engine), history, spend)
+
+
+@_PROPERTY
+@given(history=histories(), spend=st.none() | st.integers(0, 50_000))
+def test_postgres_queries_equal_the_pure_report(
+    postgres_metrics_engine: Engine, history: Any, spend: int | None
+) -> None:
+    _check(_on(postgres_metrics_engine), history, spend)
