@@ -2173,15 +2173,22 @@ class Billing:
         summary = RunSummary()
         now = self._now()
         self._retry_pending_payments(now, summary)
+        waiting: set[str] = set()  # claimed this run, but waiting on something outside
         while summary.subscriptions < limit:
             batch_limit = min(self._batch_size, limit - summary.subscriptions)
             charges: list[_Charge] = []
             with self._uow() as uow:
-                batch = uow.subscriptions.claim_due(now, limit=batch_limit)
+                # Waiting subscriptions stay due: claim past them so they neither come back
+                # in every batch nor crowd out the rest.
+                claimed = uow.subscriptions.claim_due(now, limit=batch_limit + len(waiting))
+                batch = [sub for sub in claimed if sub.id not in waiting][:batch_limit]
                 if not batch:
                     break
                 for sub in batch:
-                    charges += self._advance(uow, sub, now, summary)
+                    more, progressed = self._advance(uow, sub, now, summary)
+                    charges += more
+                    if not progressed:
+                        waiting.add(sub.id)
                 uow.commit()
             summary.subscriptions += len(batch)
             self._count(self._collect(charges), charges, summary)
@@ -2248,9 +2255,10 @@ class Billing:
 
     def _advance(
         self, uow: UnitOfWork, sub: Subscription, now: datetime, summary: RunSummary
-    ) -> list[_Charge]:
-        """Apply every transition due for one subscription, oldest first."""
+    ) -> tuple[list[_Charge], bool]:
+        """Apply every transition due for one subscription, oldest first; say if any was."""
         charges: list[_Charge] = []
+        progressed = False
         for _ in range(_MAX_STEPS_PER_SUBSCRIPTION):
             due = lifecycle.next_action_at(sub)
             if due is None or due > now:
@@ -2259,8 +2267,8 @@ class Billing:
             charges += more
             if stepped is sub:
                 break  # the step is waiting for something outside (a pending payment)
-            sub = stepped
-        return charges
+            sub, progressed = stepped, True
+        return charges, progressed
 
     def _step(
         self, uow: UnitOfWork, sub: Subscription, due: datetime, summary: RunSummary

@@ -1,7 +1,9 @@
-"""A small shop to run scenarios in: a billing on memory adapters, a customer and prices.
+"""A small shop to run scenarios in: a billing on the test fakes, a customer and prices.
 
-Time moves only through ``shop.clock`` (the billing's ``TestClock``); ``shop.go(...)``
-sets it and runs the billing run, as a worker would.
+The billing's store is the current backend (tests/service/stores.py): memory, or under
+the tests' ``backend`` fixture an SQLite file or a PostgreSQL schema; ``Shop(backend=…)``
+picks one. Time moves only through ``shop.clock`` (the billing's ``TestClock``);
+``shop.go(...)`` sets it and runs the billing run, as a worker would.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from lumenquest_adapters.memory import InMemoryBilling, TestClock, in_memory_billing
+from lumenquest_adapters.memory import TestClock
 from lumenquest_core import (
     BillingCycle,
     Interval,
@@ -21,6 +23,19 @@ from lumenquest_core import (
     RunSummary,
     Subscription,
 )
+from tests.service.stores import Backend, ScenarioBilling, current_backend, row_counts
+
+__all__ = [
+    "MONTHLY",
+    "NEW_YEAR",
+    "Shop",
+    "amounts",
+    "at",
+    "footprint",
+    "periods",
+    "row_counts",
+    "usd",
+]
 
 MONTHLY = BillingCycle(Interval.MONTH)
 NEW_YEAR = datetime(2026, 1, 1, tzinfo=UTC)
@@ -39,8 +54,11 @@ def usd(amount: int) -> Money:
 class Shop:
     """A billing with one plan, a $10 Basic and a $20 Pro monthly price, and a customer."""
 
-    def __init__(self, now: datetime = NEW_YEAR, **billing_options: Any) -> None:
-        self.billing: InMemoryBilling = in_memory_billing(now=now, **billing_options)
+    def __init__(
+        self, now: datetime = NEW_YEAR, *, backend: Backend | None = None, **billing_options: Any
+    ) -> None:
+        self.backend = backend or current_backend()
+        self.billing: ScenarioBilling = self.backend.billing(now, **billing_options)
         self.plan = self.billing.create_plan(name="Analytics", features=["reports"])
         self.basic = self.price(1000, nickname="Basic")
         self.pro = self.price(2000, nickname="Pro")
@@ -110,12 +128,7 @@ def periods(invoices: Iterable[Invoice]) -> list[tuple[datetime, datetime]]:
     return found
 
 
-def row_counts(billing: InMemoryBilling) -> dict[str, int]:
-    """Return how many rows each table of the memory store holds."""
-    return {table.kind: len(table.rows) for table in billing.store.tables()}
-
-
-def footprint(billing: InMemoryBilling) -> dict[str, Any]:
+def footprint(billing: ScenarioBilling) -> dict[str, Any]:
     """Return everything a failed call must leave unchanged: rows, charges and emails."""
     return {
         "rows": row_counts(billing),

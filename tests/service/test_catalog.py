@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
-from lumenquest_adapters.memory import MemoryStore, MemoryUnitOfWork
 from lumenquest_core import (
     BillingCycle,
     CouponDuration,
@@ -27,14 +27,16 @@ class CountingShop(Shop):
     """A shop that counts how often the billing opens its store."""
 
     def __init__(self) -> None:
-        store = MemoryStore()
         self.opened = 0
 
-        def unit_of_work() -> UnitOfWork:
-            self.opened += 1
-            return MemoryUnitOfWork(store)
+        def counting(open_store: Callable[[], UnitOfWork]) -> Callable[[], UnitOfWork]:
+            def unit_of_work() -> UnitOfWork:
+                self.opened += 1
+                return open_store()
 
-        super().__init__(unit_of_work=unit_of_work)
+            return unit_of_work
+
+        super().__init__(wrap_unit_of_work=counting)
 
 
 # -- plans ------------------------------------------------------------------------------

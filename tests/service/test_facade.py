@@ -50,6 +50,7 @@ def events_of(shop: Shop, subject_id: str) -> list[EventName]:
 # -- settings -----------------------------------------------------------------------------
 
 
+@pytest.mark.memory_only  # builds its own memory billing
 def test_by_default_ids_are_random_and_prefixed_by_kind() -> None:
     billing = billing_with_defaults()
     first = billing.create_customer(email="ada@example.com")
@@ -58,6 +59,7 @@ def test_by_default_ids_are_random_and_prefixed_by_kind() -> None:
     assert first.id != second.id
 
 
+@pytest.mark.memory_only  # builds its own memory billing
 @pytest.mark.parametrize("prefix", ["", "lq", "LQ-", "TOOLONGPREFIX1", "LQ 1"])
 def test_a_bad_invoice_prefix_fails_at_construction(prefix: str) -> None:
     with pytest.raises(ValidationError, match="prefix"):
@@ -72,6 +74,7 @@ def test_invoices_are_numbered_with_the_configured_prefix() -> None:
     assert invoice.number.startswith("ACME")
 
 
+@pytest.mark.memory_only  # builds its own memory billing
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_a_batch_size_below_one_fails_at_construction(batch_size: int) -> None:
     with pytest.raises(ValidationError, match="batch_size"):

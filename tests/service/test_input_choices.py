@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from lumenquest_adapters.memory import in_memory_billing
 from lumenquest_core import IdempotencyConflict, Money, ValidationError
+from tests.service.stores import Backend
 
 
 @pytest.fixture
-def billing() -> Any:
-    return in_memory_billing()
+def billing(backend: Backend) -> Any:
+    return backend.billing()
 
 
 CALLS: dict[str, Callable[[Any], object]] = {

@@ -1,9 +1,11 @@
-"""A Hypothesis state machine over the ``Billing`` facade on the memory adapters.
+"""A Hypothesis state machine over the ``Billing`` facade, on memory, SQLite and PostgreSQL.
 
 Random customers, subscriptions, changes, cancellations, pauses, usage, scripted gateway
 outcomes, refunds and clock moves (each followed by ``run_due``). A rule that the state
 does not allow must raise one of the library's typed errors; any other exception fails.
 After every step the invariants below check the billing, the ledger and the metrics.
+The memory store gets many examples; SQLite and PostgreSQL (an emptied database per
+example, tests/service/stores.py) fewer and shorter ones, since each step costs queries.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -24,14 +27,10 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
-from lumenquest_adapters.memory import (
-    GatewayOutcome,
-    LedgerCharge,
-    MemoryUnitOfWork,
-    in_memory_billing,
-)
+from lumenquest_adapters.memory import GatewayOutcome, LedgerCharge
 from lumenquest_core import metrics
 from lumenquest_core.catalog import Price, PricingScheme, UsageType
 from lumenquest_core.errors import InvalidTransition, ValidationError
@@ -42,6 +41,7 @@ from lumenquest_core.payments import AuditEntry, ChargeStatus, Payment, PaymentS
 from lumenquest_core.periods import BillingCycle, Interval, Period
 from lumenquest_core.proration import prorate
 from lumenquest_core.subscriptions import Subscription, SubscriptionStatus
+from tests.service.stores import Backend, MemoryBackend, backend_named, open_unit_of_work
 
 # The errors a rule may legitimately raise when the current state does not allow it.
 EXPECTED = (InvalidTransition, ValidationError)
@@ -108,10 +108,11 @@ class BillingMachine(RuleBasedStateMachine):
     """Random operations on one ``Billing``; the invariants must hold after each."""
 
     subscriptions = Bundle("subscriptions")
+    backend: Backend = MemoryBackend()
 
     def __init__(self) -> None:
         super().__init__()
-        self.billing = in_memory_billing(now=START)
+        self.billing = self.backend.billing(START)
         plan = self.billing.create_plan(name="Pro", features=["reports"])
         self.prices: dict[str, Price] = {}
         for key, (cycle, scheme, cents, usage) in PRICE_SPECS.items():
@@ -151,7 +152,7 @@ class BillingMachine(RuleBasedStateMachine):
 
     def _pending_lines(self, subscription_id: str) -> list[InvoiceLine]:
         """Return the proration lines waiting for the subscription's next invoice."""
-        with MemoryUnitOfWork(self.billing.store) as uow:
+        with open_unit_of_work(self.billing) as uow:
             lines = [p.line for p in uow.invoices.take_pending_lines(subscription_id)]
             uow.rollback()  # only a look
         return lines
@@ -525,3 +526,17 @@ BillingMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestBillingStateMachine = BillingMachine.TestCase
+
+# Each step on a database costs tens of queries (the invariants read everything back).
+ON_A_DATABASE = settings(
+    max_examples=10,
+    stateful_step_count=20,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_billing_state_machine_on_a_database(store: str, request: pytest.FixtureRequest) -> None:
+    machine = type(f"BillingMachineOn{store.title()}", (BillingMachine,), {})
+    machine.backend = backend_named(request, store)
+    run_state_machine_as_test(machine, settings=ON_A_DATABASE)
