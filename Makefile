@@ -20,11 +20,15 @@ test: $(STAMP)
 	$(VENV)/bin/tox run-parallel --parallel-no-spinner -e lint,type,arch,tests
 	$(VENV)/bin/python benchmarks/bench_core.py --smoke
 	$(VENV)/bin/python benchmarks/bench_redis.py --smoke
+	$(VENV)/bin/python benchmarks/bench_service.py --smoke
+	$(VENV)/bin/python benchmarks/bench_metrics.py --smoke
 
 ## bench: the benchmarks with their same-run baselines
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_core.py
 	$(VENV)/bin/python benchmarks/bench_redis.py
+	$(VENV)/bin/python benchmarks/bench_service.py
+	$(VENV)/bin/python benchmarks/bench_metrics.py
 
 clean:
 	rm -rf $(VENV) .tox .coverage .hypothesis .mypy_cache .ruff_cache .pytest_cache
