@@ -350,6 +350,14 @@ class PaymentRepository(Protocol):
         """Return the payment or raise NotFound."""
         ...
 
+    def get_for_update(self, payment_id: str) -> Payment:
+        """Return the payment locked until the unit of work ends, so settlements serialize.
+
+        A second unit of work asking for the same payment waits, then sees what the first
+        one committed.
+        """
+        ...
+
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""
         ...

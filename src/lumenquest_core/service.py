@@ -1520,7 +1520,9 @@ class Billing:
             status=PaymentStatus.PENDING,
             idempotency_key=f"{invoice.id}:{attempt}",
             attempt=attempt,
-            created_at=at,
+            # When it was sent, not when the work was due: the pending-payment grace must
+            # measure the time in flight, or a late run would hand its own charges to others.
+            created_at=self._now(),
         )
         uow.payments.add(payment)
         return _Charge(payment=payment, customer=customer, description=f"Invoice {invoice.number}")
@@ -1543,13 +1545,18 @@ class Billing:
             outcomes.append(_outcome_of(charge, result))
         return outcomes
 
-    def _settle(self, outcomes: Sequence[_ChargeOutcome]) -> None:
+    def _settle(self, outcomes: Sequence[_ChargeOutcome]) -> list[_ChargeOutcome]:
+        """Record the outcomes still pending; return those this call recorded."""
         at = self._now()
+        recorded: list[_ChargeOutcome] = []
         with self._uow() as uow:
             for outcome in outcomes:
-                payment = uow.payments.get(outcome.charge.payment.id)
+                # Locked: a second run or a webhook settling the same payment waits here
+                # and then finds it settled, instead of recording it twice.
+                payment = uow.payments.get_for_update(outcome.charge.payment.id)
                 if payment.status is not PaymentStatus.PENDING:
                     continue  # another worker or a webhook already recorded it
+                recorded.append(outcome)
                 invoice = uow.invoices.get(payment.invoice_id)
                 if outcome.succeeded:
                     self._record_success(uow, payment, outcome.reference, invoice, at)
@@ -1564,6 +1571,7 @@ class Billing:
                         at,
                     )
             uow.commit()
+        return recorded
 
     def _record_success(
         self,
@@ -2198,10 +2206,9 @@ class Billing:
     def _count(
         self, outcomes: Sequence[_ChargeOutcome], charges: Sequence[_Charge], summary: RunSummary
     ) -> None:
-        if outcomes:
-            self._settle(outcomes)
-        summary.payments_succeeded += sum(1 for o in outcomes if o.succeeded)
-        summary.payments_failed += sum(1 for o in outcomes if not o.succeeded)
+        recorded = self._settle(outcomes) if outcomes else []
+        summary.payments_succeeded += sum(1 for o in recorded if o.succeeded)
+        summary.payments_failed += sum(1 for o in recorded if not o.succeeded)
         summary.payments_pending += len(charges) - len(outcomes)
 
     def _retry_pending_payments(self, now: datetime, summary: RunSummary) -> None:

@@ -601,6 +601,10 @@ class _Payments(_Repository):
         self._uow.check_open()
         return self._view.get(payment_id)
 
+    def get_for_update(self, payment_id: str) -> Payment:
+        """Return the payment; the store's lock already serializes units of work."""
+        return self.get(payment_id)
+
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""
         self._uow.check_open()

@@ -478,6 +478,20 @@ class Payments(_Repository):
         """Return the payment or raise NotFound."""
         return m.payment_from_row(self._one(payment_id))
 
+    def get_for_update(self, payment_id: str) -> Payment:
+        """Return the payment locked (FOR UPDATE; SQLite: the write lock) or raise NotFound."""
+        self._uow.take_write_lock()
+        row = (
+            self._uow.read(
+                sa.select(t.payments).where(t.payments.c.id == payment_id).with_for_update()
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise _not_found("payment", payment_id)
+        return m.payment_from_row(row)
+
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""
         self._update(m.payment_row(payment), _payment_key_taken(payment))

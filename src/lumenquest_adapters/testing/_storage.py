@@ -509,6 +509,13 @@ class UnitOfWorkContract:
             uow.payments.add(payment("pay_2", idempotency_key="k"))
         assert raised.value.details["idempotency_key"] == "k"
 
+    def test_a_payment_read_for_update_is_the_stored_one(self, uow_factory: UowFactory) -> None:
+        _commit(uow_factory, lambda u: u.payments.add(payment("pay_1")))
+        with uow_factory() as uow:
+            assert uow.payments.get_for_update("pay_1") == uow.payments.get("pay_1")
+            with pytest.raises(NotFound):
+                uow.payments.get_for_update("pay_404")
+
     def test_payments_are_listed_in_creation_order_by_invoice_and_customer(
         self, uow_factory: UowFactory
     ) -> None:
