@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from lumenquest_core._trusted import evolve_trusted
 from lumenquest_core.catalog import PlanChange, Price, UsageType, compare
 from lumenquest_core.coupons import Coupon, Discount
 from lumenquest_core.dunning import DunningPolicy, FinalAction, next_retry_at
@@ -328,7 +329,7 @@ def _apply_scheduled(
     if change is None:
         return sub, ()
     anchor = sub.anchor if change.price.cycle == sub.cycle else boundary
-    updated = attrs.evolve(
+    updated = evolve_trusted(
         sub, price=change.price, quantity=change.quantity, anchor=anchor, scheduled_change=None
     )
     data = _change_data(sub.price, sub.quantity, change.price, change.quantity)
@@ -346,7 +347,7 @@ def _apply_scheduled(
 def _begin_period(sub: Subscription, start: datetime, at: datetime) -> Transition:
     """Start a fresh cycle anchored at ``start``, applying any scheduled change first."""
     changed, events = _apply_scheduled(sub, start, at)
-    updated = attrs.evolve(
+    updated = evolve_trusted(
         changed, anchor=start, current_period=Period(start, add_cycles(start, changed.cycle, 1))
     )
     return Transition(updated, _advance_lines(updated), events)
@@ -428,7 +429,7 @@ def start(
     )
     lines: tuple[InvoiceLine, ...] = ()
     if trial_until is not None:
-        sub = attrs.evolve(
+        sub = evolve_trusted(
             sub, anchor=trial_until, current_period=Period(at, trial_until), trial_end=trial_until
         )
     elif anchor is not None and anchor > at:
@@ -440,7 +441,7 @@ def start(
         if coupon is not None:
             due -= coupon.amount_off_of(due)
         # Stripe's default_incomplete: a subscription with something to pay waits for it.
-        sub = attrs.evolve(sub, status=_Status.INCOMPLETE if due.amount > 0 else _Status.ACTIVE)
+        sub = evolve_trusted(sub, status=_Status.INCOMPLETE if due.amount > 0 else _Status.ACTIVE)
     event = _event(
         sub,
         EventName.SUBSCRIPTION_CREATED,
@@ -467,7 +468,7 @@ def _anchored_start(
             f"anchor {anchor.isoformat()} must be less than one {sub.cycle} after the start",
             details={"anchor": anchor.isoformat(), "at": at.isoformat()},
         )
-    sub = attrs.evolve(sub, anchor=anchor, current_period=Period(at, anchor))
+    sub = evolve_trusted(sub, anchor=anchor, current_period=Period(at, anchor))
     if not _licensed(sub.price):
         return sub, ()
     line = InvoiceLine(
@@ -495,7 +496,7 @@ def end_trial(sub: Subscription, at: datetime) -> Transition:
         sub, EventName.TRIAL_ENDED, at, trial_end=begin.isoformat(), early=at < trial_over
     )
     if sub.cancel_at_period_end and at >= trial_over:
-        canceled = attrs.evolve(
+        canceled = evolve_trusted(
             sub,
             status=_Status.CANCELED,
             trial_end=begin,
@@ -510,7 +511,7 @@ def end_trial(sub: Subscription, at: datetime) -> Transition:
             reason="cancel_at_period_end",
         )
         return Transition(canceled, (), (ended, gone))
-    result = _begin_period(attrs.evolve(sub, status=_Status.ACTIVE, trial_end=begin), begin, at)
+    result = _begin_period(evolve_trusted(sub, status=_Status.ACTIVE, trial_end=begin), begin, at)
     return Transition(result.subscription, result.lines, (ended, *result.events))
 
 
@@ -530,7 +531,7 @@ def trial_will_end(sub: Subscription, at: datetime) -> Transition:
     at = aware(at, "at")
     if sub.trial_reminder_sent_at is not None:
         raise _invalid(sub, "send the trial reminder of", "the reminder was already sent")
-    updated = attrs.evolve(sub, trial_reminder_sent_at=at)
+    updated = evolve_trusted(sub, trial_reminder_sent_at=at)
     event = _event(sub, EventName.TRIAL_WILL_END, at, trial_end=_iso(sub.trial_end))
     return Transition(updated, (), (event,))
 
@@ -551,7 +552,7 @@ def renew(sub: Subscription, at: datetime) -> Transition:
     if at < end:
         raise _invalid(sub, "renew", f"the current period runs until {end.isoformat()}")
     if sub.cancel_at_period_end:
-        canceled = attrs.evolve(
+        canceled = evolve_trusted(
             sub,
             status=_Status.CANCELED,
             ended_at=end,
@@ -567,7 +568,7 @@ def renew(sub: Subscription, at: datetime) -> Transition:
         )
         return Transition(canceled, (), (event,))
     changed, events = _apply_scheduled(sub, end, at)
-    updated = attrs.evolve(changed, current_period=period_at(changed.anchor, changed.cycle, end))
+    updated = evolve_trusted(changed, current_period=period_at(changed.anchor, changed.cycle, end))
     lines = _advance_lines(updated)
     renewed = _event(
         updated,
@@ -588,7 +589,7 @@ def discount_used(sub: Subscription) -> Subscription:
     if sub.discount is None:
         return sub
     used = sub.discount.used()
-    return attrs.evolve(sub, discount=used if used.active else None)
+    return evolve_trusted(sub, discount=used if used.active else None)
 
 
 # ---------------------------------------------------------------- price and quantity changes
@@ -623,7 +624,7 @@ def change(
     new_price, new_quantity = _target(sub, price, quantity)
     _not_before_period(sub, at, "change")
     _not_overdue(sub, at, "change")
-    swapped = attrs.evolve(sub, price=new_price, quantity=new_quantity, scheduled_change=None)
+    swapped = evolve_trusted(sub, price=new_price, quantity=new_quantity, scheduled_change=None)
     lines: tuple[InvoiceLine, ...] = ()
     if sub.status is _Status.TRIALING:
         pass  # nothing was paid during the trial, so there is nothing to prorate
@@ -633,7 +634,7 @@ def change(
     else:
         # A new cycle restarts billing now, as Stripe resets the anchor on an interval change.
         credit = () if behavior is ProrationBehavior.NONE else _unused_credit(sub, at, granularity)
-        swapped = attrs.evolve(
+        swapped = evolve_trusted(
             swapped, anchor=at, current_period=Period(at, add_cycles(at, new_price.cycle, 1))
         )
         lines = (*credit, *_advance_lines(swapped))
@@ -684,7 +685,7 @@ def schedule_change(
         effective_at=scheduled.effective_at.isoformat(),
         **_change_data(sub.price, sub.quantity, new_price, new_quantity),
     )
-    return Transition(attrs.evolve(sub, scheduled_change=scheduled), (), (event,))
+    return Transition(evolve_trusted(sub, scheduled_change=scheduled), (), (event,))
 
 
 def cancel_scheduled_change(sub: Subscription, at: datetime) -> Transition:
@@ -699,7 +700,7 @@ def cancel_scheduled_change(sub: Subscription, at: datetime) -> Transition:
         to_price_id=sub.scheduled_change.price.id,
         to_quantity=sub.scheduled_change.quantity,
     )
-    return Transition(attrs.evolve(sub, scheduled_change=None), (), (event,))
+    return Transition(evolve_trusted(sub, scheduled_change=None), (), (event,))
 
 
 # ---------------------------------------------------------------- cancellation
@@ -735,7 +736,7 @@ def cancel(
     _not_before_period(sub, at, "cancel")
     # Only a paid, running period has unused time; trials, pauses and unpaid ones do not.
     credit = _unused_credit(sub, at, granularity) if prorate and sub.status in _BILLED else ()
-    canceled = attrs.evolve(
+    canceled = evolve_trusted(
         sub,
         status=_Status.CANCELED,
         canceled_at=at,
@@ -764,7 +765,7 @@ def _cancel_at_period_end(sub: Subscription, at: datetime) -> Transition:
         raise _invalid(sub, operation, "a cancellation is already scheduled")
     _not_before_period(sub, at, "cancel")
     _not_overdue(sub, at, operation)
-    updated = attrs.evolve(sub, cancel_at_period_end=True, canceled_at=at)
+    updated = evolve_trusted(sub, cancel_at_period_end=True, canceled_at=at)
     event = _event(
         sub, EventName.CANCELLATION_SCHEDULED, at, cancel_at=sub.current_period.end.isoformat()
     )
@@ -776,7 +777,7 @@ def undo_cancel(sub: Subscription, at: datetime) -> Transition:
     at = aware(at, "at")
     if sub.status in _TERMINAL or not sub.cancel_at_period_end:
         raise _invalid(sub, "undo the cancellation of", "no cancellation is scheduled")
-    updated = attrs.evolve(sub, cancel_at_period_end=False, canceled_at=None)
+    updated = evolve_trusted(sub, cancel_at_period_end=False, canceled_at=None)
     return Transition(updated, (), (_event(sub, EventName.CANCELLATION_UNDONE, at),))
 
 
@@ -801,7 +802,7 @@ def pause(sub: Subscription, *, at: datetime, resumes_at: datetime | None = None
                 f"resumes_at {resumes_at.isoformat()} must be after the pause {at.isoformat()}",
                 details={"resumes_at": resumes_at.isoformat(), "at": at.isoformat()},
             )
-    updated = attrs.evolve(sub, status=_Status.PAUSED, paused_at=at, resumes_at=resumes_at)
+    updated = evolve_trusted(sub, status=_Status.PAUSED, paused_at=at, resumes_at=resumes_at)
     event = _event(
         sub,
         EventName.SUBSCRIPTION_PAUSED,
@@ -822,7 +823,7 @@ def resume(sub: Subscription, at: datetime) -> Transition:
             f"resume at {at.isoformat()} is before the pause at {paused_at.isoformat()}",
             details={"at": at.isoformat(), "paused_at": paused_at.isoformat()},
         )
-    active = attrs.evolve(sub, status=_Status.ACTIVE, paused_at=None, resumes_at=None)
+    active = evolve_trusted(sub, status=_Status.ACTIVE, paused_at=None, resumes_at=None)
     # Past the paid period, billing restarts from the resume: no invoice covers paused time.
     paid = at < sub.current_period.end
     result = Transition(active) if paid else _begin_period(active, at, at)
@@ -858,17 +859,17 @@ def payment_failed(sub: Subscription, *, at: datetime, policy: DunningPolicy) ->
     failures = sub.failed_payments + 1
     retry = next_retry_at(policy, failures, at)
     failed = _event(sub, EventName.PAYMENT_FAILED, at, attempt=failures, next_retry_at=_iso(retry))
-    updated = attrs.evolve(sub, failed_payments=failures, next_payment_retry_at=retry)
+    updated = evolve_trusted(sub, failed_payments=failures, next_payment_retry_at=retry)
     if retry is not None:
-        updated = attrs.evolve(updated, status=_Status.PAST_DUE)
+        updated = evolve_trusted(updated, status=_Status.PAST_DUE)
         if sub.status is _Status.PAST_DUE:
             return Transition(updated, (), (failed,))
         past_due = _event(updated, EventName.SUBSCRIPTION_PAST_DUE, at, attempt=failures)
         return Transition(updated, (), (failed, past_due))
     if policy.final_action is FinalAction.UNPAID:
-        updated = attrs.evolve(updated, status=_Status.UNPAID)
+        updated = evolve_trusted(updated, status=_Status.UNPAID)
         return Transition(updated, (), (failed, _event(updated, EventName.SUBSCRIPTION_UNPAID, at)))
-    updated = attrs.evolve(
+    updated = evolve_trusted(
         updated, status=_Status.CANCELED, canceled_at=at, ended_at=at, scheduled_change=None
     )
     gone = _event(
@@ -893,11 +894,11 @@ def payment_succeeded(sub: Subscription, at: datetime) -> Transition:
     at = aware(at, "at")
     paid = _event(sub, EventName.PAYMENT_SUCCEEDED, at)
     if sub.status is _Status.INCOMPLETE:
-        active = attrs.evolve(sub, status=_Status.ACTIVE)
+        active = evolve_trusted(sub, status=_Status.ACTIVE)
         return Transition(active, (), (paid, _event(active, EventName.SUBSCRIPTION_ACTIVATED, at)))
     if sub.status in (_Status.PAST_DUE, _Status.UNPAID):
         # An unpaid subscription did not renew; next_action_at now reports the missed renewals.
-        recovered = attrs.evolve(
+        recovered = evolve_trusted(
             sub, status=_Status.ACTIVE, failed_payments=0, next_payment_retry_at=None
         )
         event = _event(
@@ -918,7 +919,7 @@ def expire_incomplete(sub: Subscription, at: datetime) -> Transition:
     deadline = sub.created_at + _INCOMPLETE_EXPIRY
     if at < deadline:
         raise _invalid(sub, "expire", f"it can be paid until {deadline.isoformat()}")
-    expired = attrs.evolve(sub, status=_Status.INCOMPLETE_EXPIRED, ended_at=at)
+    expired = evolve_trusted(sub, status=_Status.INCOMPLETE_EXPIRED, ended_at=at)
     return Transition(expired, (), (_event(expired, EventName.SUBSCRIPTION_EXPIRED, at),))
 
 
