@@ -551,6 +551,11 @@ class Billing:
             )
             self._remember(uow, idempotency_key, "update_customer", arguments, customer_id, at)
             uow.commit()
+        if updated.gateway_customer_id is not None and ("email" in changes or "name" in changes):
+            # Keep the gateway's copy (receipts, card emails) in step; it is re-synced on
+            # the next change if the gateway cannot be reached now.
+            with contextlib.suppress(GatewayUnavailable):
+                self.gateway.ensure_customer(updated)
         self._after_commit(())
         return updated
 

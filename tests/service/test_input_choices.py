@@ -53,3 +53,20 @@ def test_the_first_subscription_links_the_customer_to_the_gateway_once(billing: 
     assert linked.startswith("cus_fake_")
     billing.subscribe(customer_id=customer.id, price_id=price.id)
     assert billing.get_customer(customer.id).gateway_customer_id == linked
+
+
+def test_a_changed_email_is_synced_to_the_gateway_customer(billing: Any) -> None:
+    customer = billing.create_customer(email="a@example.com")
+    plan = billing.create_plan(name="P")
+    price = billing.create_price(plan_id=plan.id, unit_amount=Money(100, "USD"))
+    billing.subscribe(customer_id=customer.id, price_id=price.id)
+    seen: list[str] = []
+    original = billing.gateway.ensure_customer
+
+    def recording(updated: Any) -> str:
+        seen.append(updated.email)
+        return str(original(updated))
+
+    billing.gateway.ensure_customer = recording
+    billing.update_customer(customer.id, email="b@example.com")
+    assert seen == ["b@example.com"]
