@@ -1148,16 +1148,7 @@ class Billing:
                         settled_at=at,
                     )
                 )
-                voided = invoicing.void(invoice, at)
-                uow.invoices.update(voided)
-                customer = uow.customers.get(invoice.customer_id)
-                if invoice.credit_applied.amount:
-                    # The credit the voided invoice had used goes back to the customer.
-                    balance = customer.balance()
-                    assert balance is not None
-                    uow.customers.update(
-                        attrs.evolve(customer, credit_balance=balance + invoice.credit_applied)
-                    )
+                _void_and_return_credit(uow, invoice, at)
                 self._emit(
                     uow,
                     [
@@ -1826,7 +1817,6 @@ class Billing:
                 return uow.invoices.get(first)
             before = uow.invoices.get(invoice_id)
             if operation == "void_invoice":
-                after = invoicing.void(before, at)
                 # A pending charge may still go through (run_due resends it with its key):
                 # voiding now would let the customer be charged for a void invoice.
                 if _pending_payment(uow, invoice_id) is not None:
@@ -1835,16 +1825,10 @@ class Billing:
                         " void it once run_due has settled the payment",
                         details={"status": before.status.value, "operation": "void"},
                     )
-                if before.credit_applied.amount:
-                    customer = uow.customers.get(before.customer_id)
-                    balance = customer.balance()
-                    assert balance is not None
-                    uow.customers.update(
-                        attrs.evolve(customer, credit_balance=balance + before.credit_applied)
-                    )
+                after = _void_and_return_credit(uow, before, at)
             else:
                 after = invoicing.mark_uncollectible(before, at)
-            uow.invoices.update(after)
+                uow.invoices.update(after)
             self._emit(uow, [self._event(name, invoice_id, before.customer_id, at)], at)
             self._audit(
                 uow,
@@ -2060,10 +2044,7 @@ class Billing:
                     update_invoice=False,
                 )
             if note.outcome is CreditNoteOutcome.CREDIT_BALANCE:
-                customer = uow.customers.get(invoice.customer_id)
-                balance = customer.balance()
-                assert balance is not None
-                uow.customers.update(attrs.evolve(customer, credit_balance=balance + amount))
+                _credit_customer(uow, invoice.customer_id, amount)
             events = [
                 self._event(
                     EventName.CREDIT_NOTE_ISSUED,
@@ -2296,15 +2277,7 @@ class Billing:
                     return uow.subscriptions.get(sub.id), []  # it was paid in time after all
             summary.expired += 1
             for invoice in open_invoices:
-                uow.invoices.update(invoicing.void(invoice, due))
-                if invoice.credit_applied.amount:
-                    # The credit the voided invoice had used goes back to the customer.
-                    customer = uow.customers.get(invoice.customer_id)
-                    balance = customer.balance()
-                    assert balance is not None
-                    uow.customers.update(
-                        attrs.evolve(customer, credit_balance=balance + invoice.credit_applied)
-                    )
+                _void_and_return_credit(uow, invoice, due)
             return self._apply(uow, sub, lifecycle.expire_incomplete(sub, due), "expired", due), []
         if status is _Status.TRIALING:
             reminder = lifecycle.trial_reminder_at(sub)
@@ -2693,6 +2666,23 @@ def metrics_from_changes(
 
 def _erased_email(customer_id: str) -> str:
     return f"erased+{customer_id.lower()}@erased.invalid"
+
+
+def _credit_customer(uow: UnitOfWork, customer_id: str, amount: Money) -> None:
+    """Add ``amount`` to the customer's credit balance."""
+    customer = uow.customers.get(customer_id)
+    balance = customer.balance()
+    assert balance is not None  # a customer with invoices has a currency
+    uow.customers.update(attrs.evolve(customer, credit_balance=balance + amount))
+
+
+def _void_and_return_credit(uow: UnitOfWork, invoice: Invoice, at: datetime) -> Invoice:
+    """Void an open invoice and give back the credit balance it had used."""
+    voided = invoicing.void(invoice, at)
+    uow.invoices.update(voided)
+    if invoice.credit_applied.amount:
+        _credit_customer(uow, invoice.customer_id, invoice.credit_applied)
+    return voided
 
 
 def _pending_payment(uow: UnitOfWork, invoice_id: str) -> Payment | None:
