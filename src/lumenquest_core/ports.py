@@ -350,6 +350,12 @@ class PaymentRepository(Protocol):
         """Return the payment or raise NotFound."""
         ...
 
+    def find(
+        self, *, idempotency_key: str | None = None, gateway_reference: str | None = None
+    ) -> Payment | None:
+        """Return the payment with this idempotency key or gateway reference, if any."""
+        ...
+
     def get_for_update(self, payment_id: str) -> Payment:
         """Return the payment locked until the unit of work ends, so settlements serialize.
 

@@ -2098,16 +2098,15 @@ class Billing:
         return True
 
     def _payment_for(self, uow: UnitOfWork, event: GatewayEvent) -> Payment | None:
-        if event.idempotency_key is None and event.reference is None:
+        """Return the still-pending payment a gateway event is about, if any."""
+        payment = None
+        if event.idempotency_key is not None:
+            payment = uow.payments.find(idempotency_key=event.idempotency_key)
+        if payment is None and event.reference is not None:
+            payment = uow.payments.find(gateway_reference=event.reference)
+        if payment is None or payment.status is not PaymentStatus.PENDING:
             return None
-        for payment in uow.payments.pending(
-            created_before=datetime.max.replace(tzinfo=event.occurred_at.tzinfo), limit=10_000
-        ):
-            if payment.idempotency_key == event.idempotency_key or (
-                event.reference and payment.gateway_reference == event.reference
-            ):
-                return payment
-        return None
+        return payment
 
     def _apply_gateway_event(self, uow: UnitOfWork, event: GatewayEvent, at: datetime) -> None:
         if event.type in (GatewayEventType.PAYMENT_SUCCEEDED, GatewayEventType.PAYMENT_FAILED):
@@ -2124,9 +2123,7 @@ class Billing:
             return
         customer_id = ""
         if event.type is GatewayEventType.CHARGE_REFUNDED and event.reference and event.amount:
-            payment = next(
-                (p for p in uow.payments.list() if p.gateway_reference == event.reference), None
-            )
+            payment = uow.payments.find(gateway_reference=event.reference)
             if payment is not None:
                 already = payment.amount_refunded or Money(0, payment.amount.currency)
                 extra = event.amount - already  # the event carries the charge's total refunded

@@ -168,6 +168,8 @@ class MemoryStore:
                 "invoice_id": lambda p: p.invoice_id,
                 "customer_id": lambda p: p.customer_id,
                 "pending": lambda p: _is_true(p.status is PaymentStatus.PENDING),
+                "idempotency_key": lambda p: p.idempotency_key,
+                "gateway_reference": lambda p: p.gateway_reference,
             },
         )
         self.refunds: Table[Refund] = Table(
@@ -604,6 +606,19 @@ class _Payments(_Repository):
     def get_for_update(self, payment_id: str) -> Payment:
         """Return the payment; the store's lock already serializes units of work."""
         return self.get(payment_id)
+
+    def find(
+        self, *, idempotency_key: str | None = None, gateway_reference: str | None = None
+    ) -> Payment | None:
+        """Return the payment with this idempotency key or gateway reference, if any."""
+        self._uow.check_open()
+        if idempotency_key is not None:
+            rows = self._view.bucket("idempotency_key", idempotency_key)
+        elif gateway_reference is not None:
+            rows = self._view.bucket("gateway_reference", gateway_reference)
+        else:
+            return None
+        return next(iter(rows), None)
 
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""

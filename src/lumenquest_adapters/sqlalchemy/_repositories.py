@@ -478,6 +478,20 @@ class Payments(_Repository):
         """Return the payment or raise NotFound."""
         return m.payment_from_row(self._one(payment_id))
 
+    def find(
+        self, *, idempotency_key: str | None = None, gateway_reference: str | None = None
+    ) -> Payment | None:
+        """Return the payment with this idempotency key or gateway reference, if any."""
+        c = t.payments.c
+        if idempotency_key is not None:
+            condition = c.idempotency_key == idempotency_key
+        elif gateway_reference is not None:
+            condition = c.gateway_reference == gateway_reference
+        else:
+            return None
+        rows = self._rows(sa.select(t.payments).where(condition).limit(1))
+        return m.payment_from_row(rows[0]) if rows else None
+
     def get_for_update(self, payment_id: str) -> Payment:
         """Return the payment locked (FOR UPDATE; SQLite: the write lock) or raise NotFound."""
         self._uow.take_write_lock()

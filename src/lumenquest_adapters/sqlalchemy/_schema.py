@@ -321,7 +321,8 @@ payments = sa.Table(
     sa.Column("idempotency_key", sa.String(255), nullable=False, unique=True),
     sa.Column("attempt", sa.Integer(), nullable=False),
     sa.Column("created_at", Timestamp(), nullable=False),
-    sa.Column("gateway_reference", sa.String(255), nullable=True),
+    # Gateway webhooks name the charge by its reference.
+    sa.Column("gateway_reference", sa.String(255), nullable=True, index=True),
     sa.Column("failure_code", sa.String(255), nullable=True),
     sa.Column("failure_message", sa.Text(), nullable=False),
     sa.Column("amount_refunded", sa.BigInteger(), nullable=True),

@@ -509,6 +509,17 @@ class UnitOfWorkContract:
             uow.payments.add(payment("pay_2", idempotency_key="k"))
         assert raised.value.details["idempotency_key"] == "k"
 
+    def test_a_payment_is_found_by_idempotency_key_or_gateway_reference(
+        self, uow_factory: UowFactory
+    ) -> None:
+        paid = attrs.evolve(payment("pay_1", idempotency_key="in_1:1"), gateway_reference="ch_9")
+        _commit(uow_factory, lambda u: u.payments.add(paid))
+        with uow_factory() as uow:
+            assert uow.payments.find(idempotency_key="in_1:1") == paid
+            assert uow.payments.find(gateway_reference="ch_9") == paid
+            assert uow.payments.find(idempotency_key="in_2:1") is None
+            assert uow.payments.find() is None
+
     def test_a_payment_read_for_update_is_the_stored_one(self, uow_factory: UowFactory) -> None:
         _commit(uow_factory, lambda u: u.payments.add(payment("pay_1")))
         with uow_factory() as uow:
