@@ -26,7 +26,13 @@ key, one outbox row per event); driver errors become the core's ``Conflict``,
 
 from lumenquest_adapters.sqlalchemy._engine import create_engine_for
 from lumenquest_adapters.sqlalchemy._errors import translate
-from lumenquest_adapters.sqlalchemy._migrate import alembic_config, downgrade, upgrade
+from lumenquest_adapters.sqlalchemy._migrate import (
+    alembic_config,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
 from lumenquest_adapters.sqlalchemy._roles import create_app_role
 from lumenquest_adapters.sqlalchemy._schema import metadata
 from lumenquest_adapters.sqlalchemy._uow import (
@@ -46,9 +52,11 @@ __all__ = [
     "SqlAlchemyStore",
     "SqlAlchemyUnitOfWork",
     "alembic_config",
+    "current_revision",
     "create_app_role",
     "create_engine_for",
     "downgrade",
+    "head_revision",
     "metadata",
     "sqlalchemy_billing",
     "translate",

@@ -7,11 +7,13 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from lumenquest_adapters.sqlalchemy._engine import create_engine_for
 
-__all__ = ["alembic_config", "downgrade", "upgrade"]
+__all__ = ["alembic_config", "current_revision", "downgrade", "head_revision", "upgrade"]
 
 SCRIPT_LOCATION = Path(__file__).parent / "migrations"
 
@@ -51,3 +53,24 @@ def upgrade(engine_or_url: Engine | str | sa.URL, revision: str = "head") -> Non
 def downgrade(engine_or_url: Engine | str | sa.URL, revision: str = "base") -> None:
     """Migrate the database down to ``revision`` (``base``: no lumenquest table left)."""
     _run(engine_or_url, "downgrade", revision)
+
+
+def current_revision(engine_or_url: Engine | str | sa.URL) -> str | None:
+    """Return the database's migration revision, or None for an empty database."""
+    owned = not isinstance(engine_or_url, Engine)
+    engine = (
+        engine_or_url if isinstance(engine_or_url, Engine) else create_engine_for(engine_or_url)
+    )
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def head_revision() -> str:
+    """Return the newest revision this package ships."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None  # the package ships at least one migration
+    return head
