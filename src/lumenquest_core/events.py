@@ -54,7 +54,8 @@ def _frozen(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
-@attrs.frozen
+# Not slotted: events are built on every change, and a dict-backed object builds fastest.
+@attrs.frozen(slots=False)
 class DomainEvent:
     """Something that happened to ``subject_id`` at ``occurred_at``; ``data`` is JSON-ready."""
 

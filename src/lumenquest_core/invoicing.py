@@ -209,7 +209,8 @@ _MONEY_FIELDS = (
 )
 
 
-@attrs.frozen
+# Not slotted: invoices are copied on every state change, and a dict copies at C speed.
+@attrs.frozen(slots=False)
 class Invoice:
     """A bill to a customer: its lines, its computed amounts and where it is in its life.
 
@@ -391,22 +392,25 @@ def build_invoice(
             )
 
     discounts = _line_discounts(checked, currency, discount, at)
-    taxes = tuple(
-        _line_taxes(
-            line.amount - line_discount,
-            line.tax_rates
-            or (tax_calculator.rates_for(line, customer_id) if tax_calculator else ()),
+    per_line: list[tuple[LineTax, ...]] = []
+    exclusive = inclusive = 0
+    for line, line_discount in zip(checked, discounts, strict=True):
+        rates = line.tax_rates or (
+            tax_calculator.rates_for(line, customer_id) if tax_calculator else ()
         )
-        for line, line_discount in zip(checked, discounts, strict=True)
-    )
+        line_taxes = _line_taxes(line.amount - line_discount, rates) if rates else ()
+        per_line.append(line_taxes)
+        for tax in line_taxes:
+            if tax.inclusive:
+                inclusive += tax.amount.amount
+            else:
+                exclusive += tax.amount.amount
+    taxes = tuple(per_line)
     subtotal = sum(line.amount.amount for line in checked)
     discount_total = sum(part.amount for part in discounts)
-    flat = [tax for line_taxes in taxes for tax in line_taxes]
-    exclusive = sum(tax.amount.amount for tax in flat if not tax.inclusive)
-    inclusive = sum(tax.amount.amount for tax in flat if tax.inclusive)
     total = subtotal - discount_total + exclusive
     credit_applied = min(balance.amount, max(total, 0))
-    zero = _money(0, currency)
+    zero = balance if not balance.amount else _money(0, currency)
     # Every field was checked above and the amounts are consistent by construction.
     return new_trusted(
         Invoice,
@@ -418,11 +422,11 @@ def build_invoice(
         billing_reason=billing_reason,
         created_at=at,
         subtotal=_money(subtotal, currency),
-        discount=_money(discount_total, currency),
-        tax=_money(exclusive, currency),
-        inclusive_tax=_money(inclusive, currency),
+        discount=_money(discount_total, currency) if discount_total else zero,
+        tax=_money(exclusive, currency) if exclusive else zero,
+        inclusive_tax=_money(inclusive, currency) if inclusive else zero,
         total=_money(total, currency),
-        credit_applied=_money(credit_applied, currency),
+        credit_applied=_money(credit_applied, currency) if credit_applied else zero,
         amount_due=_money(max(0, total - credit_applied), currency),
         amount_paid=zero,
         amount_credited=zero,

@@ -17,6 +17,7 @@ __all__ = [
     "add_cycles",
     "aware",
     "period_at",
+    "period_from",
 ]
 
 
@@ -195,3 +196,14 @@ def period_at(anchor: datetime, cycle: BillingCycle, at: datetime) -> Period:
         n += 1
         start, end = end, _shift(anchor, cycle, n + 1)
     return _unsafe_period(start, end)
+
+
+def period_from(anchor: datetime, cycle: BillingCycle, start: datetime) -> Period:
+    """Return the period that begins at ``start``, a boundary of the anchor's grid."""
+    anchor = aware(anchor, "anchor")
+    start = aware(start, "start")
+    # On the grid the estimate is exact, so one shift confirms it and one finds the end.
+    n = _estimate_cycles(anchor, cycle, start)
+    if _shift(anchor, cycle, n) != start:
+        return period_at(anchor, cycle, start)
+    return _unsafe_period(start, _shift(anchor, cycle, n + 1))

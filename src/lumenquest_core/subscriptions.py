@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 
-from lumenquest_core._trusted import evolve_trusted
+from lumenquest_core._trusted import evolve_trusted, new_trusted
 from lumenquest_core.catalog import PlanChange, Price, UsageType, compare
 from lumenquest_core.coupons import Coupon, Discount
 from lumenquest_core.dunning import DunningPolicy, FinalAction, next_retry_at
@@ -27,7 +28,7 @@ from lumenquest_core.errors import CurrencyMismatch, InvalidTransition, Validati
 from lumenquest_core.events import DomainEvent, EventName
 from lumenquest_core.lines import InvoiceLine, LineKind
 from lumenquest_core.money import Money
-from lumenquest_core.periods import BillingCycle, Period, add_cycles, aware, period_at
+from lumenquest_core.periods import BillingCycle, Period, add_cycles, aware, period_at, period_from
 from lumenquest_core.proration import (
     ChangeTiming,
     Granularity,
@@ -85,7 +86,8 @@ class ScheduledChange:
     effective_at: datetime
 
 
-@attrs.frozen
+# Not slotted: every transition copies the subscription, and a dict copies at C speed.
+@attrs.frozen(slots=False)
 class Subscription:
     """A customer's subscription to one price; immutable, changed only by transitions."""
 
@@ -227,8 +229,14 @@ def _money_json(value: Money | None) -> dict[str, Any] | None:
 
 
 def _event(sub: Subscription, name: EventName, at: datetime, **data: Any) -> DomainEvent:
-    return DomainEvent(
-        name=name, subject_id=sub.id, customer_id=sub.customer_id, occurred_at=at, data=data
+    # ``data`` is a fresh dict of JSON-ready values: freeze it without another copy.
+    return new_trusted(
+        DomainEvent,
+        name=name,
+        subject_id=sub.id,
+        customer_id=sub.customer_id,
+        occurred_at=at,
+        data=MappingProxyType(data),
     )
 
 
@@ -242,7 +250,8 @@ def _advance_lines(sub: Subscription) -> tuple[InvoiceLine, ...]:
     if not _licensed(sub.price):
         return ()
     return (
-        InvoiceLine(
+        new_trusted(
+            InvoiceLine,
             kind=LineKind.SUBSCRIPTION,
             description=_label(sub.price, sub.quantity),
             amount=sub.price.amount_for(sub.quantity),
@@ -250,6 +259,8 @@ def _advance_lines(sub: Subscription) -> tuple[InvoiceLine, ...]:
             period=sub.current_period,
             price_id=sub.price.id,
             subscription_id=sub.id,
+            discountable=True,
+            tax_rates=(),
         ),
     )
 
@@ -568,7 +579,9 @@ def renew(sub: Subscription, at: datetime) -> Transition:
         )
         return Transition(canceled, (), (event,))
     changed, events = _apply_scheduled(sub, end, at)
-    updated = evolve_trusted(changed, current_period=period_at(changed.anchor, changed.cycle, end))
+    updated = evolve_trusted(
+        changed, current_period=period_from(changed.anchor, changed.cycle, end)
+    )
     lines = _advance_lines(updated)
     renewed = _event(
         updated,
