@@ -166,8 +166,10 @@ def build_backend(
         rate_limiter = rate_limiter or RedisRateLimiter.from_url(url, prefix=prefix)
         idempotency = idempotency or RedisIdempotencyStore.from_url(url, prefix=prefix)
         lock = lock or RedisLock.from_url(url, prefix=prefix)
+    lock = lock or MemoryLock()
     billing = Billing(
         unit_of_work=unit_of_work,
+        lock=lock,
         clock=clock,
         gateway=gateway or _gateway(settings),
         email=email or _email(settings),
@@ -183,7 +185,7 @@ def build_backend(
         billing=billing,
         rate_limiter=rate_limiter or MemoryRateLimiter(clock),
         idempotency=idempotency or MemoryIdempotencyStore(),
-        lock=lock or MemoryLock(),
+        lock=lock,
         settings=settings,
     )
 

@@ -71,6 +71,7 @@ from lumenquest_core.ports import (
     EmailMessage,
     EmailSender,
     IdempotencyRecord,
+    Lock,
     OutboxMessage,
     PaymentGateway,
     PendingLine,
@@ -90,6 +91,8 @@ __all__ = [
 _Status = SubscriptionStatus
 
 SYSTEM_ACTOR = "system"
+_DISPATCH_LOCK = "lumenquest:dispatch-events"
+_DISPATCH_LOCK_SECONDS = 300  # longer than any batch of emails takes to send
 # How long a renewal run works on one subscription before moving on; a subscription this
 # far behind finishes on the next run instead of holding a batch hostage.
 _MAX_STEPS_PER_SUBSCRIPTION = 64
@@ -233,6 +236,7 @@ class Billing:
         pending_payment_grace: timedelta = timedelta(minutes=5),
         dispatch_immediately: bool = True,
         actor: str = SYSTEM_ACTOR,
+        lock: Lock | None = None,
     ) -> None:
         invoicing.format_invoice_number(invoice_prefix, 1)  # fail at start on a bad prefix
         if batch_size < 1:
@@ -254,6 +258,9 @@ class Billing:
         self._pending_grace = pending_payment_grace
         self._dispatch_immediately = dispatch_immediately
         self.actor = actor
+        # With several processes dispatching, a shared lock keeps two of them from
+        # sending the same email; one process alone needs none.
+        self._lock = lock
 
     def as_actor(self, actor: str) -> Billing:
         """Return the same billing that records ``actor`` (e.g. ``"user:42"``) in the audit log."""
@@ -2405,8 +2412,15 @@ class Billing:
         Delivery is at least once and each handler deduplicates by event id: an analytics
         row per event id, an email per (event id, template). A batch takes three units of
         work whatever its size. If sending an email fails, the events whose email was not
-        sent stay in the outbox for the next call and the error is raised.
+        sent stay in the outbox for the next call and the error is raised. With a ``lock``,
+        one dispatcher runs at a time across processes; the others return 0 at once.
         """
+        if self._lock is None:
+            return self._dispatch(limit)
+        with self._lock.hold(_DISPATCH_LOCK, ttl_seconds=_DISPATCH_LOCK_SECONDS) as acquired:
+            return self._dispatch(limit) if acquired else 0
+
+    def _dispatch(self, limit: int) -> int:
         delivered = 0
         while True:
             with self._uow() as uow:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from lumenquest_adapters.memory import MemoryLock
 from lumenquest_core import IdempotencyConflict, Money, ValidationError
 from tests.service.stores import Backend
 
@@ -70,3 +71,16 @@ def test_a_changed_email_is_synced_to_the_gateway_customer(billing: Any) -> None
     billing.gateway.ensure_customer = recording
     billing.update_customer(customer.id, email="b@example.com")
     assert seen == ["b@example.com"]
+
+
+def test_a_second_dispatcher_waits_for_the_one_holding_the_lock(backend: Backend) -> None:
+    """With a shared lock, two processes never send the same outbox email twice."""
+    lock = MemoryLock()
+    billing = backend.billing(lock=lock, dispatch_immediately=False)
+    billing.create_customer(email="a@example.com")
+    with lock.hold("lumenquest:dispatch-events", ttl_seconds=60) as held:
+        assert held
+        assert billing.dispatch_events() == 0
+        assert billing.email.sent == []
+    assert billing.dispatch_events() == 1
+    assert [m.template for m in billing.email.sent] == ["welcome"]
