@@ -71,6 +71,19 @@ class Payment:
     amount_refunded: Money | None = None
     settled_at: datetime | None = None
 
+    def failed(
+        self, at: datetime, code: str | None, message: str, reference: str | None = None
+    ) -> Payment:
+        """Return the payment settled as failed at ``at``."""
+        return attrs.evolve(
+            self,
+            status=PaymentStatus.FAILED,
+            gateway_reference=reference or self.gateway_reference,
+            failure_code=code,
+            failure_message=message,
+            settled_at=at,
+        )
+
     def refundable(self) -> Money:
         """Return how much of the payment can still be refunded."""
         if self.status is not PaymentStatus.SUCCEEDED:

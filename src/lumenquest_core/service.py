@@ -1147,13 +1147,7 @@ class Billing:
                 )
             else:
                 uow.payments.update(
-                    attrs.evolve(
-                        charge.payment,
-                        status=PaymentStatus.FAILED,
-                        failure_code=outcome.decline_code,
-                        failure_message=outcome.message,
-                        settled_at=at,
-                    )
+                    charge.payment.failed(at, outcome.decline_code, outcome.message)
                 )
                 _void_and_return_credit(uow, invoice, at)
                 self._emit(
@@ -1640,16 +1634,7 @@ class Billing:
         invoice: Invoice,
         at: datetime,
     ) -> None:
-        uow.payments.update(
-            attrs.evolve(
-                payment,
-                status=PaymentStatus.FAILED,
-                gateway_reference=reference,
-                failure_code=decline_code,
-                failure_message=message,
-                settled_at=at,
-            )
-        )
+        uow.payments.update(payment.failed(at, decline_code, message, reference))
         self._audit(
             uow,
             at,
@@ -1659,44 +1644,28 @@ class Billing:
             customer_id=payment.customer_id,
             after={"decline_code": decline_code},
         )
-        if invoice.subscription_id is None or invoice.status is not InvoiceStatus.OPEN:
-            self._emit(
-                uow,
-                [
-                    self._event(
-                        EventName.PAYMENT_FAILED,
-                        payment.id,
-                        payment.customer_id,
-                        at,
-                        invoice_id=invoice.id,
-                        decline_code=decline_code,
-                        next_retry_at=None,
-                    )
-                ],
-                at,
-            )
-            return
-        sub = uow.subscriptions.get(invoice.subscription_id)
-        if sub.status in (_Status.INCOMPLETE, _Status.ACTIVE, _Status.PAST_DUE):
-            transition = lifecycle.payment_failed(sub, at=at, policy=self._dunning)
-            # The lifecycle's own payment.failed event carries the next retry date.
-            self._apply(uow, sub, transition, "payment_failed", at)
-        else:
-            self._emit(
-                uow,
-                [
-                    self._event(
-                        EventName.PAYMENT_FAILED,
-                        payment.id,
-                        payment.customer_id,
-                        at,
-                        invoice_id=invoice.id,
-                        decline_code=decline_code,
-                        next_retry_at=None,
-                    )
-                ],
-                at,
-            )
+        if invoice.subscription_id is not None and invoice.status is InvoiceStatus.OPEN:
+            sub = uow.subscriptions.get(invoice.subscription_id)
+            if sub.status in (_Status.INCOMPLETE, _Status.ACTIVE, _Status.PAST_DUE):
+                # The lifecycle's own payment.failed event carries the next retry date.
+                self._apply(
+                    uow,
+                    sub,
+                    lifecycle.payment_failed(sub, at=at, policy=self._dunning),
+                    "payment_failed",
+                    at,
+                )
+                return
+        failed = self._event(
+            EventName.PAYMENT_FAILED,
+            payment.id,
+            payment.customer_id,
+            at,
+            invoice_id=invoice.id,
+            decline_code=decline_code,
+            next_retry_at=None,
+        )
+        self._emit(uow, [failed], at)
 
     def get_invoice(self, invoice_id: str) -> Invoice:
         """Return the invoice or raise NotFound."""
@@ -2128,7 +2097,6 @@ class Billing:
                     uow, payment, event.reference, event.decline_code, event.message, invoice, at
                 )
             return
-        customer_id = ""
         if event.type is GatewayEventType.CHARGE_REFUNDED and event.reference and event.amount:
             payment = uow.payments.find(gateway_reference=event.reference)
             if payment is not None:
@@ -2139,22 +2107,16 @@ class Billing:
                         uow, self._ids("re"), payment.id, extra, "gateway", at, event.id
                     )
                 return
-        self._emit(
-            uow,
-            [
-                self._event(
-                    EventName.DISPUTE_CREATED
-                    if event.type is GatewayEventType.DISPUTE_CREATED
-                    else EventName.GATEWAY_EVENT_IGNORED,
-                    event.id,
-                    customer_id,
-                    at,
-                    reference=event.reference,
-                    type=event.type.value,
-                )
-            ],
-            at,
+        name = (
+            EventName.DISPUTE_CREATED
+            if event.type is GatewayEventType.DISPUTE_CREATED
+            else EventName.GATEWAY_EVENT_IGNORED
         )
+        # No customer: the event names a charge we may not know (yet).
+        noted = self._event(
+            name, event.id, "", at, reference=event.reference, type=event.type.value
+        )
+        self._emit(uow, [noted], at)
 
     # -- the billing run ------------------------------------------------------------
 
@@ -2238,12 +2200,10 @@ class Billing:
             with self._uow() as uow:
                 for payment in never_charged:
                     uow.payments.update(
-                        attrs.evolve(
-                            payment,
-                            status=PaymentStatus.FAILED,
-                            failure_code="invoice_not_payable",
-                            failure_message="never charged, and its invoice is no longer open",
-                            settled_at=now,
+                        payment.failed(
+                            now,
+                            "invoice_not_payable",
+                            "never charged, and its invoice is no longer open",
                         )
                     )
                 uow.commit()
@@ -2351,13 +2311,11 @@ class Billing:
             self._record_success(uow, payment, found.reference, invoice, at)
             return True
         uow.payments.update(
-            attrs.evolve(
-                payment,
-                status=PaymentStatus.FAILED,
-                gateway_reference=None if found is None else found.reference,
-                failure_code="invoice_voided" if found is None else found.decline_code,
-                failure_message="the subscription expired before its first payment went through",
-                settled_at=at,
+            payment.failed(
+                at,
+                "invoice_voided" if found is None else found.decline_code,
+                "the subscription expired before its first payment went through",
+                None if found is None else found.reference,
             )
         )
         return False
