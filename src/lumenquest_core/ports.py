@@ -9,7 +9,7 @@ as a database constraint would, so that every adapter behaves the same.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from types import MappingProxyType, TracebackType
@@ -627,6 +627,26 @@ class UnitOfWork(Protocol):
         traceback: TracebackType | None,
     ) -> None:
         """Roll back whatever was not committed."""
+        ...
+
+    def prepare_batch(
+        self,
+        *,
+        customers: Collection[str] = (),
+        subscriptions: Collection[str] = (),
+        invoices: Collection[str] = (),
+        payments_for_update: Collection[str] = (),
+        pending_lines_of: Collection[str] = (),
+    ) -> None:
+        """Announce that this unit of work processes many rows, so the store may batch it.
+
+        Results never change, only when work happens: the named rows may be read now in
+        a few statements (the payments locked as ``get_for_update`` would), and until the
+        transaction ends, writes may be held back and sent in bulk before a read that
+        needs them or at ``commit``; a broken constraint may then raise from ``commit``
+        instead of from the write (nothing is kept either way). Unknown ids are no error
+        here. A store with nothing to gain implements it as a no-op.
+        """
         ...
 
     def commit(self) -> None:

@@ -1503,12 +1503,20 @@ class Billing:
                     uow, updated, lifecycle.payment_succeeded(updated, at), "payment_succeeded", at
                 )
             return updated, []
-        return updated, [self._new_payment(uow, invoice, customer, at)]
+        return updated, [self._new_payment(uow, invoice, customer, at, attempt=1)]
 
     def _new_payment(
-        self, uow: UnitOfWork, invoice: Invoice, customer: Customer, at: datetime
+        self,
+        uow: UnitOfWork,
+        invoice: Invoice,
+        customer: Customer,
+        at: datetime,
+        *,
+        attempt: int | None = None,
     ) -> _Charge:
-        attempt = len(uow.payments.list(invoice_id=invoice.id)) + 1
+        """Store a pending payment of the invoice's amount due; ``attempt=1`` for a new invoice."""
+        if attempt is None:
+            attempt = len(uow.payments.list(invoice_id=invoice.id)) + 1
         payment = Payment(
             id=self._ids("pay"),
             invoice_id=invoice.id,
@@ -1547,6 +1555,17 @@ class Billing:
         at = self._now()
         recorded: list[_ChargeOutcome] = []
         with self._uow() as uow:
+            uow.prepare_batch(
+                payments_for_update=[o.charge.payment.id for o in outcomes],
+                invoices={o.charge.payment.invoice_id for o in outcomes},
+            )
+            uow.prepare_batch(
+                subscriptions={
+                    invoice.subscription_id
+                    for invoice in (uow.invoices.get(o.charge.payment.invoice_id) for o in outcomes)
+                    if invoice.subscription_id is not None
+                }
+            )
             for outcome in outcomes:
                 # Locked: a second run or a webhook settling the same payment waits here
                 # and then finds it settled, instead of recording it twice.
@@ -2144,6 +2163,11 @@ class Billing:
                 batch = [sub for sub in claimed if sub.id not in waiting][:batch_limit]
                 if not batch:
                     break
+                uow.prepare_batch(
+                    customers={sub.customer_id for sub in batch},
+                    subscriptions=[sub.id for sub in batch],
+                    pending_lines_of=[sub.id for sub in batch],
+                )
                 for sub in batch:
                     more, progressed = self._advance(uow, sub, now, summary)
                     charges += more

@@ -27,6 +27,7 @@ from tests.adapters.sqlalchemy.databases import (
     postgres_schema,
     sqlite_url,
 )
+from tests.contract.batched import batched
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,18 @@ class TestPostgresUnitOfWork(UnitOfWorkContract):
     @pytest.fixture
     def uow_factory(self, pg_engine: Engine) -> Callable[[], UnitOfWork]:
         return SqlAlchemyStore(pg_engine).unit_of_work
+
+
+class TestSqliteBatchedUnitOfWork(UnitOfWorkContract):
+    @pytest.fixture
+    def uow_factory(self, sqlite_engine: Engine) -> Callable[[], UnitOfWork]:
+        return batched(SqlAlchemyStore(sqlite_engine).unit_of_work)
+
+
+class TestPostgresBatchedUnitOfWork(UnitOfWorkContract):
+    @pytest.fixture
+    def uow_factory(self, pg_engine: Engine) -> Callable[[], UnitOfWork]:
+        return batched(SqlAlchemyStore(pg_engine).unit_of_work)
 
 
 class TestSqliteIdempotencyStore(IdempotencyStoreContract):

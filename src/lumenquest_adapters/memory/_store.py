@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -1178,6 +1178,18 @@ class MemoryUnitOfWork:
         if changed:
             store.version += 1
         self._begin()
+
+    def prepare_batch(
+        self,
+        *,
+        customers: Collection[str] = (),
+        subscriptions: Collection[str] = (),
+        invoices: Collection[str] = (),
+        payments_for_update: Collection[str] = (),
+        pending_lines_of: Collection[str] = (),
+    ) -> None:
+        """Do nothing: rows in memory cost nothing to reach one by one."""
+        self.check_open()
 
     def rollback(self) -> None:
         """Discard every change not yet committed."""

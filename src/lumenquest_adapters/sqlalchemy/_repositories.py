@@ -10,7 +10,7 @@ and details are those the memory adapter gives.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,10 @@ __all__ = [
 ]
 
 
+# Ids per IN list: well under every driver's bound on parameters.
+_LOAD_CHUNK = 1000
+
+
 def _check_limit(limit: int) -> int:
     if type(limit) is not int or limit < 0:
         raise ValidationError(f"limit must be a non-negative int, not {limit!r}")
@@ -109,6 +113,10 @@ class _Repository:
     def _update(self, values: dict[str, Any], specific: Describe | None = None) -> None:
         """Replace a row; only a table with a unique key besides its own pays for a savepoint."""
         row_id = str(values[self._key])
+        if self._uow.defer_update(
+            self._table, self._key, values, self._duplicate(row_id, specific)
+        ):
+            return  # batch mode, and the row is known to exist: no NotFound to check for
         key = self._table.c[self._key]
         statement = sa.update(self._table).where(key == row_id).values(values)
         (count,) = self._uow.write(
@@ -129,6 +137,26 @@ class _Repository:
 
     def _rows(self, statement: sa.Select[Any]) -> Sequence[sa.RowMapping]:
         return self._uow.read(statement).mappings().all()
+
+    def _load(
+        self,
+        ids: Collection[str],
+        from_rows: Callable[[Sequence[sa.RowMapping]], Sequence[Any]],
+        *,
+        for_update: bool = False,
+    ) -> list[Any]:
+        """Read the rows with these ids in a few statements and remember them (batch mode)."""
+        key = self._table.c[self._key]
+        loaded: list[Any] = []
+        wanted = sorted(set(ids))  # sorted: concurrent lockers take row locks in one order
+        for start in range(0, len(wanted), _LOAD_CHUNK):
+            query = sa.select(self._table).where(key.in_(wanted[start : start + _LOAD_CHUNK]))
+            if for_update:
+                query = query.order_by(key).with_for_update()
+            loaded += from_rows(self._rows(query))
+        for row in loaded:
+            self._uow.remember(self._table, getattr(row, self._key), row)
+        return loaded
 
     def _seq_of(self, row_id: str) -> int:
         """Return the insertion rank of a row (a cursor), or raise NotFound."""
@@ -160,10 +188,18 @@ class Customers(_Repository):
     def add(self, customer: Customer) -> None:
         """Store a new customer."""
         self._insert(m.customer_row(customer), _email_taken)
+        self._uow.remember(self._table, customer.id, customer)
 
     def get(self, customer_id: str) -> Customer:
         """Return the customer or raise NotFound."""
+        known: Customer | None = self._uow.recall(self._table, customer_id)
+        if known is not None:
+            return known
         return m.customer_from_row(self._one(customer_id))
+
+    def load(self, customer_ids: Collection[str]) -> None:
+        """Read these customers in bulk for the rest of the batch."""
+        self._load(customer_ids, lambda rows: [m.customer_from_row(r) for r in rows])
 
     def find_by_email(self, email: str) -> Customer | None:
         """Return the customer with this (normalised) email, if any."""
@@ -174,6 +210,7 @@ class Customers(_Repository):
     def update(self, customer: Customer) -> None:
         """Replace a stored customer."""
         self._update(m.customer_row(customer), _email_taken)
+        self._uow.remember(self._table, customer.id, customer)
 
     def list(self, *, limit: int = 100, after: str | None = None) -> Sequence[Customer]:
         """Return customers ordered by id, after the cursor ``after``."""
@@ -276,14 +313,28 @@ class Subscriptions(_Repository):
     def add(self, subscription: Subscription) -> None:
         """Store a new subscription."""
         self._insert(m.subscription_row(subscription))
+        self._uow.remember(self._table, subscription.id, subscription)
 
     def get(self, subscription_id: str) -> Subscription:
         """Return the subscription or raise NotFound."""
+        known: Subscription | None = self._uow.recall(self._table, subscription_id)
+        if known is not None:
+            return known
         return m.subscription_from_row(self._one(subscription_id))
+
+    def load(self, subscription_ids: Collection[str]) -> None:
+        """Read these subscriptions in bulk for the rest of the batch (claimed ones are known)."""
+        claimed = self._uow.claimed
+        for subscription_id in subscription_ids:
+            if subscription_id in claimed:
+                self._uow.remember(self._table, subscription_id, claimed[subscription_id])
+        unknown = [i for i in subscription_ids if i not in claimed]
+        self._load(unknown, lambda rows: [m.subscription_from_row(r) for r in rows])
 
     def update(self, subscription: Subscription) -> None:
         """Replace a stored subscription."""
         self._update(m.subscription_row(subscription))
+        self._uow.remember(self._table, subscription.id, subscription)
 
     def list(
         self,
@@ -321,7 +372,10 @@ class Subscriptions(_Repository):
             .with_for_update(skip_locked=True)
         )
         self._uow.take_write_lock()
-        return [m.subscription_from_row(r) for r in self._rows(query)]
+        claimed = [m.subscription_from_row(r) for r in self._rows(query)]
+        for subscription in claimed:
+            self._uow.claimed[subscription.id] = subscription
+        return claimed
 
 
 def _cycle_taken(invoice: Invoice) -> Describe:
@@ -357,14 +411,28 @@ class Invoices(_Repository):
         self._insert(m.invoice_row(invoice), _cycle_taken(invoice))
         lines = m.invoice_line_rows(invoice)
         if lines:  # a new invoice's lines cannot collide with anything
-            self._uow.write([sa.insert(t.invoice_lines).values(lines)], None, savepoint=False)
+            self._uow.insert_rows(t.invoice_lines, lines)
+        self._uow.remember(self._table, invoice.id, invoice)
 
     def get(self, invoice_id: str) -> Invoice:
         """Return the invoice or raise NotFound."""
+        known: Invoice | None = self._uow.recall(self._table, invoice_id)
+        if known is not None:
+            return known
         return self._with_lines([self._one(invoice_id)])[0]
+
+    def load(self, invoice_ids: Collection[str]) -> None:
+        """Read these invoices and their lines in bulk for the rest of the batch."""
+        self._load(invoice_ids, self._with_lines)
 
     def update(self, invoice: Invoice) -> None:
         """Replace a stored invoice and its lines."""
+        known: Invoice | None = self._uow.recall(self._table, invoice.id)
+        if known is not None and known.lines == invoice.lines:
+            # Batch mode, lines as they were (paying, voiding): the invoice row alone.
+            self._update(m.invoice_row(invoice), _cycle_taken(invoice))
+            self._uow.remember(self._table, invoice.id, invoice)
+            return
         c = t.invoices.c
         lines = m.invoice_line_rows(invoice)
         statements: builtins.list[sa.Executable] = [
@@ -376,6 +444,7 @@ class Invoices(_Repository):
         counts = self._uow.write(statements, self._duplicate(invoice.id, _cycle_taken(invoice)))
         if counts[0] == 0:
             raise _not_found("invoice", invoice.id)
+        self._uow.remember(self._table, invoice.id, invoice)
 
     def list(
         self,
@@ -416,6 +485,17 @@ class Invoices(_Repository):
 
     def next_number(self) -> int:
         """Take the next invoice number: the counter row is locked until the unit of work ends."""
+        batch = self._uow.batch
+        if batch is not None and batch.number is not None:
+            # The row is ours until commit: count here, write the last number once.
+            batch.number += 1
+            return batch.number
+        number = self._bump()
+        if batch is not None:
+            batch.number = batch.number_written = number
+        return number
+
+    def _bump(self) -> int:
         sequence = t.invoice_number_sequence
         bump = (
             sa.update(sequence)
@@ -431,11 +511,31 @@ class Invoices(_Repository):
 
     def add_pending_line(self, pending: PendingLine) -> None:
         """Keep a proration line for the subscription's next invoice."""
+        if self._uow.batch is not None:
+            self._uow.batch.no_pending_lines.discard(pending.subscription_id)
         repository = _Repository(self._uow, t.pending_lines, "pending line")
         repository._insert(m.pending_line_row(pending))
 
+    def note_pending_lines(self, subscription_ids: Collection[str]) -> None:
+        """Learn, in bulk, which of these subscriptions have no lines waiting (batch mode)."""
+        batch = self._uow.batch
+        if batch is None or not subscription_ids:
+            return
+        c = t.pending_lines.c
+        wanted = sorted(set(subscription_ids))
+        waiting: set[str] = set()
+        for start in range(0, len(wanted), _LOAD_CHUNK):
+            query = sa.select(c.subscription_id).where(
+                c.subscription_id.in_(wanted[start : start + _LOAD_CHUNK])
+            )
+            waiting.update(self._uow.read(query.distinct()).scalars())
+        batch.no_pending_lines.update(set(wanted) - waiting)
+
     def take_pending_lines(self, subscription_id: str) -> Sequence[PendingLine]:
         """Remove and return the lines waiting for the subscription's next invoice."""
+        batch = self._uow.batch
+        if batch is not None and subscription_id in batch.no_pending_lines:
+            return []
         c = t.pending_lines.c
         taken = self._uow.write_all(
             sa.delete(t.pending_lines)
@@ -473,6 +573,7 @@ class Payments(_Repository):
     def add(self, payment: Payment) -> None:
         """Store a new payment; a reused idempotency key raises Conflict."""
         self._insert(m.payment_row(payment), _payment_key_taken(payment))
+        self._uow.remember(self._table, payment.id, payment)
 
     def get(self, payment_id: str) -> Payment:
         """Return the payment or raise NotFound."""
@@ -492,8 +593,23 @@ class Payments(_Repository):
         rows = self._rows(sa.select(t.payments).where(condition).limit(1))
         return m.payment_from_row(rows[0]) if rows else None
 
+    def lock(self, payment_ids: Collection[str]) -> None:
+        """Lock and read these payments in bulk, as ``get_for_update`` would (batch mode)."""
+        batch = self._uow.batch
+        if batch is None or not payment_ids:
+            return
+        self._uow.take_write_lock()
+        locked = self._load(
+            payment_ids, lambda rows: [m.payment_from_row(r) for r in rows], for_update=True
+        )
+        batch.locked.update(payment.id for payment in locked)
+
     def get_for_update(self, payment_id: str) -> Payment:
         """Return the payment locked (FOR UPDATE; SQLite: the write lock) or raise NotFound."""
+        batch = self._uow.batch
+        if batch is not None and payment_id in batch.locked:
+            known: Payment = self._uow.recall(self._table, payment_id)
+            return known
         self._uow.take_write_lock()
         row = (
             self._uow.read(
@@ -504,11 +620,14 @@ class Payments(_Repository):
         )
         if row is None:
             raise _not_found("payment", payment_id)
-        return m.payment_from_row(row)
+        payment = m.payment_from_row(row)
+        self._uow.remember(self._table, payment.id, payment)
+        return payment
 
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""
         self._update(m.payment_row(payment), _payment_key_taken(payment))
+        self._uow.remember(self._table, payment.id, payment)
 
     def list(
         self, *, invoice_id: str | None = None, customer_id: str | None = None

@@ -18,7 +18,7 @@ identity changes nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from lumenquest_adapters.sqlalchemy import _repositories as r
+from lumenquest_adapters.sqlalchemy._batch import Batch, Write, bulk_statements, touches
 from lumenquest_adapters.sqlalchemy._engine import BEGIN_KEY, is_sqlite
 from lumenquest_adapters.sqlalchemy._errors import Describe, translated
 from lumenquest_adapters.sqlalchemy._schema import invoice_number_sequence, metadata
@@ -110,6 +111,9 @@ class SqlAlchemyUnitOfWork:
         self._connection: Connection | None = None
         self._write_locked = False
         self._repositories: dict[str, object] = {}
+        self.batch: Batch | None = None  # set by prepare_batch, until the transaction ends
+        # What claim_due locked this transaction, so that prepare_batch need not read it again.
+        self.claimed: dict[str, Any] = {}
 
     # -- the repositories ------------------------------------------------------------
 
@@ -236,6 +240,8 @@ class SqlAlchemyUnitOfWork:
         if connection is None:
             return
         self._connection = None
+        self.batch = None
+        self.claimed = {}
         try:
             if exc is None:
                 self._end(connection.rollback)
@@ -249,9 +255,13 @@ class SqlAlchemyUnitOfWork:
     def commit(self) -> None:
         """Keep every change made in this unit of work (foreign keys are checked now)."""
         connection = self._open()
-        if not connection.in_transaction():
+        if not connection.in_transaction() and (
+            self.batch is None or not self.batch.holds_writes()
+        ):
+            self._end(lambda: None)
             return
         try:
+            self.flush()
             self._end(connection.commit)
         except BaseException:
             # A failed COMMIT leaves SQLAlchemy's transaction open but unusable, and
@@ -269,6 +279,8 @@ class SqlAlchemyUnitOfWork:
 
     def _end(self, finish: Callable[[], None]) -> None:
         self._write_locked = False
+        self.batch = None
+        self.claimed = {}
         with translated(metadata):
             finish()
 
@@ -311,12 +323,118 @@ class SqlAlchemyUnitOfWork:
         self._write_locked = True
 
     def read(self, statement: sa.Executable) -> sa.CursorResult[Any]:
-        """Run a query."""
+        """Run a query (after sending the queued writes it could see)."""
+        batch = self.batch
+        if batch is not None and batch.writes and touches(statement, batch.tables):
+            self.flush()
         connection = self.connection()
         with translated(metadata):
             return connection.execute(statement)
 
     def insert(self, table: sa.Table, values: dict[str, Any], describe: Describe | None) -> None:
+        """Insert a row, or queue it in batch mode; a taken unique key raises ``describe``'s Conflict."""
+        if self.batch is not None:
+            self.batch.queue(Write(table, values, describe))
+            return
+        self._insert_now(table, values, describe)
+
+    def insert_rows(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows that can break a constraint only on a bug (an invoice's lines)."""
+        if self.batch is not None:
+            for row in rows:
+                self.batch.queue(Write(table, row, None))
+            return
+        self.write([sa.insert(table).values(list(rows))], None, savepoint=False)
+
+    def defer_update(
+        self, table: sa.Table, key: str, values: dict[str, Any], describe: Describe | None
+    ) -> bool:
+        """Queue the update of a row this unit of work holds; say whether it was queued."""
+        batch = self.batch
+        if batch is None or (table.name, values[key]) not in batch.known:
+            return False
+        batch.queue(Write(table, values, describe, key))
+        return True
+
+    def remember(self, table: sa.Table, row_id: str, row: object) -> None:
+        """Note a row as this unit of work now sees it (batch mode only)."""
+        if self.batch is not None:
+            self.batch.known[table.name, row_id] = row
+
+    def recall(self, table: sa.Table, row_id: str) -> Any:
+        """Return the row as this unit of work last read or wrote it in batch mode, or None."""
+        batch = self.batch
+        return None if batch is None else batch.known.get((table.name, row_id))
+
+    def prepare_batch(
+        self,
+        *,
+        customers: Collection[str] = (),
+        subscriptions: Collection[str] = (),
+        invoices: Collection[str] = (),
+        payments_for_update: Collection[str] = (),
+        pending_lines_of: Collection[str] = (),
+    ) -> None:
+        """Read the named rows in bulk (locking the payments) and queue writes from now on."""
+        if self.batch is None:
+            self.batch = Batch()
+        r.Customers(self).load(customers)
+        r.Subscriptions(self).load(subscriptions)
+        r.Invoices(self).load(invoices)
+        r.Invoices(self).note_pending_lines(pending_lines_of)
+        r.Payments(self).lock(payments_for_update)
+
+    def flush(self) -> None:
+        """Send the queued writes, in bulk; a broken constraint raises the unbatched Conflict."""
+        batch = self.batch
+        if batch is None or not batch.holds_writes():
+            return
+        writes = batch.take()
+        connection = self.connection()
+        with translated(metadata):
+            if batch.number != batch.number_written:
+                sequence = invoice_number_sequence
+                connection.execute(
+                    sa.update(sequence).where(sequence.c.id == 1).values(last_value=batch.number)
+                )
+                batch.number_written = batch.number
+            if not writes:
+                return
+            savepoint = connection.begin_nested()
+            try:
+                for statement, rows in bulk_statements(writes):
+                    connection.execute(statement, rows)
+            except sa.exc.IntegrityError:
+                savepoint.rollback()
+            else:
+                savepoint.commit()
+                self._write_locked = True
+                return
+        # One at a time, in the order they were made: the write that breaks a rule raises
+        # its own Conflict; if none does (the bulk order was at fault), all are in.
+        self._replay(writes)
+
+    def _replay(self, writes: Sequence[Write]) -> None:
+        """Run queued writes one at a time, so the first one that breaks a rule says which."""
+        batch, self.batch = self.batch, None
+        try:
+            for write in writes:
+                if write.key is None:
+                    self._insert_now(write.table, write.values, write.describe)
+                else:
+                    key = write.table.c[write.key]
+                    statement = (
+                        sa.update(write.table)
+                        .where(key == write.values[write.key])
+                        .values(write.values)
+                    )
+                    self.write([statement], write.describe)
+        finally:
+            self.batch = batch
+
+    def _insert_now(
+        self, table: sa.Table, values: dict[str, Any], describe: Describe | None
+    ) -> None:
         """Insert a row; a taken unique key raises the Conflict ``describe`` gives.
 
         The happy path is one statement: ``INSERT … ON CONFLICT DO NOTHING``. When it
@@ -351,6 +469,7 @@ class SqlAlchemyUnitOfWork:
         usable. Without one (for writes that can only break a rule on a bug) PostgreSQL
         aborts the transaction, which the unit of work then can only roll back.
         """
+        self.flush()
         connection = self.connection()
         counts: list[int] = []
         scope = connection.begin_nested() if savepoint else contextlib.nullcontext()
@@ -362,6 +481,7 @@ class SqlAlchemyUnitOfWork:
 
     def write_returning(self, statement: sa.Executable) -> Any:
         """Run one write and return the first column of its first returned row, if any."""
+        self.flush()
         connection = self.connection()
         with translated(metadata):
             value = connection.execute(statement).scalar()
@@ -370,6 +490,7 @@ class SqlAlchemyUnitOfWork:
 
     def write_all(self, statement: sa.Executable) -> Sequence[sa.RowMapping]:
         """Run one write and return every row it returns."""
+        self.flush()
         connection = self.connection()
         with translated(metadata):
             rows = connection.execute(statement).mappings().all()

@@ -58,6 +58,18 @@ def _ids(rows: Any) -> list[str]:
     return [row.id for row in rows]
 
 
+def _conflict(uow: UnitOfWork, write: Action) -> Conflict:
+    """Run a write that must break a constraint: it raises at once or, in batch mode, by commit."""
+    with pytest.raises(Conflict) as raised:
+        _write_and_commit(uow, write)
+    return raised.value
+
+
+def _write_and_commit(uow: UnitOfWork, write: Action) -> None:
+    write(uow)
+    uow.commit()
+
+
 # Every repository's "add" of a sample, for the constraints they all share.
 _ADDS: dict[str, Action] = {
     "customer": lambda u: u.customers.add(customer("x_1")),
@@ -173,14 +185,87 @@ class UnitOfWorkContract:
             with uow_factory() as reader:
                 assert reader.customers.find_by_email("cus_1@example.com") is None
 
+    # -- batch mode (prepare_batch) ----------------------------------------------------
+
+    def test_prepared_rows_read_as_stored_and_unknown_ids_are_no_error(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.customers.add(customer("cus_1")),
+            lambda u: u.subscriptions.add(subscription("sub_1")),
+            lambda u: u.invoices.add(invoice("in_1")),
+            lambda u: u.payments.add(payment("pay_1")),
+        )
+        with uow_factory() as uow:
+            uow.prepare_batch(
+                customers=["cus_1", "cus_9"],
+                subscriptions=["sub_1", "sub_9"],
+                invoices=["in_1", "in_9"],
+                payments_for_update=["pay_1", "pay_9"],
+                pending_lines_of=["sub_1", "sub_9"],
+            )
+            assert uow.customers.get("cus_1") == customer("cus_1")
+            assert uow.subscriptions.get("sub_1") == subscription("sub_1")
+            assert uow.invoices.get("in_1") == invoice("in_1")
+            assert uow.payments.get_for_update("pay_1") == payment("pay_1")
+            with pytest.raises(NotFound):
+                uow.customers.get("cus_9")
+            with pytest.raises(NotFound):
+                uow.payments.get_for_update("pay_9")
+
+    def test_a_batch_reads_its_own_writes_and_keeps_them_on_commit(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(uow_factory, lambda u: u.invoices.add(invoice("in_1")))
+        paid = attrs.evolve(
+            invoice("in_1"), status=InvoiceStatus.PAID, amount_paid=Money(1000, "USD")
+        )
+        with uow_factory() as uow:
+            uow.prepare_batch(invoices=["in_1"], pending_lines_of=["sub_1"])
+            uow.invoices.update(paid)
+            uow.customers.add(customer("cus_1"))
+            uow.invoices.add_pending_line(pending_line("pl_1"))
+            assert uow.invoices.get("in_1") == paid
+            assert _ids(uow.invoices.list(status=InvoiceStatus.PAID)) == ["in_1"]
+            assert uow.customers.find_by_email("cus_1@example.com") == customer("cus_1")
+            assert _ids(uow.invoices.take_pending_lines("sub_1")) == ["pl_1"]
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.invoices.get("in_1") == paid
+            assert uow.customers.get("cus_1") == customer("cus_1")
+            assert uow.invoices.take_pending_lines("sub_1") == []
+
+    def test_a_broken_constraint_in_a_batch_keeps_nothing(self, uow_factory: UowFactory) -> None:
+        _commit(uow_factory, lambda u: u.payments.add(payment("pay_1", idempotency_key="k")))
+        with uow_factory() as uow:
+            uow.prepare_batch()
+            uow.customers.add(customer("cus_1"))
+            raised = _conflict(uow, lambda u: u.payments.add(payment("pay_2", idempotency_key="k")))
+            assert raised.details["idempotency_key"] == "k"
+        with uow_factory() as uow:
+            assert uow.customers.find_by_email("cus_1@example.com") is None
+            assert _ids(uow.payments.list()) == ["pay_1"]
+
+    def test_invoice_numbers_taken_in_a_batch_stay_gapless(self, uow_factory: UowFactory) -> None:
+        with uow_factory() as uow:
+            uow.prepare_batch()
+            assert [uow.invoices.next_number() for _ in range(3)] == [1, 2, 3]
+        with uow_factory() as uow:
+            uow.prepare_batch()
+            assert [uow.invoices.next_number() for _ in range(3)] == [1, 2, 3]
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.invoices.next_number() == 4
+
     # -- constraints shared by every repository ---------------------------------------
 
     @pytest.mark.parametrize("kind", sorted(_ADDS))
     def test_adding_an_id_twice_raises_conflict(self, uow_factory: UowFactory, kind: str) -> None:
         _commit(uow_factory, _ADDS[kind])
-        with uow_factory() as uow, pytest.raises(Conflict) as raised:
-            _ADDS[kind](uow)
-        assert raised.value.code == "CONFLICT"
+        with uow_factory() as uow:
+            raised = _conflict(uow, _ADDS[kind])
+        assert raised.code == "CONFLICT"
 
     @pytest.mark.parametrize("kind", sorted(_ADDS))
     def test_adding_an_id_twice_in_one_unit_of_work_raises_conflict(
@@ -188,8 +273,7 @@ class UnitOfWorkContract:
     ) -> None:
         with uow_factory() as uow:
             _ADDS[kind](uow)
-            with pytest.raises(Conflict):
-                _ADDS[kind](uow)
+            _conflict(uow, _ADDS[kind])
 
     @pytest.mark.parametrize("kind", sorted(_GETS))
     def test_getting_a_missing_id_raises_not_found_naming_it(
@@ -213,8 +297,8 @@ class UnitOfWorkContract:
         self, uow_factory: UowFactory
     ) -> None:
         _commit(uow_factory, lambda u: u.customers.add(customer("cus_1", email="a@example.com")))
-        with uow_factory() as uow, pytest.raises(Conflict):
-            uow.customers.add(customer("cus_2", email="A@Example.com"))
+        with uow_factory() as uow:
+            _conflict(uow, lambda u: u.customers.add(customer("cus_2", email="A@Example.com")))
 
     def test_changing_email_to_a_taken_one_raises_conflict(self, uow_factory: UowFactory) -> None:
         _commit(
@@ -222,8 +306,8 @@ class UnitOfWorkContract:
             lambda u: u.customers.add(customer("cus_1", email="a@example.com")),
             lambda u: u.customers.add(customer("cus_2", email="b@example.com")),
         )
-        with uow_factory() as uow, pytest.raises(Conflict):
-            uow.customers.update(customer("cus_2", email="a@example.com"))
+        with uow_factory() as uow:
+            _conflict(uow, lambda u: u.customers.update(customer("cus_2", email="a@example.com")))
 
     def test_a_changed_email_frees_the_old_one(self, uow_factory: UowFactory) -> None:
         _commit(uow_factory, lambda u: u.customers.add(customer("cus_1", email="a@example.com")))
@@ -403,9 +487,11 @@ class UnitOfWorkContract:
         self, uow_factory: UowFactory
     ) -> None:
         _commit(uow_factory, lambda u: u.invoices.add(invoice("in_1", subscription_id="sub_1")))
-        with uow_factory() as uow, pytest.raises(Conflict) as raised:
-            uow.invoices.add(invoice("in_2", subscription_id="sub_1"))
-        assert raised.value.details["subscription_id"] == "sub_1"
+        with uow_factory() as uow:
+            raised = _conflict(
+                uow, lambda u: u.invoices.add(invoice("in_2", subscription_id="sub_1"))
+            )
+        assert raised.details["subscription_id"] == "sub_1"
 
     def test_other_invoices_for_the_same_period_are_allowed(self, uow_factory: UowFactory) -> None:
         _commit(
@@ -505,9 +591,9 @@ class UnitOfWorkContract:
         self, uow_factory: UowFactory
     ) -> None:
         _commit(uow_factory, lambda u: u.payments.add(payment("pay_1", idempotency_key="k")))
-        with uow_factory() as uow, pytest.raises(Conflict) as raised:
-            uow.payments.add(payment("pay_2", idempotency_key="k"))
-        assert raised.value.details["idempotency_key"] == "k"
+        with uow_factory() as uow:
+            raised = _conflict(uow, lambda u: u.payments.add(payment("pay_2", idempotency_key="k")))
+        assert raised.details["idempotency_key"] == "k"
 
     def test_a_payment_is_found_by_idempotency_key_or_gateway_reference(
         self, uow_factory: UowFactory
@@ -797,8 +883,9 @@ class UnitOfWorkContract:
             ),
         )
         with uow_factory() as uow:
-            with pytest.raises(Conflict):
-                uow.email_deliveries.add(email_delivery("m_3", event_id="evt_1"))
+            _conflict(
+                uow, lambda u: u.email_deliveries.add(email_delivery("m_3", event_id="evt_1"))
+            )
             found = uow.email_deliveries.find("evt_1", "receipt")
             assert found is not None
             assert found.message_id == "m_2"
@@ -838,8 +925,10 @@ class UnitOfWorkContract:
         self, uow_factory: UowFactory
     ) -> None:
         _commit(uow_factory, lambda u: u.idempotency.put(idempotency_record("k1")))
-        with uow_factory() as uow, pytest.raises(Conflict):
-            uow.idempotency.put(idempotency_record("k1", created_at=T0 + HOUR))
+        with uow_factory() as uow:
+            _conflict(
+                uow, lambda u: u.idempotency.put(idempotency_record("k1", created_at=T0 + HOUR))
+            )
 
     def test_an_expired_idempotency_key_can_be_put_again(self, uow_factory: UowFactory) -> None:
         _commit(uow_factory, lambda u: u.idempotency.put(idempotency_record("k1", ttl=HOUR)))

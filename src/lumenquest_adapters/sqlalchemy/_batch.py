@@ -1,0 +1,125 @@
+"""A unit of work's batch mode: writes held back and sent in bulk, rows it already holds.
+
+``UnitOfWork.prepare_batch`` turns it on. From then on, inserts and the updates of rows
+the unit of work already holds (prepared, claimed or written by it) are queued, then sent
+as one executemany per table and column set (a multi-row ``INSERT``; a pipelined
+``UPDATE``) before a read of a queued table, before any other write, and at commit.
+Queued inserts go first, parents before children, then the updates in the order they
+were made. The invoice-number counter, locked by the first number taken, is written once.
+
+Should the bulk statements break a constraint, they are rolled back to a savepoint and
+replayed one by one, so that the error is the very Conflict the unbatched write would
+have raised, only later. That is the one thing batch mode changes, and the port allows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.util import find_tables
+
+from lumenquest_adapters.sqlalchemy._errors import Describe
+from lumenquest_adapters.sqlalchemy._schema import metadata
+
+__all__ = ["Batch", "Write", "bulk_statements", "touches"]
+
+# Parents before children, so that a bulk insert never waits for its foreign key's row.
+_RANK = {table: rank for rank, table in enumerate(metadata.sorted_tables)}
+_KEY_PARAMETER = "lq_row_key"
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One queued write: an insert, or (with ``key``) an update of the row whose key is the value's."""
+
+    table: sa.Table
+    values: dict[str, Any]
+    describe: Describe | None
+    key: str | None = None
+
+
+class Batch:
+    """What a unit of work in batch mode holds: its queued writes and the rows it knows."""
+
+    __slots__ = (
+        "known",
+        "locked",
+        "no_pending_lines",
+        "number",
+        "number_written",
+        "tables",
+        "writes",
+    )
+
+    def __init__(self) -> None:
+        self.writes: list[Write] = []
+        self.tables: set[sa.Table] = set()
+        # (table name, id) -> the domain object as this unit of work last read or wrote it.
+        self.known: dict[tuple[str, str], Any] = {}
+        self.locked: set[str] = set()  # payment ids locked FOR UPDATE by this unit of work
+        self.no_pending_lines: set[str] = set()  # subscriptions known to have none waiting
+        self.number: int | None = None  # the last invoice number taken
+        self.number_written: int | None = None  # the last one the counter row holds
+
+    def queue(self, write: Write) -> None:
+        """Hold a write back until the next flush."""
+        self.writes.append(write)
+        self.tables.add(write.table)
+
+    def holds_writes(self) -> bool:
+        """Say whether a flush has anything to send."""
+        return bool(self.writes) or self.number != self.number_written
+
+    def take(self) -> list[Write]:
+        """Return the queued writes, oldest first, and forget them."""
+        writes, self.writes = self.writes, []
+        self.tables = set()
+        return writes
+
+
+def touches(statement: sa.Executable, tables: set[sa.Table]) -> bool:
+    """Say whether a statement reads or writes any of ``tables``."""
+    found = find_tables(
+        statement,  # type: ignore[arg-type]  # any statement is a ClauseElement at run time
+        include_crud=True,
+        include_joins=True,
+        include_aliases=True,
+        check_columns=True,
+    )
+    return any(table in tables for table in found)
+
+
+def bulk_statements(writes: list[Write]) -> Iterator[tuple[sa.Executable, list[dict[str, Any]]]]:
+    """Yield each statement with its rows: inserts parents first, then updates in order."""
+    inserts: dict[tuple[sa.Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+    updates: dict[sa.Table, list[Write]] = {}
+    for write in writes:
+        if write.key is None:
+            inserts.setdefault((write.table, tuple(write.values)), []).append(write.values)
+        else:
+            updates.setdefault(write.table, []).append(write)
+    for (table, _), rows in sorted(inserts.items(), key=lambda item: _RANK[item[0][0]]):
+        yield sa.insert(table), rows
+    for table in sorted(updates, key=_RANK.__getitem__):
+        # Consecutive updates with the same key and columns share a statement; a change of
+        # shape starts the next one, so that one row's updates still land in their order.
+        shape: tuple[str, tuple[str, ...]] | None = None
+        params: list[dict[str, Any]] = []
+        for write in updates[table]:
+            key = str(write.key)
+            this = (key, tuple(write.values))
+            if shape is not None and this != shape:
+                yield _update(table, shape[0]), params
+                params = []
+            shape = this
+            params.append({**write.values, _KEY_PARAMETER: write.values[key]})
+        if shape is not None:
+            yield _update(table, shape[0]), params
+
+
+def _update(table: sa.Table, key: str) -> sa.Executable:
+    # No .values(): the SET clause comes from each row's columns, as in an executemany.
+    return sa.update(table).where(table.c[key] == sa.bindparam(_KEY_PARAMETER))
