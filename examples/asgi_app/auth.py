@@ -1,0 +1,180 @@
+"""Passwords (argon2id), access tokens (JWT, HS256) and the route dependencies that check them.
+
+The request middleware reads the bearer token (or the ``lq_access`` HttpOnly cookie)
+once and leaves a :class:`Principal` or the reason it has none in ``request.state``;
+the dependencies here turn that into 401/403 and set the row-level-security identity.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import argon2
+import attrs
+import jwt
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from asgi_app.database import ADMIN, set_identity
+from asgi_app.envelope import ApiError
+from lumenquest_adapters.sqlalchemy import Identity
+
+__all__ = [
+    "ACCESS_COOKIE",
+    "REFRESH_COOKIE",
+    "AdminUser",
+    "CurrentUser",
+    "MaybeUser",
+    "Passwords",
+    "Principal",
+    "TokenIssuer",
+    "new_refresh_token",
+]
+
+ACCESS_COOKIE = "lq_access"
+REFRESH_COOKIE = "lq_refresh"
+_ALGORITHM = "HS256"
+
+
+@attrs.frozen
+class Principal:
+    """The signed-in customer a request acts for."""
+
+    id: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the principal has the admin role."""
+        return self.role == "admin"
+
+    @property
+    def actor(self) -> str:
+        """Return the audit-log name of this principal."""
+        return f"{self.role}:{self.id}"
+
+
+class Passwords:
+    """argon2id hashing with a constant-time answer for unknown users."""
+
+    def __init__(self, *, time_cost: int, memory_kib: int) -> None:
+        self._hasher = argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        # Verified against when the email is unknown, so that timing does not tell.
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def hash(self, password: str) -> str:
+        """Return the argon2id hash of ``password``."""
+        return self._hasher.hash(password)
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        """Whether ``password`` matches ``stored`` (None: an unknown user, always False)."""
+        try:
+            matched = self._hasher.verify(stored or self._dummy, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+        return matched and stored is not None
+
+    def needs_rehash(self, stored: str) -> bool:
+        """Whether ``stored`` was made with other parameters than today's."""
+        return self._hasher.check_needs_rehash(stored)
+
+
+class TokenIssuer:
+    """Sign and check access tokens against the billing clock (so tests can move time)."""
+
+    def __init__(self, key: str, lifetime: timedelta) -> None:
+        self._key = key
+        self.lifetime = lifetime
+
+    def issue(self, principal: Principal, at: datetime) -> str:
+        """Return an access token for ``principal`` valid for ``lifetime`` from ``at``."""
+        claims = {
+            "sub": principal.id,
+            "role": principal.role,
+            "typ": "access",
+            "iat": int(at.timestamp()),
+            "exp": int((at + self.lifetime).timestamp()),
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._key, algorithm=_ALGORITHM)
+
+    def check(self, token: str, at: datetime) -> Principal | str:
+        """Return the token's principal, or why it is refused (``invalid`` or ``expired``)."""
+        try:
+            # Expiry is checked below against the billing clock, not the wall clock.
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                options={"verify_exp": False, "require": ["sub", "exp", "role", "typ"]},
+            )
+        except jwt.PyJWTError:
+            return "invalid"
+        if claims.get("typ") != "access" or claims.get("role") not in ("user", "admin"):
+            return "invalid"
+        if not isinstance(claims["exp"], int) or claims["exp"] <= at.timestamp():
+            return "expired"
+        return Principal(id=str(claims["sub"]), role=str(claims["role"]))
+
+
+def new_refresh_token() -> str:
+    """Return a fresh opaque refresh token (256 random bits)."""
+    return secrets.token_urlsafe(32)
+
+
+# Declared so that the OpenAPI schema (and /docs' Authorize button) shows bearer auth.
+_bearer = HTTPBearer(auto_error=False, description="an access token from /v1/auth/login")
+
+
+def _unauthenticated(reason: str) -> ApiError:
+    messages = {
+        "missing": "sign in: this route needs an access token",
+        "invalid": "the access token is not valid",
+        "expired": "the access token has expired; refresh it",
+    }
+    return ApiError(
+        401,
+        "UNAUTHENTICATED",
+        messages.get(reason, messages["invalid"]),
+        details={"reason": reason},
+        headers={"WWW-Authenticate": 'Bearer realm="lumenquest"'},
+    )
+
+
+async def _current_user(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    # async: it runs in the request's own context, so the identity it sets reaches the
+    # (threaded) route body, which runs in a copy of that context.
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        raise _unauthenticated(getattr(request.state, "auth_error", "missing"))
+    set_identity(Identity("user", principal.id))
+    return principal  # type: ignore[no-any-return]
+
+
+async def _maybe_user(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is not None:
+        set_identity(Identity("user", principal.id))
+    return principal
+
+
+async def _admin(principal: Annotated[Principal, Depends(_current_user)]) -> Principal:
+    if not principal.is_admin:
+        raise ApiError(403, "FORBIDDEN", "this route is for administrators")
+    set_identity(ADMIN)
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(_current_user)]
+MaybeUser = Annotated[Principal | None, Depends(_maybe_user)]
+AdminUser = Annotated[Principal, Depends(_admin)]

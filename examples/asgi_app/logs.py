@@ -1,0 +1,88 @@
+"""Structured JSON logs (structlog over the standard ``logging`` module), with secrets redacted.
+
+Every line is one JSON object. Values under sensitive keys (passwords, tokens, API keys,
+cookies, card data) are replaced, and any string that looks like a JWT, a bearer token
+or a card number is masked wherever it appears, so that a careless log call still
+cannot leak one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+__all__ = ["REDACTED", "get_logger", "redact"]
+
+REDACTED = "[REDACTED]"
+
+_SENSITIVE_KEY = re.compile(
+    r"pass(word)?|secret|token|authori[sz]ation|cookie|api[_-]?key|card|cvc|cvv|pan\b|signature",
+    re.IGNORECASE,
+)
+_SENSITIVE_TEXT = (
+    re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*"),  # a JWT
+    re.compile(r"(?i)bearer\s+[\w.~+/=-]+"),
+    re.compile(r"\b(?:\d[ -]?){12,18}\d\b"),  # a card number (13-19 digits)
+    re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_\w+"),  # Stripe keys
+    re.compile(r"\bSG\.[\w-]+\.[\w-]+"),  # SendGrid keys
+)
+
+
+def _scrub(text: str) -> str:
+    for pattern in _SENSITIVE_TEXT:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _scrub(value)
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if _SENSITIVE_KEY.search(str(k)) else _clean(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Replace sensitive values in a log event (a structlog processor)."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = REDACTED if _SENSITIVE_KEY.search(key) else _clean(value)
+    return event_dict
+
+
+_LOGGER_NAME = "lumenquest.api"
+
+
+def _configure_stdlib(level: str) -> logging.Logger:
+    logger = logging.getLogger(_LOGGER_NAME)
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def get_logger(level: str = "info") -> Any:
+    """Return the app's JSON logger (a structlog BoundLogger over ``lumenquest.api``)."""
+    return structlog.wrap_logger(
+        _configure_stdlib(level),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,  # last before rendering: it sees the traceback text too
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )

@@ -1,0 +1,279 @@
+"""One pure-ASGI middleware for what every request needs, in a fixed order.
+
+Request id → identity (anonymous until a dependency says otherwise) → access token
+read once → rate limit (429 in the envelope, ``RateLimit-*`` and ``Retry-After``) →
+the app → security headers, metrics and one JSON log line. An exception that escapes
+the app becomes a 500 envelope carrying the request id; the traceback goes to the log
+only.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from asgi_app.auth import ACCESS_COOKIE, Principal, TokenIssuer
+from asgi_app.database import ANONYMOUS, set_identity
+from asgi_app.envelope import error_response
+from lumenquest_core.ports import Clock, RateLimiter
+
+__all__ = ["Metrics", "RateLimits", "RequestMiddleware"]
+
+
+class Metrics:
+    """The Prometheus series the app exports (one registry per app, so tests can build many)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lumenquest_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "lumenquest_http_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.operations = Counter(
+            "lumenquest_billing_operations",
+            "Billing operations done through the API, by operation and outcome",
+            ["operation", "outcome"],
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "lumenquest_webhook_events",
+            "Webhook events received, by source and outcome",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+
+
+@attrs.frozen
+class RateLimits:
+    """Requests per window per client, by route family (the seed's auth/api/admin)."""
+
+    enabled: bool
+    auth: int
+    api: int
+    admin: int
+    window_seconds: int
+
+
+_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"geolocation=(), camera=(), microphone=()"),
+]
+# The API answers JSON only; /docs needs the Swagger UI's assets from a CDN and inline init.
+_API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+_DOCS_CSP = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net;"
+    b" style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net;"
+    b" img-src 'self' data: https://fastapi.tiangolo.com; frame-ancestors 'none'"
+)
+_HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+_UNLIMITED_PREFIXES = ("/health", "/status", "/metrics", "/docs", "/redoc", "/openapi.json")
+
+
+def _family(path: str) -> str | None:
+    if path.startswith(_UNLIMITED_PREFIXES) or path.startswith("/v1/webhooks"):
+        return None  # probes and signed gateway callbacks are not clients to throttle
+    if path.startswith("/v1/auth"):
+        return "auth"
+    if path.startswith("/v1/admin"):
+        return "admin"
+    return "api"
+
+
+def _request_id(headers: Headers) -> str:
+    given = headers.get("x-request-id", "")
+    # Accept a caller's id only if it is short and plain: it goes into every log line.
+    if 0 < len(given) <= 64 and all(c.isalnum() or c in "-_." for c in given):
+        return given
+    return uuid.uuid4().hex
+
+
+def _bearer(headers: Headers) -> str | None:
+    value = headers.get("authorization")
+    if value:
+        scheme, _, token = value.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+    for part in headers.get("cookie", "").split(";"):
+        name, _, token = part.strip().partition("=")
+        if name == ACCESS_COOKIE and token:
+            return token
+    return None
+
+
+class RequestMiddleware:
+    """Request id, identity, token, rate limit, headers, metrics, logs and the 500 envelope."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tokens: TokenIssuer,
+        clock: Clock,
+        limiter: RateLimiter,
+        limits: RateLimits,
+        metrics: Metrics,
+        logger: Any,
+        hsts: bool,
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.clock = clock
+        self.limiter = limiter
+        self.limits = limits
+        self.metrics = metrics
+        self.logger = logger
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one request (other scope types pass straight through)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = Headers(scope=scope)
+        request_id = _request_id(headers)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        set_identity(ANONYMOUS)  # until an auth dependency proves who is asking
+        principal = self._authenticate(headers, state)
+        path: str = scope["path"]
+        status_holder = [500]
+        extra_headers = self._security_headers(path, scope, request_id)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), *extra_headers]
+            await send(message)
+
+        rate_headers, refused = self._rate_limit(path, scope, principal, headers)
+        extra_headers += rate_headers
+        try:
+            if refused is not None:
+                await refused(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # The traceback goes in as text, through the redaction processor; exc_info
+            # would make the logging module append the raw, unredacted one.
+            self.logger.error(
+                "unhandled error",
+                exception=traceback.format_exc(),
+                request_id=request_id,
+                method=scope["method"],
+                path=path,
+                user_id=principal.id if principal else None,
+            )
+            if status_holder[0] == 500:
+                response = error_response(
+                    500,
+                    "INTERNAL_ERROR",
+                    "something went wrong on our side; quote the request id if you report it",
+                    {"request_id": request_id},
+                )
+                await response(scope, receive, send_wrapper)
+        self._observe(scope, path, status_holder[0], started, request_id, principal)
+
+    def _authenticate(self, headers: Headers, state: dict[str, Any]) -> Principal | None:
+        token = _bearer(headers)
+        if token is None:
+            return None
+        checked = self.tokens.check(token, self.clock.now()) if token else "invalid"
+        if isinstance(checked, Principal):
+            state["principal"] = checked
+            return checked
+        state["auth_error"] = checked
+        return None
+
+    def _security_headers(
+        self, path: str, scope: Scope, request_id: str
+    ) -> list[tuple[bytes, bytes]]:
+        docs = path.startswith(("/docs", "/redoc"))
+        extra = [
+            *_SECURITY_HEADERS,
+            (b"content-security-policy", _DOCS_CSP if docs else _API_CSP),
+            (b"x-request-id", request_id.encode()),
+        ]
+        if not docs:
+            extra.append((b"cache-control", b"no-store"))
+        if self.hsts or scope.get("scheme") == "https":
+            extra.append(_HSTS)
+        return extra
+
+    def _rate_limit(
+        self, path: str, scope: Scope, principal: Principal | None, headers: Headers
+    ) -> tuple[list[tuple[bytes, bytes]], Callable[..., Any] | None]:
+        family = _family(path)
+        if not self.limits.enabled or family is None or scope["method"] == "OPTIONS":
+            return [], None
+        limit = getattr(self.limits, family)
+        client = scope.get("client")
+        who = f"user:{principal.id}" if principal else f"ip:{client[0] if client else 'unknown'}"
+        decision = self.limiter.hit(
+            f"ratelimit:{family}:{who}", limit=limit, window_seconds=self.limits.window_seconds
+        )
+        rate = [
+            (b"ratelimit-limit", str(decision.limit).encode()),
+            (b"ratelimit-remaining", str(decision.remaining).encode()),
+            (b"ratelimit-reset", str(decision.reset_after_seconds).encode()),
+            (
+                b"ratelimit-policy",
+                f"{limit};w={self.limits.window_seconds}".encode(),
+            ),
+        ]
+        if decision.allowed:
+            return rate, None
+        refused = error_response(
+            429,
+            "RATE_LIMITED",
+            f"too many requests: {limit} per {self.limits.window_seconds} s for {family} routes",
+            {"limit": limit, "retry_after_seconds": decision.reset_after_seconds},
+            {"Retry-After": str(decision.reset_after_seconds)},
+        )
+        return rate, refused
+
+    def _observe(
+        self,
+        scope: Scope,
+        path: str,
+        status: int,
+        started: float,
+        request_id: str,
+        principal: Principal | None,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        route = scope.get("route")
+        # The template (/v1/subscriptions/{subscription_id}), never the raw path: bounded labels.
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        self.metrics.requests.labels(method, template, str(status)).inc()
+        self.metrics.latency.labels(method, template).observe(elapsed)
+        self.logger.info(
+            "request",
+            request_id=request_id,
+            method=method,
+            route=template,
+            path=path,
+            status=status,
+            duration_ms=round(elapsed * 1000, 3),
+            user_id=principal.id if principal else None,
+        )

@@ -1,0 +1,1 @@
+"""The routes, one module per audience: auth, public, user, admin, webhooks and probes."""
