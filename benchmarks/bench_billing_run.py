@@ -1,0 +1,238 @@
+"""``Billing.run_due`` renewing N subscriptions on PostgreSQL, beside the naive way and COPY.
+
+In a throwaway schema: N + M due monthly subscriptions (cloned in SQL from one made by
+``Billing.subscribe``). Measured in the same run, on the same database:
+
+* ``run_due`` over M subscriptions the naive way: a unit of work per subscription and a
+  statement per row (batch mode off, ``batch_size=1``);
+* ``run_due`` over the N others: claims of 500 with ``FOR UPDATE SKIP LOCKED``, rows read
+  in bulk, writes sent as one executemany per table per batch. Each renewal writes its
+  invoice, line, payment through the fake gateway, period advance, events, audit rows and
+  change rows;
+* the floor: the very rows that run wrote, loaded again by raw ``COPY`` into empty copies
+  of their tables (with their indexes), no domain logic;
+* the process's peak RSS after a tenth of the run and after all of it (the FakeGateway's
+  in-memory ledger is the one thing that grows with N).
+
+Run: ``.venv/bin/python benchmarks/bench_billing_run.py [--subscriptions 100000]``;
+``--smoke`` uses 1,000 and 200. The last line is one JSON object; without PostgreSQL it
+prints ``{"skipped": 1}`` (and fails when ``LUMENQUEST_REQUIRE_SERVICES=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from lumenquest_adapters.memory import TestClock
+from lumenquest_adapters.sqlalchemy import SqlAlchemyStore, create_engine_for, sqlalchemy_billing
+from lumenquest_adapters.sqlalchemy._uow import SqlAlchemyUnitOfWork
+from lumenquest_core import BillingCycle, Interval, Money
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+RUN_AT = datetime(2026, 2, 1, 0, 30, tzinfo=UTC)
+WRITTEN = ("invoices", "payments", "outbox", "audit_logs", "subscription_changes")
+
+
+class NaiveUnitOfWork(SqlAlchemyUnitOfWork):
+    """A unit of work that ignores batch hints: one statement per row, as before batching."""
+
+    def prepare_batch(self, **_: Any) -> None:
+        """Ignore the hint."""
+
+
+def clone(engine: sa.Engine, table: str, count: int, template: str, **exprs: str) -> None:
+    """Insert ``count`` copies of one row, some columns computed from ``g`` (1..count)."""
+    with engine.begin() as connection:
+        columns = [
+            c["name"] for c in sa.inspect(connection).get_columns(table) if c["name"] != "seq"
+        ]
+        select = ", ".join(exprs.get(c, f"t.{c}") for c in columns)
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select}"
+            f" FROM generate_series(1, {count}) AS g, {table} AS t WHERE t.id = '{template}'"
+        )
+
+
+def setup(engine: sa.Engine, total: int) -> str:
+    """Make ``total`` due subscriptions; return the template subscription's id."""
+    clock = TestClock(START)
+    billing = sqlalchemy_billing(engine, clock=clock, dispatch_immediately=False)
+    plan = billing.create_plan(name="Pro", features=["reports"])
+    price = billing.create_price(
+        plan_id=plan.id, unit_amount=Money(1000, "USD"), cycle=BillingCycle(Interval.MONTH)
+    )
+    customer = billing.create_customer(email="template@example.com", name="Template")
+    sub = billing.subscribe(customer_id=customer.id, price_id=price.id)
+    clone(
+        engine,
+        "customers",
+        total - 1,
+        customer.id,
+        id="'cus_b' || lpad(g::text, 7, '0')",
+        email="'u' || g || '@example.com'",
+    )
+    clone(
+        engine,
+        "subscriptions",
+        total - 1,
+        sub.id,
+        id="'sub_b' || lpad(g::text, 7, '0')",
+        customer_id="'cus_b' || lpad(g::text, 7, '0')",
+    )
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+    return sub.id
+
+
+def billing_for(engine: sa.Engine, *, naive: bool) -> Any:
+    """Return a Billing at RUN_AT, batching or not, that dispatches no email during the run."""
+    clock = TestClock(RUN_AT)
+    if naive:
+        return sqlalchemy_billing(
+            engine,
+            migrate=False,
+            clock=clock,
+            unit_of_work=lambda: NaiveUnitOfWork(engine),
+            batch_size=1,
+            dispatch_immediately=False,
+        )
+    store = SqlAlchemyStore(engine)
+    return sqlalchemy_billing(
+        engine,
+        migrate=False,
+        clock=clock,
+        unit_of_work=store.unit_of_work,
+        dispatch_immediately=False,
+    )
+
+
+def timed_run(billing: Any, limit: int) -> float:
+    """Return subscriptions renewed per second by one run_due of ``limit``."""
+    started = time.perf_counter()
+    summary = billing.run_due(limit=limit)
+    seconds = time.perf_counter() - started
+    assert summary.renewals == limit, summary
+    assert summary.payments_succeeded == limit, summary
+    return limit / seconds
+
+
+def last_seqs(engine: sa.Engine) -> dict[str, int]:
+    """Return each written table's highest seq, so that the run's own rows can be told."""
+    with engine.connect() as connection:
+        return {
+            table: int(
+                connection.exec_driver_sql(f"SELECT coalesce(max(seq), 0) FROM {table}").scalar()
+                or 0
+            )
+            for table in WRITTEN
+        }
+
+
+def copy_floor(engine: sa.Engine, before: dict[str, int]) -> tuple[float, int]:
+    """COPY the run's rows into empty copies of their tables; return (seconds, rows)."""
+    sources = {table: f"SELECT * FROM {table} WHERE seq > {seq}" for table, seq in before.items()}
+    sources["invoice_lines"] = (
+        "SELECT l.* FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id"
+        f" WHERE i.seq > {before['invoices']}"
+    )
+    sources["subscriptions"] = "SELECT * FROM subscriptions"
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
+        dumps: dict[str, list[bytes]] = {}
+        for table, query in sources.items():
+            cursor.execute(f"CREATE TABLE floor_{table} (LIKE {table} INCLUDING ALL)")
+            with cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
+                dumps[table] = [bytes(block) for block in copy]
+        raw.commit()
+        rows = sum(block.count(b"\n") for blocks in dumps.values() for block in blocks)
+        started = time.perf_counter()
+        for table, blocks in dumps.items():
+            with cursor.copy(f"COPY floor_{table} FROM STDIN") as copy:
+                for block in blocks:
+                    copy.write(block)
+        raw.commit()
+        seconds = time.perf_counter() - started
+        cursor.close()
+    finally:
+        raw.close()
+    return seconds, rows
+
+
+def peak_rss_mib() -> float:
+    """Return this process's peak resident memory so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscriptions", type=int, default=100_000)
+    parser.add_argument("--naive", type=int, default=5_000, help="the naive way's subset")
+    parser.add_argument("--smoke", action="store_true", help="1,000 and 200 only")
+    parser.add_argument("--url", default=os.environ.get("LUMENQUEST_POSTGRES_URL", DEFAULT_URL))
+    options = parser.parse_args()
+    n, m = (1_000, 200) if options.smoke else (options.subscriptions, options.naive)
+    try:
+        admin = create_engine_for(options.url)
+        with admin.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # any failure to connect means: no PostgreSQL here
+        if os.environ.get("LUMENQUEST_REQUIRE_SERVICES") == "1":
+            raise SystemExit(f"PostgreSQL is required but unreachable: {exc}") from exc
+        print(json.dumps({"skipped": 1}))
+        return
+    schema = f"lq_run_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    engine = create_engine_for(options.url, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        began = time.perf_counter()
+        setup(engine, n + m)
+        setup_seconds = time.perf_counter() - began
+        naive_per_s = timed_run(billing_for(engine, naive=True), m)
+        before = last_seqs(engine)
+        billing = billing_for(engine, naive=False)
+        rss_start = peak_rss_mib()
+        tenth = max(1, n // 10)
+        first = timed_run(billing, tenth)
+        rss_tenth = peak_rss_mib()
+        rest = timed_run(billing, n - tenth)
+        rss_all = peak_rss_mib()
+        run_per_s = n / (tenth / first + (n - tenth) / rest)
+        floor_seconds, floor_rows = copy_floor(engine, before)
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+    floor_per_s = n / floor_seconds
+    figures = {
+        "run_due_subs_per_s": round(run_per_s, 1),
+        "naive_subs_per_s": round(naive_per_s, 1),
+        "floor_copy_subs_per_s": round(floor_per_s, 1),
+        "speedup_vs_naive_x": round(run_per_s / naive_per_s, 2),
+        "share_of_floor_pct": round(100 * run_per_s / floor_per_s, 1),
+        "floor_rows_per_sub": round(floor_rows / n, 2),
+        "rss_growth_first_tenth_mib": round(rss_tenth - rss_start, 1),
+        "rss_growth_other_nine_tenths_mib": round(rss_all - rss_tenth, 1),
+        "subscriptions": n,
+        "naive_subscriptions": m,
+        "setup_seconds": round(setup_seconds, 1),
+    }
+    for name, value in figures.items():
+        print(f"{name:<36}{value:>14}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
