@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import attrs
 
 _T = TypeVar("_T")
+_new = object.__new__
+# Frozen attrs classes refuse ``obj.x = …``; object's own __setattr__ bypasses the guard.
 _set = object.__setattr__
 _FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {}
 
@@ -23,38 +25,28 @@ def _fields(cls: type) -> tuple[tuple[str, Any], ...]:
     return fields
 
 
-_DEFAULTS: dict[type, tuple[dict[str, Any], tuple[tuple[str, Any], ...], frozenset[str]]] = {}
+def build_trusted(cls: type[_T], state: dict[str, Any]) -> _T:
+    """Return a dict-backed ``cls`` whose ``__dict__`` is ``state``: every field, already valid.
 
-
-def _defaults(cls: type) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...], frozenset[str]]:
-    known = _DEFAULTS.get(cls)
-    if known is None:
-        fields = _fields(cls)
-        plain = {
-            name: default
-            for name, default in fields
-            if default is not attrs.NOTHING and not isinstance(default, attrs.Factory)  # type: ignore[arg-type]
-        }
-        factories = tuple(
-            (name, default.factory)
-            for name, default in fields
-            if isinstance(default, attrs.Factory)  # type: ignore[arg-type]
-        )
-        required = frozenset(name for name, default in fields if default is attrs.NOTHING)
-        known = _DEFAULTS[cls] = (plain, factories, required)
-    return known
+    The fastest way to make a ``slots=False`` object: one dict display at the call site and
+    no per-field work here. ``state`` must name every field and is adopted, not copied.
+    """
+    instance: _T = _new(cls)
+    _set(instance, "__dict__", state)
+    return instance
 
 
 def evolve_trusted(instance: _T, **changes: Any) -> _T:
     """Return a copy of ``instance`` with ``changes``, skipping converters and validators."""
     cls = type(instance)
-    copy: _T = object.__new__(cls)
+    copy: _T = _new(cls)
     state = getattr(instance, "__dict__", None)
     if state is not None:
-        # Dict-backed (slots=False) hot-path classes copy at C speed.
-        fresh = copy.__dict__
-        fresh.update(state)
+        # Dict-backed (slots=False) hot-path classes: dict.copy is a C-speed clone, and
+        # adopting it as __dict__ avoids filling an empty one key by key.
+        fresh = state.copy()
         fresh.update(changes)
+        _set(copy, "__dict__", fresh)
         return copy
     for name, _ in _fields(cls):
         _set(copy, name, changes[name] if name in changes else getattr(instance, name))
@@ -63,21 +55,9 @@ def evolve_trusted(instance: _T, **changes: Any) -> _T:
 
 def new_trusted(cls: type[_T], **values: Any) -> _T:
     """Build ``cls`` from values already validated together, skipping converters and validators."""
-    instance = object.__new__(cls)
-    fields = _fields(cls)
-    state = getattr(instance, "__dict__", None)
-    if state is not None:
-        plain, factories, required = _defaults(cls)
-        missing = required - values.keys()
-        if missing:
-            raise TypeError(f"{cls.__name__} needs {', '.join(sorted(missing))}")
-        state.update(plain)
-        for name, factory in factories:
-            if name not in values:
-                state[name] = factory()
-        state.update(values)
-        return instance
-    for name, default in fields:
+    # Hot paths build dict-backed objects with build_trusted; this one serves any class.
+    instance = _new(cls)
+    for name, default in _fields(cls):
         if name in values:
             value = values[name]
         elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]

@@ -82,6 +82,9 @@ class PlanChange(enum.StrEnum):
     SAME = "same"
 
 
+_PER_UNIT = PricingScheme.PER_UNIT
+
+
 @attrs.frozen
 class Tier:
     """One tier of a tiered price: units up to ``up_to`` (``None`` = no limit)."""
@@ -162,9 +165,10 @@ class Price:
 
     def amount_for(self, quantity: int) -> Money:
         """Return what ``quantity`` units cost for one whole cycle."""
-        _check_quantity(quantity)
+        if type(quantity) is not int or quantity < 0:  # inline: a renewal asks on every call
+            _check_quantity(quantity)
         scheme = self.scheme
-        if scheme is PricingScheme.PER_UNIT:
+        if scheme is _PER_UNIT:
             return _money(self.unit_amount.amount * quantity, self.currency)  # type: ignore[union-attr]
         if quantity == 0:
             return _money(0, self.currency)

@@ -179,11 +179,18 @@ class Money:
         return f"Money({self.amount}, {self.currency!r})"
 
 
+# The slots' own setters: calling them skips the frozen __setattr__ and the validators, and
+# costs less than object.__setattr__, which has to look the attribute up by name first.
+_set_amount = Money.__dict__["amount"].__set__
+_set_currency = Money.__dict__["currency"].__set__
+_new = object.__new__
+
+
 def _money(amount: int, currency: str) -> Money:
     """Build Money from values already known valid, skipping validation on hot paths."""
-    money = object.__new__(Money)
-    object.__setattr__(money, "amount", amount)
-    object.__setattr__(money, "currency", currency)
+    money = _new(Money)
+    _set_amount(money, amount)
+    _set_currency(money, currency)
     return money
 
 

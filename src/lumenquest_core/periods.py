@@ -119,14 +119,21 @@ class Period:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
+_set_start = Period.__dict__["start"].__set__
+_set_end = Period.__dict__["end"].__set__
+
+
 def _unsafe_period(start: datetime, end: datetime) -> Period:
     """Build a Period from UTC bounds already known ordered, skipping validation."""
+    # The slots' own setters skip the frozen __setattr__ and cost less than object's.
     period = object.__new__(Period)
-    object.__setattr__(period, "start", start)
-    object.__setattr__(period, "end", end)
+    _set_start(period, start)
+    _set_end(period, end)
     return period
 
 
+# Every month has at least 28 days: only the 29th to the 31st ever need clamping.
+_SHORTEST_MONTH = 28
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -142,10 +149,12 @@ def _add_months(value: datetime, months: int) -> datetime:
     index = value.month - 1 + months
     year = value.year + index // _MONTHS_PER_YEAR
     month = index % _MONTHS_PER_YEAR + 1
+    day = value.day
+    if day > _SHORTEST_MONTH:
+        day = min(day, _days_in_month(year, month))
     try:
-        return value.replace(
-            year=year, month=month, day=min(value.day, _days_in_month(year, month))
-        )
+        # Positional: datetime.replace parses keywords far more slowly than positions.
+        return value.replace(year, month, day)
     except ValueError:
         raise ValidationError(
             f"{months} months from {value.isoformat()} is outside the supported years",
@@ -153,13 +162,27 @@ def _add_months(value: datetime, months: int) -> datetime:
         ) from None
 
 
-def _shift(anchor: datetime, cycle: BillingCycle, n: int) -> datetime:
+# Module constants: a global lookup is cheaper than an attribute of the enum class.
+_MONTH = Interval.MONTH
+_YEAR = Interval.YEAR
+_WEEK = Interval.WEEK
+
+
+def _months_per_cycle(cycle: BillingCycle) -> int:
+    """Return how many calendar months one cycle spans; 0 for day- and week-based cycles."""
     interval = cycle.interval
-    if interval is Interval.MONTH:
-        return _add_months(anchor, n * cycle.count)
-    if interval is Interval.YEAR:
-        return _add_months(anchor, n * cycle.count * _MONTHS_PER_YEAR)
-    days = n * cycle.count * (7 if interval is Interval.WEEK else 1)
+    if interval is _MONTH:
+        return cycle.count
+    if interval is _YEAR:
+        return cycle.count * _MONTHS_PER_YEAR
+    return 0
+
+
+def _shift(anchor: datetime, cycle: BillingCycle, n: int) -> datetime:
+    per = _months_per_cycle(cycle)
+    if per:
+        return _add_months(anchor, n * per)
+    days = n * cycle.count * (7 if cycle.interval is _WEEK else 1)
     return anchor + timedelta(days=days)
 
 
@@ -173,12 +196,11 @@ def add_cycles(anchor: datetime, cycle: BillingCycle, n: int) -> datetime:
 
 
 def _estimate_cycles(anchor: datetime, cycle: BillingCycle, at: datetime) -> int:
-    interval = cycle.interval
-    if interval in (Interval.MONTH, Interval.YEAR):
+    per = _months_per_cycle(cycle)
+    if per:
         months = (at.year - anchor.year) * _MONTHS_PER_YEAR + at.month - anchor.month
-        per_cycle = cycle.count * (_MONTHS_PER_YEAR if interval is Interval.YEAR else 1)
-        return months // per_cycle
-    days = cycle.count * (7 if interval is Interval.WEEK else 1)
+        return months // per
+    days = cycle.count * (7 if cycle.interval is _WEEK else 1)
     return (at - anchor) // timedelta(days=days)
 
 
@@ -200,8 +222,31 @@ def period_at(anchor: datetime, cycle: BillingCycle, at: datetime) -> Period:
 
 def period_from(anchor: datetime, cycle: BillingCycle, start: datetime) -> Period:
     """Return the period that begins at ``start``, a boundary of the anchor's grid."""
-    anchor = aware(anchor, "anchor")
-    start = aware(start, "start")
+    return _period_from(aware(anchor, "anchor"), cycle, aware(start, "start"))
+
+
+def _period_from(anchor: datetime, cycle: BillingCycle, start: datetime) -> Period:
+    """:func:`period_from` for bounds already in UTC (a renewal's anchor and period end)."""
+    per = _months_per_cycle(cycle)
+    if per:
+        # On the grid ``start`` is the anchor moved by whole cycles, with the anchor's day
+        # (clamped to the month's length) and time of day. Checking those fields is exact,
+        # as both are in UTC, and costs far less than building the boundary to compare.
+        months = (start.year - anchor.year) * _MONTHS_PER_YEAR + start.month - anchor.month
+        n, off_grid = divmod(months, per)
+        day = anchor.day
+        if day > _SHORTEST_MONTH:
+            day = min(day, _days_in_month(start.year, start.month))
+        if (
+            off_grid
+            or start.day != day
+            or start.hour != anchor.hour
+            or start.minute != anchor.minute
+            or start.second != anchor.second
+            or start.microsecond != anchor.microsecond
+        ):
+            return period_at(anchor, cycle, start)
+        return _unsafe_period(start, _add_months(anchor, (n + 1) * per))
     # On the grid the estimate is exact, so one shift confirms it and one finds the end.
     n = _estimate_cycles(anchor, cycle, start)
     if _shift(anchor, cycle, n) != start:

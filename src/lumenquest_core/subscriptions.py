@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from lumenquest_core._trusted import evolve_trusted, new_trusted
+from lumenquest_core._trusted import build_trusted, evolve_trusted
 from lumenquest_core.catalog import PlanChange, Price, UsageType, compare
 from lumenquest_core.coupons import Coupon, Discount
 from lumenquest_core.dunning import DunningPolicy, FinalAction, next_retry_at
@@ -132,6 +132,23 @@ class Transition:
     events: tuple[DomainEvent, ...] = ()
 
 
+# The slots' own setters: a renewal builds its Transition without the attrs __init__.
+_set_subscription = Transition.__dict__["subscription"].__set__
+_set_lines = Transition.__dict__["lines"].__set__
+_set_events = Transition.__dict__["events"].__set__
+
+
+def _transition(
+    sub: Subscription, lines: tuple[InvoiceLine, ...], events: tuple[DomainEvent, ...]
+) -> Transition:
+    """Return ``Transition(sub, lines, events)`` for values of the right types, built faster."""
+    transition = object.__new__(Transition)
+    _set_subscription(transition, sub)
+    _set_lines(transition, lines)
+    _set_events(transition, events)
+    return transition
+
+
 _Status = SubscriptionStatus
 
 # Stripe lets an incomplete subscription's first invoice be paid for 23 hours.
@@ -230,37 +247,46 @@ def _money_json(value: Money | None) -> dict[str, Any] | None:
 
 def _event(sub: Subscription, name: EventName, at: datetime, **data: Any) -> DomainEvent:
     # ``data`` is a fresh dict of JSON-ready values: freeze it without another copy.
-    return new_trusted(
+    return build_trusted(
         DomainEvent,
-        name=name,
-        subject_id=sub.id,
-        customer_id=sub.customer_id,
-        occurred_at=at,
-        data=MappingProxyType(data),
+        {
+            "name": name,
+            "subject_id": sub.id,
+            "customer_id": sub.customer_id,
+            "occurred_at": at,
+            "data": MappingProxyType(data),
+        },
     )
 
 
+_LICENSED = UsageType.LICENSED
+
+
 def _licensed(price: Price) -> bool:
-    return price.usage_type is UsageType.LICENSED
+    return price.usage_type is _LICENSED
 
 
 def _advance_lines(sub: Subscription) -> tuple[InvoiceLine, ...]:
     """Return the in-advance charge for the whole current period (none when metered)."""
+    price = sub.price
     # Metered usage is billed in arrears by the invoice builder, never here.
-    if not _licensed(sub.price):
+    if price.usage_type is not _LICENSED:
         return ()
+    quantity = sub.quantity
     return (
-        new_trusted(
+        build_trusted(
             InvoiceLine,
-            kind=LineKind.SUBSCRIPTION,
-            description=_label(sub.price, sub.quantity),
-            amount=sub.price.amount_for(sub.quantity),
-            quantity=sub.quantity,
-            period=sub.current_period,
-            price_id=sub.price.id,
-            subscription_id=sub.id,
-            discountable=True,
-            tax_rates=(),
+            {
+                "kind": LineKind.SUBSCRIPTION,
+                "description": _label(price, quantity),
+                "amount": price.amount_for(quantity),
+                "quantity": quantity,
+                "period": sub.current_period,
+                "price_id": price.id,
+                "subscription_id": sub.id,
+                "discountable": True,
+                "tax_rates": (),
+            },
         ),
     )
 
@@ -557,7 +583,8 @@ def renew(sub: Subscription, at: datetime) -> Transition:
     :func:`next_action_at` is in the future, so every period is billed exactly once.
     Metered usage for the period that ended is the invoice builder's to add.
     """
-    _require(sub, "renew", _BILLED)
+    if sub.status not in _BILLED:
+        raise _invalid(sub, "renew")
     at = aware(at, "at")
     end = sub.current_period.end
     if at < end:
@@ -578,10 +605,12 @@ def renew(sub: Subscription, at: datetime) -> Transition:
             reason="cancel_at_period_end",
         )
         return Transition(canceled, (), (event,))
-    changed, events = _apply_scheduled(sub, end, at)
-    updated = evolve_trusted(
-        changed, current_period=period_from(changed.anchor, changed.cycle, end)
-    )
+    changed, events = (sub, ()) if sub.scheduled_change is None else _apply_scheduled(sub, end, at)
+    period = period_from(changed.anchor, changed.price.cycle, end)
+    # evolve_trusted(changed, current_period=period), without packing and unpacking kwargs.
+    state = changed.__dict__.copy()
+    state["current_period"] = period
+    updated = build_trusted(Subscription, state)
     lines = _advance_lines(updated)
     renewed = _event(
         updated,
@@ -589,11 +618,11 @@ def renew(sub: Subscription, at: datetime) -> Transition:
         at,
         price_id=updated.price.id,
         quantity=updated.quantity,
-        period_start=updated.current_period.start.isoformat(),
-        period_end=updated.current_period.end.isoformat(),
+        period_start=period.start.isoformat(),
+        period_end=period.end.isoformat(),
         amount=_money_json(lines[0].amount if lines else None),
     )
-    return Transition(updated, lines, (*events, renewed))
+    return _transition(updated, lines, (*events, renewed))
 
 
 def discount_used(sub: Subscription) -> Subscription:
