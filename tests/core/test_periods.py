@@ -6,7 +6,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lumenquest_core.errors import NaiveDatetime, ValidationError
-from lumenquest_core.periods import BillingCycle, Interval, Period, add_cycles, aware, period_at
+from lumenquest_core.periods import (
+    BillingCycle,
+    Interval,
+    Period,
+    add_cycles,
+    aware,
+    period_at,
+    period_from,
+)
 from tests.strategies import cycles, instants
 
 MONTHLY = BillingCycle(Interval.MONTH)
@@ -127,3 +135,18 @@ def test_add_cycles_agrees_with_dateutil_relativedelta(anchor, cycle, n):
 def test_a_boundary_outside_the_supported_years_is_a_validation_error():
     with pytest.raises(ValidationError, match="outside the supported years"):
         add_cycles(utc(9999, 12, 1), MONTHLY, 1)
+
+
+@given(anchor=instants, cycle=cycles, at=instants, on_grid=st.booleans())
+def test_period_from_a_start_equals_the_period_at_that_start(anchor, cycle, at, on_grid):
+    # period_from takes a shortcut for starts on the anchor's grid and falls back to
+    # period_at for any other start: either way the answer is period_at's.
+    start = period_at(anchor, cycle, at).start if on_grid else at
+    try:
+        expected = period_at(anchor, cycle, start)
+    except ValidationError:
+        return  # a boundary outside the supported years, tested above
+    found = period_from(anchor, cycle, start)
+    assert found == expected
+    if on_grid:
+        assert found.start == start
