@@ -90,7 +90,9 @@ def setup(engine: sa.Engine, total: int) -> str:
         customer_id="'cus_b' || lpad(g::text, 7, '0')",
     )
     with engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+            "ANALYZE customers; ANALYZE subscriptions"
+        )
     return sub.id
 
 
