@@ -5,10 +5,16 @@ N/10 customers, two years; some start with a trial) into a throwaway schema with
 then times, in the same run on the same database:
 
 * ``Billing.metrics`` for the last month, which asks the store for per-customer MRR
-  snapshots and trial outcomes (one SQL statement each);
-* the pure-Python path, the baseline: the change rows of a subset (at most 100k
+  snapshots and trial outcomes: the paying rows that still hold or stopped in the
+  period (``superseded_at``, kept by the triggers of migration 0005), not the history;
+* baseline 1, the whole history in SQL: every change up to the end, windowed per
+  subscription (``LEAD``) and summed per customer, as ``mrr_snapshots`` did before 0005;
+* baseline 2, the pure-Python path: the change rows of a subset (at most 100k
   subscriptions) loaded with one SELECT, then ``metrics_from_changes``
   (``report_from_history``).
+
+The load (``load_s``) is COPY with the span triggers off and ``superseded_at`` computed
+by the generator, as the triggers would set it.
 
 The schema is dropped at the end. ``--smoke`` loads 2,000 subscriptions. Prints a table,
 then one JSON line. Without a reachable PostgreSQL it prints ``{"skipped": 1}`` (and fails
@@ -44,8 +50,10 @@ PERIOD = Period(datetime(2025, 11, 1, tzinfo=UTC), datetime(2025, 12, 1, tzinfo=
 SUBSET = 100_000
 _COLUMNS = (
     "id, subscription_id, customer_id, kind, at, from_status, to_status, from_price_id,"
-    " to_price_id, from_quantity, to_quantity, mrr, mrr_currency, plan_id, data"
+    " to_price_id, from_quantity, to_quantity, mrr, mrr_currency, plan_id, data, superseded_at"
 )
+
+_TRIGGERS = ("lumenquest_change_span_new", "lumenquest_change_span_close")
 
 
 def history(subscriptions: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
@@ -74,12 +82,19 @@ def history(subscriptions: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
                 rows.append(("canceled", at, "active", "canceled", 0))
             else:
                 rows.append(("changed", at, "active", "active", rng.choice(amounts)))
-        for k, (kind, when, before, after, amount) in enumerate(rows):
-            if when < PERIOD.end + timedelta(days=30):
-                yield (
-                    f"chg_{n:08d}_{k}", sub, customer, kind, when, before, after,
-                    None, "price_1", None, 1, amount, "USD", plan, "{}",
-                )  # fmt: skip
+        kept = [r for r in rows if r[1] < PERIOD.end + timedelta(days=30)]
+        for k, (kind, when, before, after, amount) in enumerate(kept):
+            yield (
+                f"chg_{n:08d}_{k}", sub, customer, kind, when, before, after,
+                None, "price_1", None, 1, amount, "USD", plan, "{}", _until(kept, k),
+            )  # fmt: skip
+
+
+def _until(rows: list[tuple[str, datetime, str | None, str, int]], k: int) -> datetime | None:
+    """Return what the span triggers would set: the next change of MRR, or its own ``at``."""
+    if k and rows[k - 1][4] == rows[k][4]:
+        return rows[k][1]  # a repeat
+    return next((r[1] for r in rows[k + 1 :] if r[4] != rows[k][4]), None)
 
 
 def load(engine: sa.Engine, subscriptions: int) -> int:
@@ -91,11 +106,19 @@ def load(engine: sa.Engine, subscriptions: int) -> int:
         # FREEZE (the table truncated in the same transaction): the rows are visible to all
         # at once, so index-only scans skip the heap even while other sessions are open.
         cursor.execute("TRUNCATE subscription_changes")
+        # The span triggers plan their lookups on the table as it is: in a bulk load into
+        # a truncated table that is a sequential scan per row. The rows come with their
+        # spans instead (the triggers' result), and the triggers are off meanwhile.
+        for trigger in _TRIGGERS:
+            cursor.execute(f"ALTER TABLE subscription_changes DISABLE TRIGGER {trigger}")
         statement = f"COPY subscription_changes ({_COLUMNS}) FROM STDIN WITH (FREEZE)"
-        with cursor, cursor.copy(statement) as copy:
+        with cursor.copy(statement) as copy:
             for row in history(subscriptions):
                 copy.write_row(row)
                 count += 1
+        for trigger in _TRIGGERS:
+            cursor.execute(f"ALTER TABLE subscription_changes ENABLE ALWAYS TRIGGER {trigger}")
+        cursor.close()
         raw.commit()
     finally:
         raw.close()
@@ -119,6 +142,33 @@ def python_baseline(engine: sa.Engine, subset: int) -> float:
     with engine.connect() as connection:
         rows = [mapping.change_from_row(r) for r in connection.execute(query).mappings()]
     metrics_from_changes(rows, period=PERIOD, currency="USD")
+    return time.perf_counter() - started
+
+
+def history_scan(engine: sa.Engine) -> float:
+    """Seconds for MRR at both ends from every change up to the end (before migration 0005)."""
+    c = subscription_changes.c
+    start, end = PERIOD.start, PERIOD.end
+    next_at = (
+        sa.func.lead(c.at, type_=c.at.type)
+        .over(partition_by=(c.customer_id, c.subscription_id), order_by=(c.at, c.seq))
+        .label("next_at")
+    )
+    h = (
+        sa.select(c.customer_id, c.mrr, c.at, next_at)
+        .where(c.mrr_currency == "USD", c.at <= end)
+        .subquery()
+        .c
+    )
+    holds_at_start = sa.and_(h.at <= start, sa.or_(h.next_at.is_(None), h.next_at > start))
+    query = sa.select(
+        h.customer_id,
+        sa.func.sum(sa.case((sa.and_(h.mrr > 0, holds_at_start), h.mrr), else_=0)),
+        sa.func.sum(sa.case((sa.and_(h.mrr > 0, h.next_at.is_(None)), h.mrr), else_=0)),
+    ).group_by(h.customer_id)
+    started = time.perf_counter()
+    with engine.connect() as connection:
+        connection.execute(query).all()
     return time.perf_counter() - started
 
 
@@ -181,6 +231,7 @@ def main() -> None:
             started = time.perf_counter()
             report = billing.metrics(start=PERIOD.start, end=PERIOD.end, currency="USD")
             runs.append(time.perf_counter() - started)
+        history_s = statistics.median(history_scan(engine) for _ in range(3))
         subset = min(SUBSET, subscriptions)
         python_s = min(python_baseline(engine, subset) for _ in range(2))
         if options.explain:
@@ -194,6 +245,7 @@ def main() -> None:
     figures = {
         "sql_metrics_s": round(sql_s, 3),
         "sql_metrics_s_first": round(runs[0], 3),
+        "sql_history_window_s": round(history_s, 3),
         "python_metrics_s_100k": round(python_s, 3),
         "python_subset_subscriptions": subset,
         "subscriptions": subscriptions,
@@ -205,6 +257,7 @@ def main() -> None:
     print(f"{'Billing.metrics via store queries, ' + f'{subscriptions:,} subs (median of 5)':<58}"
           f"{sql_s:>10.3f}")  # fmt: skip
     print(f"{'  first (cold) run':<58}{runs[0]:>10.3f}")
+    print(f"{'whole history windowed in SQL (baseline, median of 3)':<58}{history_s:>10.3f}")
     print(f"{'report_from_history on one SELECT, ' + f'{subset:,} subs (baseline)':<58}"
           f"{python_s:>10.3f}")  # fmt: skip
     print(

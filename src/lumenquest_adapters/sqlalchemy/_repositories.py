@@ -801,6 +801,10 @@ class AuditLog(_Repository):
         return [m.audit_from_row(r) for r in self._rows(query)]
 
 
+# Ids per IN list of the metrics queries: well under every driver's bound on parameters.
+_IDS_PER_QUERY = 1000
+
+
 class SubscriptionChanges(_Repository):
     """Every subscription's history with its MRR."""
 
@@ -834,54 +838,76 @@ class SubscriptionChanges(_Repository):
     def mrr_snapshots(self, period: Period, currency: str) -> MrrSnapshots:
         """Return each customer's MRR at ``period.start`` and at ``period.end``, and who came back.
 
-        One statement, one pass: the changes up to the end, in the order of the metrics
-        index, each with the time of its subscription's next change (``LEAD``); a change
-        holds at an instant if it is at or before it and the next one is after it. Each
-        customer's sums stream out of the same scan (no sort, no hash on PostgreSQL).
+        A paying change holds from ``at`` until ``superseded_at`` (kept by triggers, see
+        migration 0005), so one statement reads only the rows that hold at some instant of
+        the period: those that still hold, summed per customer as the index streams them,
+        and those that stopped after the start. A second one asks, for the customers who
+        pay at the end only, whether they paid before.
         """
         c = t.subscription_changes.c
         start, end = period.start, period.end
-        history = (
-            sa.select(
-                c.customer_id,
-                c.mrr,
-                c.at,
-                sa.func.lead(c.at, type_=c.at.type)
-                .over(partition_by=(c.customer_id, c.subscription_id), order_by=(c.at, c.seq))
-                .label("next_at"),
+
+        def total(name: str, holds: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+            # BIGINT, not PostgreSQL's NUMERIC sum: ints, not Decimals, come back.
+            amount = sa.func.sum(sa.case((holds, c.mrr), else_=0))
+            return sa.cast(amount, sa.BigInteger).label(name)
+
+        # The WHERE clauses repeat the partial indexes' conditions, so that they are used.
+        still_holding = (
+            sa.select(c.customer_id, total("m0", c.at <= start), total("m1", sa.true()))
+            .where(
+                c.mrr_currency == currency,
+                c.superseded_at.is_(None),
+                c.mrr > 0,
+                c.at <= end,
             )
-            .where(c.mrr_currency == currency, c.at <= end)
-            .subquery("history")
+            .group_by(c.customer_id)
         )
-        h = history.c
-        paying = h.mrr > 0
-        holds_at_start = sa.and_(h.at <= start, sa.or_(h.next_at.is_(None), h.next_at > start))
-        start_mrr = sa.func.sum(sa.case((sa.and_(paying, holds_at_start), h.mrr), else_=0))
-        end_mrr = sa.func.sum(sa.case((sa.and_(paying, h.next_at.is_(None)), h.mrr), else_=0))
-        paid_before = sa.func.max(sa.case((sa.and_(paying, h.at <= start), 1), else_=0))
-        query = (
-            sa.select(
-                h.customer_id,
-                start_mrr.label("start_mrr"),
-                end_mrr.label("end_mrr"),
-                paid_before.label("paid_before"),
+        stopped_after_start = (
+            sa.select(c.customer_id, total("m0", c.at <= start), total("m1", c.superseded_at > end))
+            .where(
+                c.mrr_currency == currency,
+                c.superseded_at > c.at,
+                c.mrr > 0,
+                c.superseded_at > start,
+                c.at <= end,
             )
-            .group_by(h.customer_id)
-            .having(sa.or_(start_mrr > 0, end_mrr > 0))
+            .group_by(c.customer_id)
         )
         at_start: dict[str, int] = {}
         at_end: dict[str, int] = {}
-        reactivated: list[str] = []
-        for row in self._rows(query):
-            # PostgreSQL sums bigints as numeric (Decimal); SQLite gives ints.
-            customer_id, m0, m1 = row["customer_id"], int(row["start_mrr"]), int(row["end_mrr"])
+        live = sa.union_all(still_holding, stopped_after_start)
+        for row in self._uow.read(live).mappings():
+            customer_id, m0, m1 = row["customer_id"], row["m0"], row["m1"]
             if m0:
-                at_start[customer_id] = m0
-            elif row["paid_before"]:
-                reactivated.append(customer_id)  # paying at the end (HAVING), not at the start
+                at_start[customer_id] = at_start.get(customer_id, 0) + m0
             if m1:
-                at_end[customer_id] = m1
-        return MrrSnapshots(start=at_start, end=at_end, reactivated=reactivated)
+                at_end[customer_id] = at_end.get(customer_id, 0) + m1
+        return MrrSnapshots(
+            start=at_start,
+            end=at_end,
+            reactivated=self._paid_before(
+                [customer for customer in at_end if customer not in at_start], start, currency
+            ),
+        )
+
+    def _paid_before(self, customer_ids: Sequence[str], at: datetime, currency: str) -> set[str]:
+        """Return those of the customers who had a paying change at or before ``at``."""
+        c = t.subscription_changes.c
+        paid: set[str] = set()
+        for first in range(0, len(customer_ids), _IDS_PER_QUERY):
+            query = (
+                sa.select(c.customer_id)
+                .distinct()
+                .where(
+                    c.mrr_currency == currency,
+                    c.customer_id.in_(customer_ids[first : first + _IDS_PER_QUERY]),
+                    c.mrr > 0,
+                    c.at <= at,
+                )
+            )
+            paid.update(self._uow.read(query).scalars())
+        return paid
 
     def trial_outcomes(self, period: Period, currency: str) -> Sequence[TrialOutcome]:
         """Return ``(plan_id, converted)`` of each change in ``[start, end)`` leaving ``trialing``."""

@@ -441,6 +441,9 @@ subscription_changes = sa.Table(
     _currency("mrr_currency"),
     sa.Column("plan_id", ID(), _fk("plans.id"), nullable=True),
     sa.Column("data", JSONType(), nullable=False),
+    # Written by triggers (migration 0005), never by the code: when this paying change
+    # stopped holding; NULL while it holds, ``at`` for a repeat of the MRR before it.
+    sa.Column("superseded_at", Timestamp(), nullable=True),
     _currency_check("mrr_currency"),
     sa.Index(None, "subscription_id", "at"),
     # Metrics (migration 0003): every subscription's history in one ordered index-only
@@ -461,6 +464,25 @@ subscription_changes = sa.Table(
         postgresql_include=["plan_id", "to_status"],
         postgresql_where=sa.text("from_status = 'trialing'"),
         sqlite_where=sa.text("from_status = 'trialing'"),
+    ),
+    # Metrics (migration 0005): MRR at an instant sums the paying rows that still hold
+    # (per customer, in order) and those that stopped after it; the history is not read.
+    sa.Index(
+        "ix_subscription_changes_open",
+        "mrr_currency",
+        "customer_id",
+        "subscription_id",
+        postgresql_include=["at", "mrr"],
+        postgresql_where=sa.text("superseded_at IS NULL AND mrr > 0"),
+        sqlite_where=sa.text("superseded_at IS NULL AND mrr > 0"),
+    ),
+    sa.Index(
+        "ix_subscription_changes_closed",
+        "mrr_currency",
+        "superseded_at",
+        postgresql_include=["customer_id", "at", "mrr"],
+        postgresql_where=sa.text("superseded_at > at AND mrr > 0"),
+        sqlite_where=sa.text("superseded_at > at AND mrr > 0"),
     ),
 )
 
