@@ -14,17 +14,17 @@ have raised, only later. That is the one thing batch mode changes, and the port 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.util import find_tables
 
 from lumenquest_adapters.sqlalchemy._errors import Describe
 from lumenquest_adapters.sqlalchemy._schema import metadata
 
-__all__ = ["Batch", "Write", "bulk_statements", "touches"]
+__all__ = ["Batch", "Write", "send", "touches"]
 
 # Parents before children, so that a bulk insert never waits for its foreign key's row.
 _RANK = {table: rank for rank, table in enumerate(metadata.sorted_tables)}
@@ -92,8 +92,12 @@ def touches(statement: sa.Executable, tables: set[sa.Table]) -> bool:
     return any(table in tables for table in found)
 
 
-def bulk_statements(writes: list[Write]) -> Iterator[tuple[sa.Executable, list[dict[str, Any]]]]:
-    """Yield each statement with its rows: inserts parents first, then updates in order."""
+def send(connection: Connection, writes: list[Write]) -> None:
+    """Send queued writes: each table's inserts in bulk, parents first, then the updates.
+
+    PostgreSQL takes the inserts by ``COPY``, SQLite by ``executemany`` (in-process, it is
+    as fast); updates go as an executemany per table and shape, pipelined by the driver.
+    """
     inserts: dict[tuple[sa.Table, tuple[str, ...]], list[dict[str, Any]]] = {}
     updates: dict[sa.Table, list[Write]] = {}
     for write in writes:
@@ -101,8 +105,12 @@ def bulk_statements(writes: list[Write]) -> Iterator[tuple[sa.Executable, list[d
             inserts.setdefault((write.table, tuple(write.values)), []).append(write.values)
         else:
             updates.setdefault(write.table, []).append(write)
-    for (table, _), rows in sorted(inserts.items(), key=lambda item: _RANK[item[0][0]]):
-        yield sa.insert(table), rows
+    copy = connection.dialect.name == "postgresql"
+    for (table, columns), rows in sorted(inserts.items(), key=lambda item: _RANK[item[0][0]]):
+        if copy:
+            _copy(connection, table, columns, rows)
+        else:
+            connection.execute(sa.insert(table), rows)
     for table in sorted(updates, key=_RANK.__getitem__):
         # Consecutive updates with the same key and columns share a statement; a change of
         # shape starts the next one, so that one row's updates still land in their order.
@@ -112,12 +120,43 @@ def bulk_statements(writes: list[Write]) -> Iterator[tuple[sa.Executable, list[d
             key = str(write.key)
             this = (key, tuple(write.values))
             if shape is not None and this != shape:
-                yield _update(table, shape[0]), params
+                connection.execute(_update(table, shape[0]), params)
                 params = []
             shape = this
             params.append({**write.values, _KEY_PARAMETER: write.values[key]})
         if shape is not None:
-            yield _update(table, shape[0]), params
+            connection.execute(_update(table, shape[0]), params)
+
+
+def _copy(
+    connection: Connection, table: sa.Table, columns: tuple[str, ...], rows: list[dict[str, Any]]
+) -> None:
+    """COPY rows into a table, each value through its column type's own bind processing."""
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    dialect = connection.dialect
+    preparer = dialect.identifier_preparer
+    processors = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
+    statement = (
+        f"COPY {preparer.format_table(table)}"
+        f" ({', '.join(preparer.quote(name) for name in columns)}) FROM STDIN"
+    )
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        row[name] if process is None else process(row[name])
+                        for name, process in zip(columns, processors, strict=True)
+                    ]
+                )
+    except psycopg.Error as exc:
+        # Raised as SQLAlchemy would have, so that the unit of work translates it as usual.
+        raise sa.exc.DBAPIError.instance(
+            statement, None, exc, psycopg.Error, dialect=dialect
+        ) from exc
 
 
 def _update(table: sa.Table, key: str) -> sa.Executable:

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from lumenquest_adapters.sqlalchemy import _repositories as r
-from lumenquest_adapters.sqlalchemy._batch import Batch, Write, bulk_statements, touches
+from lumenquest_adapters.sqlalchemy._batch import Batch, Write, send, touches
 from lumenquest_adapters.sqlalchemy._engine import BEGIN_KEY, is_sqlite
 from lumenquest_adapters.sqlalchemy._errors import Describe, translated
 from lumenquest_adapters.sqlalchemy._schema import invoice_number_sequence, metadata
@@ -402,8 +402,7 @@ class SqlAlchemyUnitOfWork:
                 return
             savepoint = connection.begin_nested()
             try:
-                for statement, rows in bulk_statements(writes):
-                    connection.execute(statement, rows)
+                send(connection, writes)
             except sa.exc.IntegrityError:
                 savepoint.rollback()
             else:
