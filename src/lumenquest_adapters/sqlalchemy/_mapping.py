@@ -56,8 +56,13 @@ Values = dict[str, Any]
 # -- JSON values ----------------------------------------------------------------------
 
 
+_ATOMS = frozenset({str, int, bool, float, type(None)})
+
+
 def plain(value: Any) -> Any:
     """Return ``value`` with read-only mappings and tuples turned into dicts and lists."""
+    if type(value) in _ATOMS:  # most values of event data and audit rows: answered first
+        return value
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -94,10 +94,10 @@ class _Repository:
     def _duplicate(self, row_id: str, specific: Describe | None = None) -> Describe:
         """Describe a broken constraint: the key's own, or one ``specific`` knows."""
         table = self._table
-        key_constraints = {f"pk_{table.name}", f"uq_{table.name}_{self._key}"}
 
         def describe(name: str | None) -> Conflict | None:
-            if name in key_constraints:
+            # Worked out only when a constraint broke: a billing run builds one per write.
+            if name in (f"pk_{table.name}", f"uq_{table.name}_{self._key}"):
                 return Conflict(
                     f"{self._kind} {row_id!r} already exists",
                     details={"kind": self._kind, "id": row_id, "constraint": "primary_key"},
