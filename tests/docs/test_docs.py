@@ -32,7 +32,9 @@ from lumenquest_core import errors
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 NO_RUN = "<!-- docs: no-run -->"
-MAX_NO_RUN = 3  # rarely: every sample that can run, runs
+# Rarely: every sample that can run, runs. The three are the Django example's files, which
+# need a configured Django project: tests/examples/test_django_example.py runs them.
+MAX_NO_RUN = 3
 
 # ```python, ```py, or ```{.python} (the attribute form keeps formatters off a snippet).
 _FENCE = re.compile(
