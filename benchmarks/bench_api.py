@@ -1,18 +1,34 @@
-"""The example app's HTTP overhead, in-process: requests/s through the ASGI stack beside ``Billing``.
+"""The example app served by uvicorn, loaded over loopback: requests/s and p50/p99 latency.
 
-Run: ``.venv/bin/python benchmarks/bench_api.py`` (2,000 requests per figure) or with
-``--requests N``; ``--smoke`` uses 50, to prove the benchmark still works. Measured in
-one process, on one SQLite file, sequentially (one request at a time, so the figures
-are per-request costs, not a concurrency test), through httpx's ASGI transport:
+Run: ``.venv/bin/python benchmarks/bench_api.py`` (2,000 timed requests per figure) or
+with ``--requests N``; ``--smoke`` uses 200, to prove the benchmark still works (well
+under a minute, no PostgreSQL needed).
 
-- ``GET /v1/plans`` (anonymous; envelope, middleware, rate limiter, logging) beside
-  two baselines: ``Billing.list_plans`` + ``list_prices`` per plan called directly, and
-  a bare FastAPI hello-world (a sync route, like ours) through the same transport;
-- an authenticated ``POST /v1/subscriptions/{id}/usage`` (JWT check, ownership read,
-  a write with its audit row) beside ``Billing.record_usage`` called directly.
+Each server is a separate process, ``uvicorn`` with one worker on 127.0.0.1 and a free
+port, started the way ``python -m asgi_app`` serves the app (no access log; the app's
+own request log goes to a file). This process loads them with ``httpx.AsyncClient``
+keeping ``--concurrency`` (16) requests in flight over keep-alive connections, after a
+warm-up; each latency is one request's round trip as the client sees it. Measured in
+the same run:
 
-Logs go to a null handler: the point is the stack, not the terminal. The last line is
-one JSON object.
+- ``GET /v1/plans`` (anonymous; envelope, middleware, rate limiter, request log,
+  catalog cache) on the example app over an SQLite file seeded with the demo plans,
+  beside a bare FastAPI hello-world (``benchmarks/_hello_app.py``, one sync route)
+  served the same way; the share of the bare requests/s is the figure (target ≥ 50 %);
+- ``POST /v1/subscriptions`` on PostgreSQL (target ≥ 300 requests/s, p99 < 100 ms):
+  a throwaway database is created, the app started with ``LUMENQUEST_DATABASE_URL``
+  on it (migrated and seeded at start-up), users registered and logged in through the
+  API (not timed); each timed request subscribes one of them, with its bearer token, to
+  the seeded "Pro" price (a charge through the fake gateway, invoice, events, audit).
+  The database is dropped afterwards. PostgreSQL is ``--postgres-url`` (default
+  ``LUMENQUEST_POSTGRES_URL`` or the local ``test`` database); without it this part is
+  skipped (``"postgres_skipped": 1``) unless ``LUMENQUEST_REQUIRE_SERVICES=1``.
+
+Rate limits are raised (not switched off) and argon2 made cheap through the app's
+``LUMENQUEST_*`` variables; nothing else in the environment's ``LUMENQUEST_*`` reaches
+the servers (so no Redis: in-memory limiter and cache, as a one-worker server has).
+The client shares the machine with the servers, so the figures are a floor. The last
+line is one JSON object.
 """
 
 from __future__ import annotations
@@ -20,163 +36,310 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
+import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
-from fastapi import FastAPI
+import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from lumenquest_adapters.sqlalchemy import create_engine_for
 
-from asgi_app.config import AppSettings
-from asgi_app.main import create_app
-from asgi_app.seed import seed_plans
-from lumenquest_adapters.config import Settings
-from lumenquest_adapters.memory import FakeGateway, TestClock
-from lumenquest_core import BillingCycle, Interval, Money
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+READY_ATTEMPTS = 300  # polls 0.05 s apart: up to ~15 s for a server to answer
+PLANS_TARGET_PCT = 50
+SUBSCRIBE_TARGET_PER_S = 300
+SUBSCRIBE_TARGET_P99_MS = 100
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
+# The app's own variables: limits far above what the run sends, cheap password hashing
+# (setup only), a fixed signing key, the request log kept (a file, not a terminal).
+APP_ENV = {
+    "LUMENQUEST_RATE_LIMIT_AUTH": "10000000",
+    "LUMENQUEST_RATE_LIMIT_API": "10000000",
+    "LUMENQUEST_RATE_LIMIT_ADMIN": "10000000",
+    "LUMENQUEST_ARGON2_TIME_COST": "1",
+    "LUMENQUEST_ARGON2_MEMORY_KIB": "64",
+    "LUMENQUEST_JWT_SECRET": "bench-secret-bench-secret-bench-secret-0123",
+}
+
+Request = Callable[[httpx.AsyncClient, int], Any]
 
 
-def percentile(samples: list[float], q: float) -> float:
-    """Return the q-th percentile (0..1) of ``samples`` in milliseconds."""
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """Return this environment without its ``LUMENQUEST_*`` variables, plus ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMENQUEST_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "examples"), str(ROOT)])
+    return env | APP_ENV | extra
+
+
+class Server:
+    """One uvicorn process on 127.0.0.1; its output goes to a log file."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._output: IO[bytes] = log.open("wb")
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port)],
+            env=env,
+            cwd=ROOT,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, path: str) -> None:
+        """Poll ``path`` until it answers 200 (bounded), or raise with the server's output."""
+        with httpx.Client(base_url=self.base_url, timeout=2) as client:
+            for _ in range(READY_ATTEMPTS):
+                if self.process.poll() is not None:
+                    break
+                with suppress(httpx.TransportError):
+                    if client.get(path).status_code == 200:
+                        return
+                time.sleep(0.05)
+        raise SystemExit(f"{self.name} did not come up:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        """Return the last lines the server printed."""
+        self._output.flush()
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        """Terminate the process we started (kill it if it will not stop)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self._output.close()
+
+
+@contextmanager
+def serving(servers: list[Server]) -> Iterator[None]:
+    """Stop every server in ``servers`` on the way out, whatever happened."""
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def app_server(name: str, database_url: str, directory: Path) -> Server:
+    """Start ``python -m asgi_app --demo`` (migrates, seeds the demo plans) on ``database_url``."""
+    return Server(
+        name,
+        [sys.executable, "-m", "asgi_app", "--demo"],
+        server_env(LUMENQUEST_DATABASE_URL=database_url),
+        directory / f"{name}.log",
+    )
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    """Return the q-th percentile (0..1) of ``samples`` (seconds) in milliseconds."""
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def timed(n: int, call: Callable[[], Awaitable[Any]]) -> tuple[float, list[float]]:
-    """Run ``call`` n times in a row; return (requests per second, per-call seconds)."""
-    samples = []
+async def load(
+    client: httpx.AsyncClient, n: int, concurrency: int, request: Request, expected: int
+) -> tuple[float, list[float]]:
+    """Send ``n`` requests, ``concurrency`` in flight; return (requests/s, latencies in s)."""
+    samples: list[float] = []
+    counter = iter(range(n))
+    failures: list[str] = []
+
+    async def worker() -> None:
+        for index in counter:
+            started = time.perf_counter()
+            response = await request(client, index)
+            samples.append(time.perf_counter() - started)
+            if response.status_code != expected and len(failures) < 3:
+                failures.append(f"{response.status_code} {response.text[:300]}")
+
     began = time.perf_counter()
-    for _ in range(n):
-        start = time.perf_counter()
-        await call()
-        samples.append(time.perf_counter() - start)
-    return n / (time.perf_counter() - began), samples
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    if failures:
+        raise SystemExit(f"unexpected responses: {failures}")
+    return n / elapsed, samples
 
 
-def timed_sync(n: int, call: Callable[[], Any]) -> float:
-    """Run ``call`` n times in a row; return calls per second."""
-    began = time.perf_counter()
-    for _ in range(n):
-        call()
-    return n / (time.perf_counter() - began)
+def client_for(server: Server, concurrency: int) -> httpx.AsyncClient:
+    """Return a keep-alive client for ``server`` with one connection per in-flight request."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=30)
 
 
-async def measure(n: int, directory: Path) -> dict[str, float]:
-    """Return the figures for ``n`` requests of each kind."""
-    logger = logging.getLogger("lumenquest.api")
-    logger.handlers[:] = [logging.NullHandler()]
-    logger.propagate = False
-    app = create_app(
-        Settings(database_url=f"sqlite:///{directory / 'bench.db'}"),
-        app_settings=AppSettings(
-            rate_limit_enabled=False,
-            argon2_time_cost=1,
-            argon2_memory_kib=64,
-            jwt_secret="bench-secret-bench-secret-bench-secret-0123",
-        ),
-        clock=TestClock(START),
-        gateway=FakeGateway(),
-    )
-    context = app.state.context
-    billing = context.billing
-    seed_plans(context)
-    plan = billing.create_plan(name="Metered API")
-    metered = billing.create_price(
-        plan_id=plan.id,
-        unit_amount=Money(1, "USD"),
-        cycle=BillingCycle(Interval.MONTH),
-        usage_type="metered",
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        registered = await client.post(
-            "/v1/auth/register",
-            json={"email": "bench@example.com", "password": "bench-password-1"},
-        )
-        token = registered.json()["data"]["access_token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        created = await client.post(
-            "/v1/subscriptions", json={"price_id": metered.id}, headers=auth
-        )
-        sub_id = created.json()["data"]["id"]
-        customer_id = created.json()["data"]["customer_id"]
+async def measure_get(
+    server: Server, path: str, n: int, concurrency: int, prefix: str
+) -> dict[str, float]:
+    """Warm ``server`` up, then time ``n`` GETs of ``path``."""
 
-        async def get_plans() -> None:
-            response = await client.get("/v1/plans")
-            assert response.status_code == 200, response.text
+    async def get(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await client.get(path)
 
-        async def post_usage() -> None:
-            response = await client.post(
-                f"/v1/subscriptions/{sub_id}/usage", json={"quantity": 1}, headers=auth
-            )
-            assert response.status_code == 201, response.text
-
-        await get_plans()  # warm the catalog cache, as a running server's would be
-        plans_rps, plans_samples = await timed(n, get_plans)
-        usage_rps, usage_samples = await timed(n, post_usage)
-
-    def plans_direct() -> None:
-        for item in billing.list_plans(active_only=True):
-            billing.list_prices(plan_id=item.id, active_only=True)
-
-    bare = FastAPI()
-
-    @bare.get("/hello")
-    def hello() -> dict[str, str]:
-        return {"hello": "world"}
-
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=bare), base_url="http://bench"
-    ) as client:
-
-        async def get_hello() -> None:
-            response = await client.get("/hello")
-            assert response.status_code == 200
-
-        await get_hello()
-        bare_rps, _ = await timed(n, get_hello)
-
-    direct_plans_rps = timed_sync(n, plans_direct)
-    direct_usage_rps = timed_sync(n, lambda: billing.record_usage(sub_id, quantity=1))
-    assert customer_id
-    context.database.dispose()
+    async with client_for(server, concurrency) as client:
+        await load(client, 4 * concurrency, concurrency, get, 200)  # warm-up, not timed
+        per_s, samples = await load(client, n, concurrency, get, 200)
     return {
-        "get_plans_requests_per_s": plans_rps,
-        "get_plans_p50_ms": percentile(plans_samples, 0.5),
-        "get_plans_p99_ms": percentile(plans_samples, 0.99),
-        "bare_fastapi_hello_requests_per_s": bare_rps,
-        "billing_list_plans_calls_per_s": direct_plans_rps,
-        "post_usage_requests_per_s": usage_rps,
-        "post_usage_p50_ms": percentile(usage_samples, 0.5),
-        "post_usage_p99_ms": percentile(usage_samples, 0.99),
-        "billing_record_usage_calls_per_s": direct_usage_rps,
-        "requests_per_figure": n,
+        f"{prefix}_req_per_s": per_s,
+        f"{prefix}_p50_ms": percentile_ms(samples, 0.5),
+        f"{prefix}_p99_ms": percentile_ms(samples, 0.99),
     }
+
+
+async def measure_subscribe(server: Server, n: int, concurrency: int) -> dict[str, float]:
+    """Register users (not timed), then time ``n`` subscriptions to the seeded Pro price."""
+    async with client_for(server, concurrency) as client:
+        plans = (await client.get("/v1/plans")).json()["data"]["items"]
+        pro = next(plan for plan in plans if plan["name"] == "Pro")
+        price_id = pro["prices"][0]["id"]
+        run = uuid.uuid4().hex[:8]
+
+        async def sign_in(index: int) -> dict[str, str]:
+            credentials = {
+                "email": f"bench-{run}-{index}@example.com",
+                "password": "bench-password-1",
+            }
+            registered = await client.post("/v1/auth/register", json=credentials)
+            assert registered.status_code == 201, registered.text
+            login = await client.post("/v1/auth/login", json=credentials)
+            assert login.status_code == 200, login.text
+            return {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
+
+        users = await asyncio.gather(*(sign_in(i) for i in range(2 * concurrency)))
+
+        async def subscribe(client: httpx.AsyncClient, index: int) -> httpx.Response:
+            headers = users[index % len(users)]
+            return await client.post(
+                "/v1/subscriptions", json={"price_id": price_id}, headers=headers
+            )
+
+        await load(client, 2 * concurrency, concurrency, subscribe, 201)  # warm-up
+        per_s, samples = await load(client, n, concurrency, subscribe, 201)
+    return {
+        "subscribe_req_per_s": per_s,
+        "subscribe_p50_ms": percentile_ms(samples, 0.5),
+        "subscribe_p99_ms": percentile_ms(samples, 0.99),
+        "subscribe_users": len(users),
+    }
+
+
+def measure_plans(n: int, concurrency: int, directory: Path) -> dict[str, float]:
+    """``GET /v1/plans`` on the example app beside the bare hello-world, same run."""
+    app = app_server("plans-app", f"sqlite:///{directory / 'bench.db'}", directory)
+    hello = Server(
+        "hello-app",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "_hello_app:app",
+            "--app-dir",
+            str(ROOT / "benchmarks"),
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            "1",
+            "--no-access-log",
+        ],
+        server_env(),
+        directory / "hello-app.log",
+    )
+    with serving([app, hello]):
+        app.wait_ready("/health")
+        hello.wait_ready("/hello")
+        figures = asyncio.run(measure_get(app, "/v1/plans", n, concurrency, "plans"))
+        figures |= asyncio.run(measure_get(hello, "/hello", n, concurrency, "hello"))
+    figures["plans_share_of_hello_pct"] = (
+        100 * figures["plans_req_per_s"] / figures["hello_req_per_s"]
+    )
+    figures["plans_meets_target"] = int(figures["plans_share_of_hello_pct"] >= PLANS_TARGET_PCT)
+    return figures
+
+
+def postgres_admin(url: str) -> sa.Engine | None:
+    """Return an autocommit engine on ``url``, or None when PostgreSQL is unreachable."""
+    try:
+        admin = create_engine_for(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # any failure to connect means: no PostgreSQL here
+        if os.environ.get("LUMENQUEST_REQUIRE_SERVICES") == "1":
+            raise SystemExit(f"PostgreSQL is required but unreachable: {exc}") from exc
+        return None
+    return admin
+
+
+def measure_postgres(url: str, n: int, concurrency: int, directory: Path) -> dict[str, float]:
+    """``POST /v1/subscriptions`` on a throwaway PostgreSQL database, or the skip marker."""
+    admin = postgres_admin(url)
+    if admin is None:
+        return {"postgres_skipped": 1}
+    name = f"lq_bench_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        database_url = admin.url.set(database=name).render_as_string(hide_password=False)
+        app = app_server("subscribe-app", database_url, directory)
+        with serving([app]):
+            app.wait_ready("/health")
+            figures = asyncio.run(measure_subscribe(app, n, concurrency))
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+    figures["subscribe_meets_target"] = int(
+        figures["subscribe_req_per_s"] >= SUBSCRIBE_TARGET_PER_S
+        and figures["subscribe_p99_ms"] < SUBSCRIBE_TARGET_P99_MS
+    )
+    figures["postgres_skipped"] = 0
+    return figures
 
 
 def main() -> None:
     """Parse the arguments, measure, print a table and the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--smoke", action="store_true", help="50 requests: does it still run")
+    parser.add_argument("--requests", type=int, default=2000, help="timed requests per figure")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument("--smoke", action="store_true", help="200 requests: does it still run")
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("LUMENQUEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    )
     args = parser.parse_args()
-    n = 50 if args.smoke else args.requests
-    if n < 1:
-        parser.error("--requests must be at least 1")
+    n = 200 if args.smoke else args.requests
+    if n < 1 or args.concurrency < 1:
+        parser.error("--requests and --concurrency must be at least 1")
     with tempfile.TemporaryDirectory() as directory:
-        figures = asyncio.run(measure(n, Path(directory)))
+        figures: dict[str, float] = {"requests_per_figure": n, "concurrency": args.concurrency}
+        figures |= measure_plans(n, args.concurrency, Path(directory))
+        figures |= measure_postgres(args.postgres_url, n, args.concurrency, Path(directory))
     width = max(len(name) for name in figures)
     for name, value in figures.items():
         print(f"{name:<{width}}  {value:12.2f}")
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))
+    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}))
 
 
 if __name__ == "__main__":
