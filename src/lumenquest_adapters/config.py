@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pydantic
@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    # Row-level security (PostgreSQL): who every transaction acts as when the URL's role
+    # is bound by the policies; "system" for a billing run, "admin" for a back office.
+    database_acting_as: Literal["system", "admin"] | None = None
     migrate: bool = True
     redis_url: SecretStr | None = None
     redis_prefix: str = "lumenquest:"
@@ -131,6 +134,13 @@ class Backend:
     idempotency: IdempotencyStore
     lock: Lock
     settings: Settings
+    # What close() releases: the database's connection pool, when build_backend made it.
+    closers: tuple[Callable[[], None], ...] = ()
+
+    def close(self) -> None:
+        """Release the connections this backend opened (its database pool)."""
+        for close in self.closers:
+            close()
 
 
 def build_backend(
@@ -149,8 +159,10 @@ def build_backend(
     """Build ``Billing`` and its companions from settings; any port given here wins."""
     settings = settings or load_settings()
     clock = clock or SystemClock()
+    closers: list[Callable[[], None]] = []
     if unit_of_work is None:
-        unit_of_work = _database(settings)
+        unit_of_work, dispose = _database(settings)
+        closers.append(dispose)
     if (cache is None or rate_limiter is None or idempotency is None or lock is None) and (
         settings.redis_url is not None
     ):
@@ -187,11 +199,13 @@ def build_backend(
         idempotency=idempotency or MemoryIdempotencyStore(),
         lock=lock,
         settings=settings,
+        closers=tuple(closers),
     )
 
 
-def _database(settings: Settings) -> Callable[[], UnitOfWork]:
+def _database(settings: Settings) -> tuple[Callable[[], UnitOfWork], Callable[[], None]]:
     from lumenquest_adapters.sqlalchemy import (  # noqa: PLC0415 - SQLAlchemy is an extra
+        Identity,
         SqlAlchemyStore,
         create_engine_for,
         upgrade,
@@ -205,7 +219,9 @@ def _database(settings: Settings) -> Callable[[], UnitOfWork]:
         ) from exc
     if settings.migrate:
         upgrade(engine)
-    return SqlAlchemyStore(engine).unit_of_work
+    acting_as = settings.database_acting_as
+    store = SqlAlchemyStore(engine, None if acting_as is None else Identity(acting_as))
+    return store.unit_of_work, engine.dispose
 
 
 def _gateway(settings: Settings) -> PaymentGateway:

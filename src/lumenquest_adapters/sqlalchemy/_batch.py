@@ -29,6 +29,7 @@ __all__ = ["Batch", "Write", "send", "touches"]
 # Parents before children, so that a bulk insert never waits for its foreign key's row.
 _RANK = {table: rank for rank, table in enumerate(metadata.sorted_tables)}
 _KEY_PARAMETER = "lq_row_key"
+_MAY_COPY = "lumenquest_may_copy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +106,14 @@ def send(connection: Connection, writes: list[Write]) -> None:
             inserts.setdefault((write.table, tuple(write.values)), []).append(write.values)
         else:
             updates.setdefault(write.table, []).append(write)
-    copy = connection.dialect.name == "postgresql"
+    copy = _may_copy(connection)
     for (table, columns), rows in sorted(inserts.items(), key=lambda item: _RANK[item[0][0]]):
         if copy:
             _copy(connection, table, columns, rows)
+        elif connection.dialect.name == "postgresql":
+            # RETURNING lets SQLAlchemy put many rows in each INSERT ("insertmanyvalues");
+            # a plain executemany would be one statement per row, if pipelined.
+            connection.execute(sa.insert(table).returning(table.c[columns[0]]), rows)
         else:
             connection.execute(sa.insert(table), rows)
     for table in sorted(updates, key=_RANK.__getitem__):
@@ -126,6 +131,25 @@ def send(connection: Connection, writes: list[Write]) -> None:
             params.append({**write.values, _KEY_PARAMETER: write.values[key]})
         if shape is not None:
             connection.execute(_update(table, shape[0]), params)
+
+
+def _may_copy(connection: Connection) -> bool:
+    """Say whether COPY can load this connection's rows: PostgreSQL, and a role RLS skips.
+
+    PostgreSQL refuses ``COPY FROM`` into a table whose row-level security applies to the
+    role, as ours do (FORCE) to every role but a superuser or a BYPASSRLS one. Asked once
+    per pooled connection.
+    """
+    if connection.dialect.name != "postgresql":
+        return False
+    info = connection.connection.info
+    if _MAY_COPY not in info:
+        info[_MAY_COPY] = bool(
+            connection.exec_driver_sql(
+                "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+            ).scalar()
+        )
+    return bool(info[_MAY_COPY])
 
 
 def _copy(

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from lumenquest_adapters.config import build_backend, load_settings
 from lumenquest_adapters.memory import TestClock
 from lumenquest_adapters.sqlalchemy import (
     Identity,
@@ -629,3 +630,27 @@ def test_downgrade_drops_the_policies_and_upgrade_restores_them(postgres_empty: 
     upgrade(postgres_empty)
     with postgres_empty.connect() as connection:
         assert tuple(connection.execute(count).one()) == secured
+
+
+@pytest.mark.parametrize(("acting_as", "sees"), [(None, set()), ("system", {A, B})])
+def test_build_backend_acts_as_the_configured_identity(
+    db: Seeded, postgres_url: str, acting_as: str | None, sees: set[str]
+) -> None:
+    # The application role with nothing set sees no customer; as the billing run, all.
+    url = (
+        sa.make_url(postgres_url)
+        .set(username=db.role)
+        .update_query_dict({"options": f"-csearch_path={db.schema}"})
+    )
+    settings = load_settings(
+        database_url=url.render_as_string(hide_password=False),
+        database_acting_as=acting_as,
+        migrate=False,
+    )
+    backend = build_backend(settings)
+    try:
+        assert {c.id for c in backend.billing.list_customers()} & {A, B} == sees
+        if acting_as is None:
+            assert backend.billing.list_customers() == []
+    finally:
+        backend.close()
