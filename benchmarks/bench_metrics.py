@@ -4,14 +4,19 @@ Bulk-loads ``--subscriptions N`` subscriptions' history (1-3 change rows each, o
 N/10 customers, two years; some start with a trial) into a throwaway schema with COPY,
 then times, in the same run on the same database:
 
-* ``Billing.metrics`` for the last month, which asks the store for per-customer MRR
-  snapshots and trial outcomes: the paying rows that still hold or stopped in the
-  period (``superseded_at``, kept by the triggers of migration 0005), not the history;
+* ``Billing.metrics`` for the last month, which asks the store for the MRR movement
+  totals and the trial outcomes. One statement reads the paying rows that still hold or
+  stopped in the period (``superseded_at``, kept by the triggers of migration 0005), not
+  the history; sums them per customer; classifies each customer (new, expansion, ...) as
+  ``classify_movement`` does; and returns one row per kind;
 * baseline 1, the whole history in SQL: every change up to the end, windowed per
   subscription (``LEAD``) and summed per customer, as ``mrr_snapshots`` did before 0005;
 * baseline 2, the pure-Python path: the change rows of a subset (at most 100k
   subscriptions) loaded with one SELECT, then ``metrics_from_changes``
-  (``report_from_history``).
+  (``report_from_history``);
+* baseline 3, the per-customer path ``Billing.metrics`` took before ``mrr_movements``:
+  ``mrr_snapshots`` (every paying customer's MRR at both ends, to Python) and
+  ``report_from_snapshots`` on it.
 
 The load (``load_s``) is COPY with the span triggers off and ``superseded_at`` computed
 by the generator, as the triggers would set it.
@@ -38,9 +43,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from lumenquest_adapters.sqlalchemy import (
+    SqlAlchemyStore,
+    create_engine_for,
+    sqlalchemy_billing,
+    upgrade,
+)
 from lumenquest_adapters.sqlalchemy import _mapping as mapping
-from lumenquest_adapters.sqlalchemy import create_engine_for, sqlalchemy_billing, upgrade
 from lumenquest_adapters.sqlalchemy._schema import subscription_changes
+from lumenquest_core.metrics import MetricsReport, report_from_snapshots
 from lumenquest_core.periods import Period
 from lumenquest_core.service import metrics_from_changes
 
@@ -145,6 +156,23 @@ def python_baseline(engine: sa.Engine, subset: int) -> float:
     return time.perf_counter() - started
 
 
+def snapshots_path(engine: sa.Engine) -> tuple[float, MetricsReport]:
+    """Seconds for per-customer snapshots to Python, then ``report_from_snapshots``."""
+    started = time.perf_counter()
+    with SqlAlchemyStore(engine).unit_of_work() as uow:
+        snapshots = uow.subscription_changes.mrr_snapshots(PERIOD, "USD")
+        outcomes = uow.subscription_changes.trial_outcomes(PERIOD, "USD")
+    report = report_from_snapshots(
+        period=PERIOD,
+        currency="USD",
+        start=snapshots.start,
+        end=snapshots.end,
+        previously_active=snapshots.reactivated,
+        trial_outcomes=outcomes,
+    )
+    return time.perf_counter() - started, report
+
+
 def history_scan(engine: sa.Engine) -> float:
     """Seconds for MRR at both ends from every change up to the end (before migration 0005)."""
     c = subscription_changes.c
@@ -187,7 +215,10 @@ def explain(engine: sa.Engine, billing: Any) -> str:
     plans = []
     with engine.connect() as connection:
         for statement, params in captured:
-            if statement.lstrip().upper().startswith("SELECT"):
+            if "set_config" in statement:
+                # Run, not explained: the settings it makes are those the plans ran under.
+                connection.exec_driver_sql(statement, params)
+            elif statement.lstrip().upper().startswith("SELECT"):
                 result = connection.exec_driver_sql(
                     "EXPLAIN (ANALYZE, BUFFERS) " + statement, params
                 )
@@ -195,12 +226,29 @@ def explain(engine: sa.Engine, billing: Any) -> str:
     return "\n\n".join(plans)
 
 
+def print_table(figures: dict[str, Any], mrr: str) -> None:
+    """Print the figures as a table of seconds, one line each."""
+    subs, subset = figures["subscriptions"], figures["python_subset_subscriptions"]
+    lines = [
+        (f"Billing.metrics via store queries, {subs:,} subs (median of 5)", "sql_metrics_s"),
+        ("  first (cold) run", "sql_metrics_s_first"),
+        ("whole history windowed in SQL (baseline, median of 3)", "sql_history_window_s"),
+        ("per-customer snapshots to Python (baseline, median of 3)", "sql_snapshots_python_report_s"),
+        (f"report_from_history on one SELECT, {subset:,} subs (baseline)", "python_metrics_s_100k"),
+    ]  # fmt: skip
+    print(f"{'PostgreSQL, last month of ' + str(figures['change_rows']) + ' change rows':<58}"
+          f"{'seconds':>10}")  # fmt: skip
+    for label, key in lines:
+        print(f"{label:<58}{figures[key]:>10.3f}")
+    print(f"  MRR {mrr}, {figures['paying_customers']} paying customers")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
     parser.add_argument("--smoke", action="store_true", help="2,000 subscriptions only")
     parser.add_argument("--url", default=os.environ.get("LUMENQUEST_POSTGRES_URL", DEFAULT_URL))
-    parser.add_argument("--explain", action="store_true", help="print the plan of the MRR query")
+    parser.add_argument("--explain", action="store_true", help="print the plans of the queries")
     options = parser.parse_args()
     subscriptions = 2_000 if options.smoke else options.subscriptions
     admin = create_engine_for(options.url)
@@ -232,6 +280,10 @@ def main() -> None:
             report = billing.metrics(start=PERIOD.start, end=PERIOD.end, currency="USD")
             runs.append(time.perf_counter() - started)
         history_s = statistics.median(history_scan(engine) for _ in range(3))
+        snapshot_runs = [snapshots_path(engine) for _ in range(3)]
+        snapshots_s = statistics.median(seconds for seconds, _ in snapshot_runs)
+        # The same report both ways, or the figures compare different work.
+        assert all(r == report for _, r in snapshot_runs), "the two paths disagree"
         subset = min(SUBSET, subscriptions)
         python_s = min(python_baseline(engine, subset) for _ in range(2))
         if options.explain:
@@ -246,6 +298,7 @@ def main() -> None:
         "sql_metrics_s": round(sql_s, 3),
         "sql_metrics_s_first": round(runs[0], 3),
         "sql_history_window_s": round(history_s, 3),
+        "sql_snapshots_python_report_s": round(snapshots_s, 3),
         "python_metrics_s_100k": round(python_s, 3),
         "python_subset_subscriptions": subset,
         "subscriptions": subscriptions,
@@ -253,16 +306,7 @@ def main() -> None:
         "paying_customers": report.movements.end_customers,
         "load_s": round(load_s, 1),
     }
-    print(f"{'PostgreSQL, last month of ' + str(rows) + ' change rows':<58}{'seconds':>10}")
-    print(f"{'Billing.metrics via store queries, ' + f'{subscriptions:,} subs (median of 5)':<58}"
-          f"{sql_s:>10.3f}")  # fmt: skip
-    print(f"{'  first (cold) run':<58}{runs[0]:>10.3f}")
-    print(f"{'whole history windowed in SQL (baseline, median of 3)':<58}{history_s:>10.3f}")
-    print(f"{'report_from_history on one SELECT, ' + f'{subset:,} subs (baseline)':<58}"
-          f"{python_s:>10.3f}")  # fmt: skip
-    print(
-        f"{'  MRR ' + str(report.mrr) + ', ' + str(report.movements.end_customers) + ' paying customers':<58}"
-    )
+    print_table(figures, str(report.mrr))
     print(json.dumps(figures))
 
 

@@ -12,6 +12,7 @@ Definitions follow ChartMogul and Baremetrics. Conventions used throughout:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -32,24 +33,31 @@ __all__ = [
     "TRIAL_CONVERTED_STATUSES",
     "HistoryPoint",
     "MetricsReport",
+    "Movement",
+    "MovementTotal",
     "MrrMovements",
     "MrrSnapshots",
     "TrialOutcome",
     "arpa",
     "arr",
     "cac",
+    "classify_movement",
     "customer_churn_rate",
     "customer_mrr",
     "gross_revenue_churn_rate",
     "ltv",
     "metrics_report",
+    "movement_totals",
+    "movements_from_totals",
     "mrr",
     "mrr_movements",
     "net_revenue_churn_rate",
     "net_revenue_retention",
     "plan_conversion_rates",
     "report_from_history",
+    "report_from_movements",
     "report_from_snapshots",
+    "snapshot_movements",
     "subscription_mrr",
     "trial_conversion_rate",
 ]
@@ -287,6 +295,109 @@ def _snapshot(values: Mapping[str, int], name: str) -> Mapping[str, int]:
     return values
 
 
+class Movement(enum.StrEnum):
+    """How one customer's MRR moved between two dates."""
+
+    NEW = "new"
+    REACTIVATION = "reactivation"
+    EXPANSION = "expansion"
+    CONTRACTION = "contraction"
+    CHURNED = "churned"
+    KEPT = "kept"
+
+
+def classify_movement(m0: int, m1: int, *, returning: bool) -> Movement | None:
+    """Return how a customer's MRR moved from ``m0`` to ``m1``; ``None`` if it stayed 0.
+
+    0 → >0 is new, or a reactivation when ``returning`` (the customer paid before the
+    start); >0 → 0 is churned; a rise is expansion, a fall contraction, no change kept.
+    A store that aggregates in SQL classifies with the same rules, in the same order.
+    """
+    if m0 == m1:
+        return Movement.KEPT if m0 else None
+    if m0 == 0:
+        return Movement.REACTIVATION if returning else Movement.NEW
+    if m1 == 0:
+        return Movement.CHURNED
+    return Movement.EXPANSION if m1 > m0 else Movement.CONTRACTION
+
+
+@attrs.frozen
+class MovementTotal:
+    """The customers of one movement kind: how many, and their MRR summed at the start and end."""
+
+    customers: int = 0
+    start: int = 0
+    end: int = 0
+
+
+_NO_CUSTOMERS: Final[MovementTotal] = MovementTotal()
+_PAYING_AT_START: Final[frozenset[Movement]] = frozenset(
+    {Movement.EXPANSION, Movement.CONTRACTION, Movement.CHURNED, Movement.KEPT}
+)
+_PAYING_AT_END: Final[frozenset[Movement]] = frozenset(
+    {Movement.NEW, Movement.REACTIVATION, Movement.EXPANSION, Movement.CONTRACTION, Movement.KEPT}
+)
+
+
+def movement_totals(
+    start: Mapping[str, int], end: Mapping[str, int], *, previously_active: Collection[str] = ()
+) -> dict[Movement, MovementTotal]:
+    """Return, per movement kind, the customers classified so and their summed MRR.
+
+    ``start`` and ``end`` are per-customer MRR in minor units (missing = 0);
+    ``previously_active`` holds the customers who paid at some time before the start.
+    """
+    before = _snapshot(start, "start")
+    after = _snapshot(end, "end")
+    # A set, so that membership stays O(1) whatever collection the caller passes.
+    returning = frozenset(previously_active)
+    tallies: dict[Movement, list[int]] = {}
+    for customer_id in before.keys() | after.keys():
+        m0 = before.get(customer_id, 0)
+        m1 = after.get(customer_id, 0)
+        kind = classify_movement(m0, m1, returning=customer_id in returning)
+        if kind is not None:
+            tally = tallies.setdefault(kind, [0, 0, 0])
+            tally[0] += 1
+            tally[1] += m0
+            tally[2] += m1
+    return {kind: MovementTotal(*tally) for kind, tally in tallies.items()}
+
+
+def movements_from_totals(
+    totals: Mapping[Movement, MovementTotal], *, currency: str
+) -> MrrMovements:
+    """Build the movements of one currency from per-kind totals (a missing kind is none).
+
+    New and reactivation count their end MRR, churn its start MRR, expansion and
+    contraction the difference; start and end MRR and customers sum over the kinds.
+    """
+    currency_exponent(currency)
+
+    def kind(k: Movement) -> MovementTotal:
+        return totals.get(k, _NO_CUSTOMERS)
+
+    expansion, contraction = kind(Movement.EXPANSION), kind(Movement.CONTRACTION)
+    return MrrMovements(
+        currency=currency,
+        start=Money(sum(t.start for t in totals.values()), currency),
+        new=Money(kind(Movement.NEW).end, currency),
+        expansion=Money(expansion.end - expansion.start, currency),
+        contraction=Money(contraction.start - contraction.end, currency),
+        churned=Money(kind(Movement.CHURNED).start, currency),
+        reactivation=Money(kind(Movement.REACTIVATION).end, currency),
+        end=Money(sum(t.end for t in totals.values()), currency),
+        start_customers=sum(t.customers for k, t in totals.items() if k in _PAYING_AT_START),
+        end_customers=sum(t.customers for k, t in totals.items() if k in _PAYING_AT_END),
+        new_customers=kind(Movement.NEW).customers,
+        expansion_customers=expansion.customers,
+        contraction_customers=contraction.customers,
+        churned_customers=kind(Movement.CHURNED).customers,
+        reactivated_customers=kind(Movement.REACTIVATION).customers,
+    )
+
+
 def mrr_movements(
     start: Mapping[str, int],
     end: Mapping[str, int],
@@ -301,50 +412,8 @@ def mrr_movements(
     the start); >0 → 0 is churned; a rise is expansion; a fall is contraction.
     """
     currency_exponent(currency)
-    before = _snapshot(start, "start")
-    after = _snapshot(end, "end")
-    # A set, so that membership stays O(1) whatever collection the caller passes.
-    returning = frozenset(previously_active)
-    new = expansion = contraction = churned = reactivation = 0
-    new_n = expansion_n = contraction_n = churned_n = reactivated_n = 0
-    for customer_id in before.keys() | after.keys():
-        m0 = before.get(customer_id, 0)
-        m1 = after.get(customer_id, 0)
-        if m0 == m1:
-            continue
-        if m0 == 0:
-            if customer_id in returning:
-                reactivation += m1
-                reactivated_n += 1
-            else:
-                new += m1
-                new_n += 1
-        elif m1 == 0:
-            churned += m0
-            churned_n += 1
-        elif m1 > m0:
-            expansion += m1 - m0
-            expansion_n += 1
-        else:
-            contraction += m0 - m1
-            contraction_n += 1
-    return MrrMovements(
-        currency=currency,
-        start=Money(sum(before.values()), currency),
-        new=Money(new, currency),
-        expansion=Money(expansion, currency),
-        contraction=Money(contraction, currency),
-        churned=Money(churned, currency),
-        reactivation=Money(reactivation, currency),
-        end=Money(sum(after.values()), currency),
-        start_customers=sum(1 for m in before.values() if m),
-        end_customers=sum(1 for m in after.values() if m),
-        new_customers=new_n,
-        expansion_customers=expansion_n,
-        contraction_customers=contraction_n,
-        churned_customers=churned_n,
-        reactivated_customers=reactivated_n,
-    )
+    totals = movement_totals(start, end, previously_active=previously_active)
+    return movements_from_totals(totals, currency=currency)
 
 
 # --------------------------------------------------------------------------- rates
@@ -535,13 +604,30 @@ def report_from_snapshots(
     gross_margin: Decimal = Decimal(1),
 ) -> MetricsReport:
     """Build the metrics of one currency from per-customer MRR at the start and the end."""
-    movements = mrr_movements(start, end, currency=currency, previously_active=previously_active)
+    return report_from_movements(
+        period=period,
+        movements=mrr_movements(start, end, currency=currency, previously_active=previously_active),
+        marketing_spend=marketing_spend,
+        trial_outcomes=trial_outcomes,
+        gross_margin=gross_margin,
+    )
+
+
+def report_from_movements(
+    *,
+    period: Period,
+    movements: MrrMovements,
+    marketing_spend: Money | None = None,
+    trial_outcomes: Iterable[TrialOutcome] = (),
+    gross_margin: Decimal = Decimal(1),
+) -> MetricsReport:
+    """Build the metrics of ``movements``' currency over ``period`` from its MRR movements."""
     churn = customer_churn_rate(movements.start_customers, movements.churned_customers)
     average = arpa(movements.end, movements.end_customers)
     outcomes = tuple(trial_outcomes)
     return MetricsReport(
         period=period,
-        currency=currency,
+        currency=movements.currency,
         mrr=movements.end,
         arr=movements.end * _MONTHS_PER_YEAR,
         movements=movements,
@@ -586,6 +672,17 @@ class MrrSnapshots:
     start: Mapping[str, int] = attrs.field(converter=_frozen_amounts, hash=False)
     end: Mapping[str, int] = attrs.field(converter=_frozen_amounts, hash=False)
     reactivated: frozenset[str] = attrs.field(converter=_frozen_ids)
+
+
+def snapshot_movements(snapshots: MrrSnapshots, currency: str) -> MrrMovements:
+    """Return the MRR movements in ``currency`` between the snapshots' start and end.
+
+    The aggregate a store's ``mrr_movements`` returns: a store that cannot aggregate
+    where its data lives builds the snapshots and calls this.
+    """
+    return mrr_movements(
+        snapshots.start, snapshots.end, currency=currency, previously_active=snapshots.reactivated
+    )
 
 
 @attrs.frozen

@@ -23,7 +23,7 @@ from lumenquest_core.customers import Customer
 from lumenquest_core.events import DomainEvent
 from lumenquest_core.invoicing import CreditNote, Invoice, InvoiceStatus, Refund, TaxCalculator
 from lumenquest_core.lines import InvoiceLine
-from lumenquest_core.metrics import MrrSnapshots, TrialOutcome
+from lumenquest_core.metrics import MrrMovements, MrrSnapshots, TrialOutcome
 from lumenquest_core.money import Money
 from lumenquest_core.payments import (
     AuditEntry,
@@ -481,6 +481,13 @@ class SubscriptionChangeRepository(Protocol):
 
     def mrr_snapshots(self, period: Period, currency: str) -> MrrSnapshots:
         """Return each customer's MRR at ``period.start`` and at ``period.end``, and who came back."""
+        ...
+
+    def mrr_movements(self, period: Period, currency: str) -> MrrMovements:
+        """Return the MRR movements over ``period``: ``snapshot_movements(mrr_snapshots(...))``.
+
+        Only the totals come back, so a store can classify its customers where the data is.
+        """
         ...
 
     def trial_outcomes(self, period: Period, currency: str) -> Sequence[TrialOutcome]:

@@ -2607,21 +2607,19 @@ class Billing:
     ) -> metrics.MetricsReport:
         """Return MRR, ARR, movements, churn, NRR, ARPA, LTV, CAC and conversions for ``[start, end]``.
 
-        The store aggregates its history (no change row is loaded here); the result equals
+        The store classifies its customers and returns only the movement totals (no change
+        row or per-customer MRR is loaded here); the result equals
         :func:`metrics_from_changes` over the same rows.
         """
         period = Period(start, end)
         currency_exponent(currency)
         with self._uow() as uow:
             history = uow.subscription_changes
-            snapshots = history.mrr_snapshots(period, currency)
+            movements = history.mrr_movements(period, currency)
             outcomes = history.trial_outcomes(period, currency)
-        return metrics.report_from_snapshots(
+        return metrics.report_from_movements(
             period=period,
-            currency=currency,
-            start=snapshots.start,
-            end=snapshots.end,
-            previously_active=snapshots.reactivated,
+            movements=movements,
             marketing_spend=marketing_spend,
             trial_outcomes=outcomes,
             gross_margin=Decimal(1) if gross_margin is None else gross_margin,

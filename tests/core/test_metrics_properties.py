@@ -13,15 +13,22 @@ from lumenquest_core.catalog import Price, PricingScheme, Tier, UsageType
 from lumenquest_core.coupons import Coupon, CouponDuration, Discount
 from lumenquest_core.metrics import (
     RATE_PLACES,
+    Movement,
+    MovementTotal,
+    MrrSnapshots,
     arpa,
     arr,
+    classify_movement,
     customer_mrr,
     gross_revenue_churn_rate,
     metrics_report,
+    movement_totals,
+    movements_from_totals,
     mrr,
     mrr_movements,
     net_revenue_churn_rate,
     net_revenue_retention,
+    snapshot_movements,
     subscription_mrr,
 )
 from lumenquest_core.money import Money
@@ -115,6 +122,29 @@ def test_the_movement_identity_holds_for_any_snapshots(
         + moved.reactivated_customers
         - moved.churned_customers
     )
+
+
+@given(snapshots, snapshots, customer_sets)
+def test_movements_are_the_per_kind_totals_of_each_customers_classification(
+    start: dict[str, int], end: dict[str, int], returning: frozenset[str]
+) -> None:
+    # What a store aggregating in SQL does: classify each customer, then sum per kind.
+    tallies: dict[Movement, MovementTotal] = {}
+    for customer_id in start.keys() | end.keys():
+        m0, m1 = start.get(customer_id, 0), end.get(customer_id, 0)
+        kind = classify_movement(m0, m1, returning=customer_id in returning)
+        if kind is not None:
+            seen = tallies.get(kind, MovementTotal())
+            tallies[kind] = MovementTotal(seen.customers + 1, seen.start + m0, seen.end + m1)
+    assert movement_totals(start, end, previously_active=returning) == tallies
+    moved = mrr_movements(start, end, currency="USD", previously_active=returning)
+    assert movements_from_totals(tallies, currency="USD") == moved
+    paying_start = {c: m for c, m in start.items() if m}
+    paying_end = {c: m for c, m in end.items() if m}
+    snapshots = MrrSnapshots(
+        paying_start, paying_end, (returning & paying_end.keys()) - paying_start.keys()
+    )
+    assert snapshot_movements(snapshots, "USD") == moved
 
 
 @given(snapshots, snapshots)

@@ -29,7 +29,13 @@ from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
 from lumenquest_core.errors import Conflict, ValidationError
 from lumenquest_core.invoicing import BillingReason, CreditNote, Invoice, InvoiceStatus, Refund
-from lumenquest_core.metrics import TRIAL_CONVERTED_STATUSES, MrrSnapshots, TrialOutcome
+from lumenquest_core.metrics import (
+    TRIAL_CONVERTED_STATUSES,
+    MrrMovements,
+    MrrSnapshots,
+    TrialOutcome,
+    snapshot_movements,
+)
 from lumenquest_core.payments import (
     AuditEntry,
     Payment,
@@ -873,6 +879,10 @@ class _SubscriptionChanges(_Repository):
         return MrrSnapshots(
             start=start, end=end, reactivated=(paid_before & end.keys()) - start.keys()
         )
+
+    def mrr_movements(self, period: Period, currency: str) -> MrrMovements:
+        """Return the MRR movements over ``period``, classified by the pure core."""
+        return snapshot_movements(self.mrr_snapshots(period, currency), currency)
 
     def trial_outcomes(self, period: Period, currency: str) -> Sequence[TrialOutcome]:
         """Return ``(plan_id, converted)`` of each change in ``[start, end)`` leaving ``trialing``."""

@@ -809,6 +809,56 @@ class UnitOfWorkContract:
         assert eur_mrr.reactivated == frozenset()
         assert (dict(none.start), dict(none.end), none.reactivated) == ({}, {}, frozenset())
 
+    def test_mrr_movements_total_each_kind_of_customer_move_over_the_period(
+        self, uow_factory: UowFactory
+    ) -> None:
+        start, end = T0 + 10 * DAY, T0 + 20 * DAY
+        _commit(
+            uow_factory,
+            # Expansion, with a second subscription starting at the end exactly.
+            _add_change("m_1a", "sub_1", "cus_1", T0, 1000),
+            _add_change("m_1b", "sub_1", "cus_1", T0 + 15 * DAY, 3000),
+            _add_change("m_9", "sub_9", "cus_1", end, 250),
+            _add_change("m_2a", "sub_2", "cus_2", T0, 2000),  # contraction
+            _add_change("m_2b", "sub_2", "cus_2", T0 + 12 * DAY, 500),
+            _add_change("m_3a", "sub_3", "cus_3", T0, 700),  # churned
+            _add_change("m_3b", "sub_3", "cus_3", T0 + 12 * DAY, 0, to_status="canceled"),
+            _add_change("m_4", "sub_4", "cus_4", T0 + 12 * DAY, 400),  # new
+            # Paid, left before the start, back on another subscription: a reactivation.
+            _add_change("m_5a", "sub_5", "cus_5", T0, 300),
+            _add_change("m_5b", "sub_5", "cus_5", T0 + 2 * DAY, 0, to_status="canceled"),
+            _add_change("m_6", "sub_6", "cus_5", T0 + 15 * DAY, 900),
+            # Kept, through a renewal at the same MRR.
+            _add_change("m_7a", "sub_7", "cus_6", T0, 600),
+            _add_change("m_7b", "sub_7", "cus_6", T0 + 11 * DAY, 600),
+            # Paid only inside the period: no move.
+            _add_change("m_8a", "sub_8", "cus_7", T0 + 11 * DAY, 100),
+            _add_change("m_8b", "sub_8", "cus_7", T0 + 13 * DAY, 0, to_status="canceled"),
+            _add_change("m_10", "sub_10", "cus_8", T0, 5000, currency="EUR"),
+        )
+        with uow_factory() as uow:
+            usd = uow.subscription_changes.mrr_movements(Period(start, end), "USD")
+            eur = uow.subscription_changes.mrr_movements(Period(start, end), "EUR")
+            none = uow.subscription_changes.mrr_movements(Period(T0 - 2 * DAY, T0 - DAY), "USD")
+        amounts = (usd.start, usd.new, usd.expansion, usd.contraction, usd.churned)
+        assert [m.amount for m in amounts] == [4300, 400, 2250, 1500, 700]
+        assert (usd.reactivation.amount, usd.end.amount, usd.currency) == (900, 5650, "USD")
+        assert (usd.start_customers, usd.end_customers) == (4, 5)
+        assert (
+            usd.new_customers,
+            usd.expansion_customers,
+            usd.contraction_customers,
+            usd.churned_customers,
+            usd.reactivated_customers,
+        ) == (1, 1, 1, 1, 1)
+        assert (eur.start.amount, eur.end.amount, eur.start_customers, eur.end_customers) == (
+            5000,
+            5000,
+            1,
+            1,
+        )
+        assert (none.start.amount, none.end.amount, none.end_customers) == (0, 0, 0)
+
     def test_trial_outcomes_are_the_changes_leaving_trialing_in_the_half_open_period(
         self, uow_factory: UowFactory
     ) -> None:

@@ -1,11 +1,13 @@
 """The store's metrics queries give exactly the pure core's report on random histories.
 
-``Billing.metrics`` asks the store for per-customer MRR snapshots and trial outcomes;
-:func:`~lumenquest_core.service.metrics_from_changes` (``report_from_history``) computes
-the same report in Python from the change rows. On random subscription histories (ties,
-out-of-order inserts, boundary instants, other currencies, trials ending every way;
-written row by row or in one multi-row INSERT) the two agree on the memory store, SQLite
-and PostgreSQL, and the stores agree with each other.
+``Billing.metrics`` asks the store for the MRR movement totals (classified in SQL) and
+trial outcomes; :func:`~lumenquest_core.service.metrics_from_changes`
+(``report_from_history``) computes the same report in Python from the change rows. On
+random subscription histories (ties, out-of-order inserts, boundary instants, other
+currencies, trials ending every way; written row by row or in one multi-row INSERT) the
+two agree on the memory store, SQLite and PostgreSQL; the stores agree with each other;
+and each store's ``mrr_movements`` equals the pure core's ``snapshot_movements`` of the
+memory store's snapshots.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from lumenquest_adapters.sqlalchemy import create_engine_for, sqlalchemy_billing
 from lumenquest_adapters.sqlalchemy._mapping import change_row
 from lumenquest_adapters.sqlalchemy._schema import subscription_changes
 from lumenquest_adapters.testing.samples import T0, subscription_change
-from lumenquest_core.metrics import MrrSnapshots
+from lumenquest_core.metrics import MrrSnapshots, snapshot_movements
 from lumenquest_core.money import Money
 from lumenquest_core.payments import SubscriptionChange
 from lumenquest_core.periods import Period
@@ -98,6 +100,7 @@ def _check(
         with billing._uow() as uow:
             rows = list(uow.subscription_changes.list(until=end))
             snapshots = uow.subscription_changes.mrr_snapshots(period, currency)
+            movements = uow.subscription_changes.mrr_movements(period, currency)
             outcomes = uow.subscription_changes.trial_outcomes(period, currency)
         expected = metrics_from_changes(
             rows, period=period, currency=currency, marketing_spend=marketing
@@ -108,8 +111,12 @@ def _check(
         )
         with memory._uow() as uow:
             in_memory: MrrSnapshots = uow.subscription_changes.mrr_snapshots(period, currency)
+            memory_movements = uow.subscription_changes.mrr_movements(period, currency)
             memory_outcomes = uow.subscription_changes.trial_outcomes(period, currency)
         assert snapshots == in_memory
+        # The store's aggregate is the pure core's classification of the snapshots.
+        assert movements == memory_movements == snapshot_movements(in_memory, currency)
+        assert movements == expected.movements
         assert sorted(outcomes) == sorted(memory_outcomes)
 
 
