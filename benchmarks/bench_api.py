@@ -27,8 +27,11 @@ the same run:
 Rate limits are raised (not switched off) and argon2 made cheap through the app's
 ``LUMENQUEST_*`` variables; nothing else in the environment's ``LUMENQUEST_*`` reaches
 the servers (so no Redis: in-memory limiter and cache, as a one-worker server has).
-The client shares the machine with the servers, so the figures are a floor. The last
-line is one JSON object.
+The client shares the machine with the servers, so the figures are a floor. A full run
+loads with ``wrk`` (Debian's package; one thread, ``--seconds`` per figure, its own
+latency percentiles) when it is installed, since a Python client tops out near the
+hello-world's rate and would measure itself; ``--smoke`` and machines without wrk use
+httpx (``"wrk_used": 0``). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -186,6 +191,49 @@ async def load(
     return n / elapsed, samples
 
 
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, seconds: int, concurrency: int, script: Path | None = None) -> dict[str, float]:
+    """Load ``url`` with wrk (one thread); return requests/s and p50/p99 in milliseconds."""
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", url]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    out = done.stdout
+    if "Non-2xx or 3xx responses" in out:
+        raise SystemExit(f"unexpected responses from {url}:\n{out}")
+
+    def latency(percent: str) -> float:
+        value = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        if value is None:
+            raise SystemExit(f"no {percent}% latency in wrk's output:\n{out}")
+        return float(value[1]) * _WRK_UNITS[value[2]]
+
+    per_s = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
+    if per_s is None:
+        raise SystemExit(f"no Requests/sec in wrk's output:\n{out}")
+    return {"req_per_s": float(per_s[1]), "p50_ms": latency("50"), "p99_ms": latency("99")}
+
+
+def subscribe_script(directory: Path, tokens: list[str], price_id: str) -> Path:
+    """Write a wrk script that subscribes, cycling over the users' bearer tokens."""
+    script = directory / "subscribe.lua"
+    quoted = ", ".join(json.dumps(token) for token in tokens)
+    body = json.dumps(json.dumps({"price_id": price_id}))
+    script.write_text(
+        f"local tokens = {{{quoted}}}\n"
+        "local count = 0\n"
+        "request = function()\n"
+        "  count = count + 1\n"
+        "  local headers = {['Content-Type'] = 'application/json',\n"
+        "    ['Authorization'] = 'Bearer ' .. tokens[(count % #tokens) + 1]}\n"
+        f"  return wrk.format('POST', '/v1/subscriptions', headers, {body})\n"
+        "end\n"
+    )
+    return script
+
+
 def client_for(server: Server, concurrency: int) -> httpx.AsyncClient:
     """Return a keep-alive client for ``server`` with one connection per in-flight request."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -210,8 +258,13 @@ async def measure_get(
     }
 
 
-async def measure_subscribe(server: Server, n: int, concurrency: int) -> dict[str, float]:
-    """Register users (not timed), then time ``n`` subscriptions to the seeded Pro price."""
+async def measure_subscribe(
+    server: Server, n: int, concurrency: int, wrk_seconds: int = 0
+) -> dict[str, float]:
+    """Register users (not timed), then time subscriptions to the seeded Pro price.
+
+    ``n`` requests through httpx, or ``wrk_seconds`` of wrk when that is given.
+    """
     async with client_for(server, concurrency) as client:
         plans = (await client.get("/v1/plans")).json()["data"]["items"]
         pro = next(plan for plan in plans if plan["name"] == "Pro")
@@ -238,6 +291,11 @@ async def measure_subscribe(server: Server, n: int, concurrency: int) -> dict[st
             )
 
         await load(client, 2 * concurrency, concurrency, subscribe, 201)  # warm-up
+        if wrk_seconds:
+            tokens = [user["Authorization"].removeprefix("Bearer ") for user in users]
+            script = subscribe_script(server.log.parent, tokens, price_id)
+            found = wrk(server.base_url, wrk_seconds, concurrency, script)
+            return {f"subscribe_{k}": v for k, v in found.items()} | {"subscribe_users": len(users)}
         per_s, samples = await load(client, n, concurrency, subscribe, 201)
     return {
         "subscribe_req_per_s": per_s,
@@ -247,7 +305,9 @@ async def measure_subscribe(server: Server, n: int, concurrency: int) -> dict[st
     }
 
 
-def measure_plans(n: int, concurrency: int, directory: Path) -> dict[str, float]:
+def measure_plans(
+    n: int, concurrency: int, directory: Path, wrk_seconds: int = 0
+) -> dict[str, float]:
     """``GET /v1/plans`` on the example app beside the bare hello-world, same run."""
     app = app_server("plans-app", f"sqlite:///{directory / 'bench.db'}", directory)
     hello = Server(
@@ -271,8 +331,16 @@ def measure_plans(n: int, concurrency: int, directory: Path) -> dict[str, float]
     with serving([app, hello]):
         app.wait_ready("/health")
         hello.wait_ready("/hello")
-        figures = asyncio.run(measure_get(app, "/v1/plans", n, concurrency, "plans"))
-        figures |= asyncio.run(measure_get(hello, "/hello", n, concurrency, "hello"))
+        if wrk_seconds:
+            wrk(f"{app.base_url}/v1/plans", 2, concurrency)  # warm-up, not kept
+            plans = wrk(f"{app.base_url}/v1/plans", wrk_seconds, concurrency)
+            wrk(f"{hello.base_url}/hello", 2, concurrency)
+            bare = wrk(f"{hello.base_url}/hello", wrk_seconds, concurrency)
+            figures = {f"plans_{k}": v for k, v in plans.items()}
+            figures |= {f"hello_{k}": v for k, v in bare.items()}
+        else:
+            figures = asyncio.run(measure_get(app, "/v1/plans", n, concurrency, "plans"))
+            figures |= asyncio.run(measure_get(hello, "/hello", n, concurrency, "hello"))
     figures["plans_share_of_hello_pct"] = (
         100 * figures["plans_req_per_s"] / figures["hello_req_per_s"]
     )
@@ -293,7 +361,9 @@ def postgres_admin(url: str) -> sa.Engine | None:
     return admin
 
 
-def measure_postgres(url: str, n: int, concurrency: int, directory: Path) -> dict[str, float]:
+def measure_postgres(
+    url: str, n: int, concurrency: int, directory: Path, wrk_seconds: int = 0
+) -> dict[str, float]:
     """``POST /v1/subscriptions`` on a throwaway PostgreSQL database, or the skip marker."""
     admin = postgres_admin(url)
     if admin is None:
@@ -306,7 +376,7 @@ def measure_postgres(url: str, n: int, concurrency: int, directory: Path) -> dic
         app = app_server("subscribe-app", database_url, directory)
         with serving([app]):
             app.wait_ready("/health")
-            figures = asyncio.run(measure_subscribe(app, n, concurrency))
+            figures = asyncio.run(measure_subscribe(app, n, concurrency, wrk_seconds))
     finally:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -328,14 +398,23 @@ def main() -> None:
     parser.add_argument(
         "--postgres-url", default=os.environ.get("LUMENQUEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     )
+    parser.add_argument(
+        "--seconds", type=int, default=10, help="wrk's duration per figure (when wrk is used)"
+    )
     args = parser.parse_args()
     n = 200 if args.smoke else args.requests
+    # wrk (Debian's package) loads from C and so measures the server, not the client;
+    # without it, or for --smoke, the httpx client sets the ceiling of every figure.
+    wrk_seconds = 0 if args.smoke or shutil.which("wrk") is None else args.seconds
     if n < 1 or args.concurrency < 1:
         parser.error("--requests and --concurrency must be at least 1")
     with tempfile.TemporaryDirectory() as directory:
         figures: dict[str, float] = {"requests_per_figure": n, "concurrency": args.concurrency}
-        figures |= measure_plans(n, args.concurrency, Path(directory))
-        figures |= measure_postgres(args.postgres_url, n, args.concurrency, Path(directory))
+        figures["wrk_used"] = int(wrk_seconds > 0)
+        figures |= measure_plans(n, args.concurrency, Path(directory), wrk_seconds)
+        figures |= measure_postgres(
+            args.postgres_url, n, args.concurrency, Path(directory), wrk_seconds
+        )
     width = max(len(name) for name in figures)
     for name, value in figures.items():
         print(f"{name:<{width}}  {value:12.2f}")
