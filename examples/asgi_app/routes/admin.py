@@ -8,9 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
-from asgi_app.auth import AdminUser, Principal
+from asgi_app.auth import AdminUser
 from asgi_app.context import Ctx
 from asgi_app.envelope import ApiError, Envelope, ok
+from asgi_app.routes.users import scoped_key
 from asgi_app.schemas import (
     CreditNoteBody,
     Fields,
@@ -47,10 +48,6 @@ SubscriptionStatusName = Literal[
 ]
 
 
-def _key(admin: Principal, key: str | None) -> str | None:
-    return None if key is None else f"{admin.id}:{key}"
-
-
 # -- plans and prices ------------------------------------------------------------------
 
 
@@ -71,7 +68,7 @@ def create_plan(
             name=body.name,
             features=body.features,
             description=body.description,
-            idempotency_key=_key(admin, idempotency_key),
+            idempotency_key=scoped_key(admin, idempotency_key),
         ),
     )
     return ok(plan, "plan created", status_code=201)
@@ -148,7 +145,7 @@ def create_price(
             usage_type=body.usage_type,
             trial_days=body.trial_days,
             nickname=body.nickname,
-            idempotency_key=_key(admin, idempotency_key),
+            idempotency_key=scoped_key(admin, idempotency_key),
         ),
     )
     return ok(price, "price created", status_code=201)
@@ -243,7 +240,7 @@ def cancel_subscription(
     sub = ctx.run(
         "cancel",
         lambda: ctx.billing_for(admin).cancel(
-            subscription_id, idempotency_key=_key(admin, idempotency_key)
+            subscription_id, idempotency_key=scoped_key(admin, idempotency_key)
         ),
     )
     return ok(sub, "subscription canceled")
@@ -298,7 +295,7 @@ def refund(
             body.payment_id,
             amount=amount,
             reason=body.reason,
-            idempotency_key=_key(admin, idempotency_key),
+            idempotency_key=scoped_key(admin, idempotency_key),
         ),
     )
     return ok(result, "refunded", status_code=201)
@@ -332,7 +329,7 @@ def issue_credit_note(
             amount=Money(body.amount.amount, body.amount.currency.upper()),
             reason=body.reason,
             outcome=body.outcome,
-            idempotency_key=_key(admin, idempotency_key),
+            idempotency_key=scoped_key(admin, idempotency_key),
         ),
     )
     return ok(note, "credit note issued", status_code=201)
