@@ -378,11 +378,13 @@ class SqlAlchemyUnitOfWork:
         """Read the named rows in bulk (locking the payments) and queue writes from now on."""
         if self.batch is None:
             self.batch = Batch()
-        r.Customers(self).load(customers)
-        r.Subscriptions(self).load(subscriptions)
-        r.Invoices(self).load(invoices)
-        r.Invoices(self).note_pending_lines(pending_lines_of)
-        r.Payments(self).lock(payments_for_update)
+        # The unit of work's own repositories (the ports' properties hide these methods).
+        self._repository("customers", r.Customers).load(customers)
+        self._repository("subscriptions", r.Subscriptions).load(subscriptions)
+        invoice_repository = self._repository("invoices", r.Invoices)
+        invoice_repository.load(invoices)
+        invoice_repository.note_pending_lines(pending_lines_of)
+        self._repository("payments", r.Payments).lock(payments_for_update)
 
     def flush(self) -> None:
         """Send the queued writes, in bulk; a broken constraint raises the unbatched Conflict."""
