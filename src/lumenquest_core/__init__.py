@@ -100,6 +100,7 @@ from lumenquest_core.proration import (
 )
 from lumenquest_core.service import Billing, GatewayEvent, GatewayEventType, RunSummary, new_id
 from lumenquest_core.subscriptions import (
+    PendingUpdate,
     ScheduledChange,
     Subscription,
     SubscriptionStatus,
@@ -136,6 +137,7 @@ __all__ = [
     "change_lines",
     "prorate",
     # subscriptions
+    "PendingUpdate",
     "ScheduledChange",
     "Subscription",
     "SubscriptionStatus",

@@ -15,7 +15,7 @@ import contextlib
 import enum
 import hashlib
 import json
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -110,7 +110,8 @@ EMAIL_TEMPLATES: Mapping[EventName, str] = {
 
 def new_id(prefix: str) -> str:
     """Return a fresh random id such as ``sub_3f2a…`` (the default id factory)."""
-    return f"{prefix}_{uuid.uuid4().hex}"
+    # 128 random bits as 32 hex digits, the shape of a uuid4's hex; uuid4 itself costs 5x.
+    return f"{prefix}_{secrets.token_hex(16)}"
 
 
 class GatewayEventType(enum.StrEnum):
@@ -148,6 +149,7 @@ class RunSummary:
     canceled: int = 0
     expired: int = 0
     payment_retries: int = 0
+    pending_updates_ended: int = 0  # changes paid first, applied or dropped at their expiry
     invoices: int = 0
     payments_succeeded: int = 0
     payments_failed: int = 0
@@ -1085,6 +1087,10 @@ class Billing:
                 if pay_first:
                     # Invoice first and change only once paid; with nothing to pay, change now.
                     paid_first, transition = self._invoice_before_change(uow, sub, transition, at)
+                    if paid_first is not None:
+                        # Held with its invoice, in the same unit of work: whoever records
+                        # the payment later (this call, run_due, a webhook) applies it.
+                        self._hold_change(uow, sub, transition, paid_first, at)
                 if paid_first is None:
                     changed = self._apply(uow, sub, transition, "changed", at)
                     if invoice_now and not pay_first:
@@ -1123,6 +1129,35 @@ class Billing:
             return None, transition
         return self._new_payment(uow, invoice, customer, at), transition
 
+    def _hold_change(
+        self,
+        uow: UnitOfWork,
+        sub: Subscription,
+        transition: Transition,
+        charge: _Charge,
+        at: datetime,
+    ) -> None:
+        """Store the change as the subscription's pending update, waiting for its invoice."""
+        invoice_id = charge.payment.invoice_id
+        held = lifecycle.hold_change(sub, transition, invoice_id=invoice_id, at=at)
+        uow.subscriptions.update(held)
+        pending = held.pending_update
+        assert pending is not None
+        self._audit(
+            uow,
+            at,
+            "subscription.change_pending",
+            "subscription",
+            sub.id,
+            customer_id=sub.customer_id,
+            after={
+                "price_id": pending.price.id,
+                "quantity": pending.quantity,
+                "invoice_id": invoice_id,
+                "expires_at": pending.expires_at,
+            },
+        )
+
     def _complete_paid_change(
         self, charge: _Charge, transition: Transition, at: datetime
     ) -> Subscription:
@@ -1130,39 +1165,25 @@ class Billing:
         sub = transition.subscription
         if not outcomes:
             # The outcome is unknown: the payment stays pending for run_due to resolve with
-            # the same idempotency key, and the change is not applied.
+            # the same idempotency key; the change applies if and when it is paid.
             self._dispatch_after_commit()
             raise GatewayUnavailable(
-                "the payment gateway did not answer; the change was not applied",
+                "the payment gateway did not answer; the change applies once the payment"
+                " is confirmed, or is dropped if it is not",
                 details={"subscription_id": sub.id, "invoice_id": charge.payment.invoice_id},
             )
         outcome = outcomes[0]
         with self._uow() as uow:
-            invoice = uow.invoices.get(charge.payment.invoice_id)
-            if outcome.succeeded:
-                current = uow.subscriptions.get(sub.id)
-                self._apply(uow, current, transition, "changed", at)
-                self._record_success(
-                    uow, charge.payment, outcome.reference, invoice, at, apply_to_subscription=False
-                )
-            else:
-                uow.payments.update(
-                    charge.payment.failed(at, outcome.decline_code, outcome.message)
-                )
-                _void_and_return_credit(uow, invoice, at)
-                self._emit(
-                    uow,
-                    [
-                        self._event(
-                            EventName.INVOICE_VOIDED,
-                            invoice.id,
-                            invoice.customer_id,
-                            at,
-                            reason="payment_declined",
-                        )
-                    ],
-                    at,
-                )
+            payment = uow.payments.get_for_update(charge.payment.id)
+            if payment.status is PaymentStatus.PENDING:  # else a webhook recorded it first
+                invoice = uow.invoices.get(charge.payment.invoice_id)
+                if outcome.succeeded:
+                    self._record_success(uow, payment, outcome.reference, invoice, at)
+                else:
+                    uow.payments.update(payment.failed(at, outcome.decline_code, outcome.message))
+                    self._drop_pending_update(
+                        uow, uow.subscriptions.get(sub.id), invoice, at, "payment_declined"
+                    )
             uow.commit()
         self._dispatch_after_commit()
         if not outcome.succeeded:
@@ -1630,12 +1651,63 @@ class Billing:
         )
         if apply_to_subscription and invoice.subscription_id is not None:
             sub = uow.subscriptions.get(invoice.subscription_id)
+            pending = sub.pending_update
+            if pending is not None and pending.invoice_id == invoice.id:
+                self._apply(uow, sub, lifecycle.apply_pending_update(sub), "changed", at)
+                return
             if sub.status in (
                 _Status.INCOMPLETE,
                 _Status.PAST_DUE,
                 _Status.UNPAID,
             ) and not self._other_open(uow, sub, invoice.id):
                 self._apply(uow, sub, lifecycle.payment_succeeded(sub, at), "payment_succeeded", at)
+
+    def _drop_pending_update(
+        self, uow: UnitOfWork, sub: Subscription, invoice: Invoice, at: datetime, reason: str
+    ) -> None:
+        """Void the pending update's unpaid invoice and forget the change it was for."""
+        if invoice.status is InvoiceStatus.OPEN:
+            _void_and_return_credit(uow, invoice, at)
+            voided = self._event(
+                EventName.INVOICE_VOIDED, invoice.id, invoice.customer_id, at, reason=reason
+            )
+            self._emit(uow, [voided], at)
+        pending = sub.pending_update
+        if pending is None or pending.invoice_id != invoice.id:
+            return
+        uow.subscriptions.update(lifecycle.drop_pending_update(sub))
+        self._audit(
+            uow,
+            at,
+            "subscription.change_dropped",
+            "subscription",
+            sub.id,
+            customer_id=sub.customer_id,
+            before={"price_id": pending.price.id, "quantity": pending.quantity},
+            after={"reason": reason, "invoice_id": invoice.id},
+        )
+
+    def _end_pending_update(
+        self, uow: UnitOfWork, sub: Subscription, due: datetime
+    ) -> Subscription:
+        """At its expiry, apply the pending update if its invoice got paid, else drop it."""
+        pending = sub.pending_update
+        assert pending is not None
+        invoice = uow.invoices.get(pending.invoice_id)
+        if invoice.status is InvoiceStatus.OPEN:
+            paid = self._resolve_before_expiry(
+                uow, invoice, due, "the change it paid for expired before the payment went through"
+            )
+            if paid is None:
+                return sub  # the gateway cannot say yet: decide on a later run
+            if paid:
+                return uow.subscriptions.get(sub.id)
+        if invoice.status is InvoiceStatus.PAID:
+            return self._apply(uow, sub, lifecycle.apply_pending_update(sub), "changed", due)
+        self._drop_pending_update(
+            uow, sub, uow.invoices.get(invoice.id), due, "pending_update_expired"
+        )
+        return uow.subscriptions.get(sub.id)
 
     def _other_open(self, uow: UnitOfWork, sub: Subscription, paid_invoice_id: str) -> bool:
         return any(
@@ -1665,6 +1737,11 @@ class Billing:
         )
         if invoice.subscription_id is not None and invoice.status is InvoiceStatus.OPEN:
             sub = uow.subscriptions.get(invoice.subscription_id)
+            pending = sub.pending_update
+            if pending is not None and pending.invoice_id == invoice.id:
+                # A change paid first opens no dunning: declined, it simply does not happen.
+                self._drop_pending_update(uow, sub, invoice, at, "payment_declined")
+                return
             if sub.status in (_Status.INCOMPLETE, _Status.ACTIVE, _Status.PAST_DUE):
                 # The lifecycle's own payment.failed event carries the next retry date.
                 self._apply(
@@ -2254,6 +2331,10 @@ class Billing:
     def _step(
         self, uow: UnitOfWork, sub: Subscription, due: datetime, summary: RunSummary
     ) -> tuple[Subscription, list[_Charge]]:
+        pending = sub.pending_update
+        if pending is not None and due >= pending.expires_at:
+            summary.pending_updates_ended += 1
+            return self._end_pending_update(uow, sub, due), []
         status = sub.status
         if status is _Status.INCOMPLETE:
             open_invoices = uow.invoices.list(subscription_id=sub.id, status=InvoiceStatus.OPEN)
@@ -2316,7 +2397,11 @@ class Billing:
         )
 
     def _resolve_before_expiry(
-        self, uow: UnitOfWork, invoice: Invoice, at: datetime
+        self,
+        uow: UnitOfWork,
+        invoice: Invoice,
+        at: datetime,
+        why: str = "the subscription expired before its first payment went through",
     ) -> bool | None:
         """Settle the first invoice's pending charge by asking the gateway, never by resending.
 
@@ -2338,7 +2423,7 @@ class Billing:
             payment.failed(
                 at,
                 "invoice_voided" if found is None else found.decline_code,
-                "the subscription expired before its first payment went through",
+                why,
                 None if found is None else found.reference,
             )
         )

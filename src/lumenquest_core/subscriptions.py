@@ -39,6 +39,7 @@ from lumenquest_core.proration import (
 from lumenquest_core.proration import prorate as _prorate
 
 __all__ = [
+    "PendingUpdate",
     "ScheduledChange",
     "Subscription",
     "SubscriptionStatus",
@@ -60,6 +61,9 @@ __all__ = [
     "payment_failed",
     "payment_succeeded",
     "expire_incomplete",
+    "hold_change",
+    "apply_pending_update",
+    "drop_pending_update",
     "next_action_at",
 ]
 
@@ -84,6 +88,26 @@ class ScheduledChange:
     price: Price
     quantity: int
     effective_at: datetime
+
+
+@attrs.frozen
+class PendingUpdate:
+    """An immediate change invoiced first and applied only once ``invoice_id`` is paid.
+
+    Stripe's pending update: the change made at ``changed_at`` waits for its payment
+    and is dropped (its invoice voided) if not paid by ``expires_at``.
+    """
+
+    price: Price
+    quantity: int
+    invoice_id: str
+    changed_at: datetime
+    expires_at: datetime
+    discount: Discount | None = None  # the discount once the change applies
+
+
+# A change awaiting payment is dropped after this long at most, as Stripe's are.
+PENDING_UPDATE_LIFETIME = timedelta(hours=23)
 
 
 # Not slotted: every transition copies the subscription, and a dict copies at C speed.
@@ -111,6 +135,7 @@ class Subscription:
     next_payment_retry_at: datetime | None = None
     # Recorded so that next_action_at stops reporting a reminder that was already sent.
     trial_reminder_sent_at: datetime | None = None
+    pending_update: PendingUpdate | None = None
 
     @property
     def cycle(self) -> BillingCycle:
@@ -181,6 +206,15 @@ def _not_before_period(sub: Subscription, at: datetime, operation: str) -> None:
             f"{operation} at {at.isoformat()} is before the current period,"
             f" which starts at {sub.current_period.start.isoformat()}",
             details={"at": at.isoformat(), "period_start": sub.current_period.start.isoformat()},
+        )
+
+
+def _no_pending_update(sub: Subscription, operation: str) -> None:
+    if sub.pending_update is not None:
+        raise _invalid(
+            sub,
+            operation,
+            f"a change waits for the payment of invoice {sub.pending_update.invoice_id}",
         )
 
 
@@ -660,6 +694,7 @@ def change(
     invoiced now or with the next renewal is the caller's choice.
     """
     _require(sub, "change", _CHANGEABLE)
+    _no_pending_update(sub, "change")
     at = aware(at, "at")
     behavior = _check_behavior(proration_behavior)
     granularity = _check_granularity(granularity)
@@ -713,6 +748,7 @@ def schedule_change(
 ) -> Transition:
     """Schedule a price or quantity change for the end of the current period."""
     _require(sub, "schedule a change of", _CHANGEABLE)
+    _no_pending_update(sub, "schedule a change of")
     at = aware(at, "at")
     new_price, new_quantity = _target(sub, price, quantity)
     _not_before_period(sub, at, "schedule_change")
@@ -757,6 +793,7 @@ def cancel(
     granularity: Granularity = Granularity.SECOND,
 ) -> Transition:
     """Cancel now (optionally crediting the unused time) or at the end of the period."""
+    _no_pending_update(sub, "cancel")
     at = aware(at, "at")
     granularity = _check_granularity(granularity)
     if at_period_end:
@@ -832,6 +869,7 @@ def pause(sub: Subscription, *, at: datetime, resumes_at: datetime | None = None
     The period already paid is not credited: resuming before its end simply continues it.
     """
     _require(sub, "pause", frozenset({_Status.ACTIVE}))
+    _no_pending_update(sub, "pause")
     at = aware(at, "at")
     _not_before_period(sub, at, "pause")
     _not_overdue(sub, at, "pause")
@@ -965,6 +1003,55 @@ def expire_incomplete(sub: Subscription, at: datetime) -> Transition:
     return Transition(expired, (), (_event(expired, EventName.SUBSCRIPTION_EXPIRED, at),))
 
 
+# ---------------------------------------------------------------- pending updates
+
+
+def hold_change(
+    sub: Subscription, changed: Transition, *, invoice_id: str, at: datetime
+) -> Subscription:
+    """Return ``sub`` holding ``changed`` as a pending update until ``invoice_id`` is paid.
+
+    ``changed`` is what :func:`change` returned at ``at``; the update expires at the period
+    end or 23 hours later, whichever comes first.
+    """
+    at = aware(at, "at")
+    _no_pending_update(sub, "change")
+    target = changed.subscription
+    pending = PendingUpdate(
+        price=target.price,
+        quantity=target.quantity,
+        invoice_id=invoice_id,
+        changed_at=at,
+        expires_at=min(sub.current_period.end, at + PENDING_UPDATE_LIFETIME),
+        discount=target.discount,
+    )
+    return evolve_trusted(sub, pending_update=pending)
+
+
+def apply_pending_update(sub: Subscription) -> Transition:
+    """Apply the pending update as the change it was when made (its invoice is paid)."""
+    pending = sub.pending_update
+    if pending is None:
+        raise _invalid(sub, "apply the pending update of", "it has none")
+    waiting = evolve_trusted(sub, pending_update=None)
+    made = change(
+        waiting,
+        price=pending.price,
+        quantity=pending.quantity,
+        at=pending.changed_at,
+        proration_behavior=ProrationBehavior.ALWAYS_INVOICE,
+    )
+    applied = evolve_trusted(made.subscription, discount=pending.discount)
+    return Transition(applied, (), made.events)
+
+
+def drop_pending_update(sub: Subscription) -> Subscription:
+    """Return ``sub`` without its pending update (declined, or expired unpaid)."""
+    if sub.pending_update is None:
+        raise _invalid(sub, "drop the pending update of", "it has none")
+    return evolve_trusted(sub, pending_update=None)
+
+
 # ---------------------------------------------------------------- scheduling
 
 
@@ -982,6 +1069,8 @@ def next_action_at(sub: Subscription) -> datetime | None:
         candidates += [sub.current_period.end, sub.next_payment_retry_at]
     elif status is _Status.PAUSED:
         candidates.append(sub.resumes_at)
+    if sub.pending_update is not None:
+        candidates.append(sub.pending_update.expires_at)
     # Unpaid waits for the customer; canceled and incomplete_expired are over.
     due = [instant for instant in candidates if instant is not None]
     return min(due) if due else None

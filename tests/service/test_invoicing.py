@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from lumenquest_adapters.memory import GatewayOutcome
@@ -9,6 +11,7 @@ from lumenquest_core import (
     CreditNoteOutcome,
     EventName,
     GatewayUnavailable,
+    InvalidTransition,
     InvoiceStatus,
     PaymentDeclined,
     PaymentStatus,
@@ -295,3 +298,101 @@ def test_a_payment_required_upgrade_whose_charge_times_out_is_not_applied() -> N
     assert proration.status is InvoiceStatus.OPEN
     [payment] = shop.billing.list_payments(invoice_id=proration.id)
     assert payment.status is PaymentStatus.PENDING
+
+
+# -- a change paid first whose payment is not known at once (Stripe's pending updates) --
+
+FIVE_MINUTES_LATER = at(1, 16, 12) + timedelta(minutes=6)
+
+
+def held_upgrade(shop: Shop, outcome: GatewayOutcome) -> str:
+    """Upgrade Ada half-way through January, paying first, with ``outcome``; return the sub id."""
+    sub = shop.subscribe(shop.basic)
+    shop.clock.set(HALF_WAY_THROUGH_JANUARY)
+    shop.billing.gateway.queue(outcome)
+    with pytest.raises(GatewayUnavailable):
+        shop.billing.change_subscription(
+            sub.id,
+            price_id=shop.pro.id,
+            proration_behavior="always_invoice",
+            payment_required=True,
+        )
+    return sub.id
+
+
+def test_a_held_change_waits_with_its_invoice_and_refuses_other_changes() -> None:
+    shop = Shop()
+    sub_id = held_upgrade(shop, GatewayOutcome.unknown())
+    held = shop.sub(sub_id)
+    assert held.price.id == shop.basic.id
+    assert held.pending_update is not None
+    assert held.pending_update.price.id == shop.pro.id
+    assert held.pending_update.invoice_id == shop.invoices(sub_id)[-1].id
+    assert held.pending_update.expires_at == at(1, 17, 11)  # 23 hours, before the period end
+    before = footprint(shop.billing)
+    with pytest.raises(InvalidTransition):
+        shop.billing.change_subscription(sub_id, quantity=2)
+    with pytest.raises(InvalidTransition):
+        shop.billing.cancel(sub_id)
+    assert footprint(shop.billing) == before
+
+
+def test_a_change_whose_charge_went_through_unseen_applies_when_run_due_finds_it() -> None:
+    shop = Shop()
+    sub_id = held_upgrade(shop, GatewayOutcome.unknown())
+    summary = shop.go(FIVE_MINUTES_LATER)
+    assert summary.payments_succeeded == 1
+    changed = shop.sub(sub_id)
+    assert changed.price.id == shop.pro.id
+    assert changed.pending_update is None
+    proration = shop.invoices(sub_id)[-1]
+    assert proration.status is InvoiceStatus.PAID
+    assert [c.amount for c in shop.billing.gateway.charges] == [usd(1000), usd(500)]
+    shop.go(at(2, 1))
+    assert shop.invoices(sub_id)[-1].total == usd(2000)
+
+
+def test_a_change_whose_charge_timed_out_applies_when_the_resent_charge_succeeds() -> None:
+    shop = Shop()
+    sub_id = held_upgrade(shop, GatewayOutcome.timeout())
+    shop.go(FIVE_MINUTES_LATER)
+    assert shop.sub(sub_id).price.id == shop.pro.id
+    assert shop.invoices(sub_id)[-1].status is InvoiceStatus.PAID
+    assert [c.amount for c in shop.billing.gateway.charges] == [usd(1000), usd(500)]
+
+
+def test_a_held_change_whose_resent_charge_is_declined_is_dropped_without_dunning() -> None:
+    shop = Shop()
+    sub_id = held_upgrade(shop, GatewayOutcome.timeout())
+    shop.billing.gateway.queue(GatewayOutcome.decline("card_declined"))
+    shop.go(FIVE_MINUTES_LATER)
+    kept = shop.sub(sub_id)
+    assert kept.price.id == shop.basic.id
+    assert kept.pending_update is None
+    assert kept.status is SubscriptionStatus.ACTIVE
+    assert kept.failed_payments == 0
+    assert shop.invoices(sub_id)[-1].status is InvoiceStatus.VOID
+    shop.go(at(2, 1))
+    assert shop.invoices(sub_id)[-1].total == usd(1000)
+
+
+def test_a_held_change_never_charged_expires_and_its_invoice_is_voided() -> None:
+    shop = Shop()
+    sub_id = held_upgrade(shop, GatewayOutcome.timeout())
+    shop.billing.gateway.queue(GatewayOutcome.timeout())  # the resend fails the same way
+    shop.go(FIVE_MINUTES_LATER)
+    assert shop.sub(sub_id).pending_update is not None
+    # At the expiry, run_due resends once more (timing out again), then asks the gateway,
+    # which never charged: the change is dropped.
+    shop.billing.gateway.queue(GatewayOutcome.timeout())
+    summary = shop.go(at(1, 17, 11))
+    assert summary.pending_updates_ended == 1
+    kept = shop.sub(sub_id)
+    assert kept.price.id == shop.basic.id
+    assert kept.pending_update is None
+    proration = shop.invoices(sub_id)[-1]
+    assert proration.status is InvoiceStatus.VOID
+    [payment] = shop.billing.list_payments(invoice_id=proration.id)
+    assert payment.status is PaymentStatus.FAILED
+    assert [c.amount for c in shop.billing.gateway.charges] == [usd(1000)]
+    shop.billing.change_subscription(sub_id, price_id=shop.pro.id)  # free to change again

@@ -2,6 +2,10 @@
 
 Each ``*_row`` function returns the column values of one record; each ``*_from_row``
 rebuilds the record from a row mapping. Nothing here touches a connection.
+
+The records a billing run reads by the thousand (subscriptions, invoices and their lines,
+payments) are rebuilt without re-running the domain's validators: their rows were
+validated objects when written, and the schema's CHECK constraints hold them there.
 """
 
 from __future__ import annotations
@@ -9,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
+from lumenquest_core._trusted import build_trusted, new_trusted
 from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
 from lumenquest_core.coupons import Coupon, CouponDuration, Discount
 from lumenquest_core.customers import Customer, Role
@@ -43,6 +49,7 @@ from lumenquest_core.ports import (
     PendingLine,
 )
 from lumenquest_core.subscriptions import (
+    PendingUpdate,
     ScheduledChange,
     Subscription,
     SubscriptionStatus,
@@ -57,21 +64,37 @@ Values = dict[str, Any]
 
 
 _ATOMS = frozenset({str, int, bool, float, type(None)})
+_MAPPINGS = frozenset({dict, MappingProxyType})
+_SEQUENCES = frozenset({list, tuple})
 
 
 def plain(value: Any) -> Any:
     """Return ``value`` with read-only mappings and tuples turned into dicts and lists."""
-    if type(value) in _ATOMS:  # most values of event data and audit rows: answered first
+    kind = type(value)
+    if kind in _ATOMS:  # most values of event data and audit rows: answered first
         return value
-    if isinstance(value, Mapping):
+    # Exact types before isinstance: an ABC check costs more than the copy it guards.
+    if kind in _MAPPINGS or isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if kind in _SEQUENCES or isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
 
 
+_set = object.__setattr__
+_new = object.__new__
+
+
+def _cash(amount: int, currency: str) -> Money:
+    """Return Money read from a row, whose CHECK constraints already hold it valid."""
+    money = _new(Money)
+    _set(money, "amount", amount)
+    _set(money, "currency", currency)
+    return money
+
+
 def _money(amount: int | None, currency: str | None) -> Money | None:
-    return None if amount is None or currency is None else Money(int(amount), currency)
+    return None if amount is None or currency is None else _cash(int(amount), currency)
 
 
 def _money_json(value: Money | None) -> dict[str, Any] | None:
@@ -87,7 +110,15 @@ def _instant(value: str | None) -> datetime | None:
 
 
 def _period(start: datetime | None, end: datetime | None) -> Period | None:
-    return None if start is None or end is None else Period(start, end)
+    return None if start is None or end is None else _span(start, end)
+
+
+def _span(start: datetime, end: datetime) -> Period:
+    """Return a Period read from a row (aware UTC instants, start before end by CHECK)."""
+    period = _new(Period)
+    _set(period, "start", start)
+    _set(period, "end", end)
+    return period
 
 
 # -- catalog ----------------------------------------------------------------------------
@@ -152,8 +183,25 @@ def price_row(price: Price) -> Values:
     }
 
 
+# A billing run reads the same few prices in every subscription's JSON: the last Price
+# built from each id is reused while its stored JSON is equal (prices are immutable).
+_PRICES: dict[str, tuple[Row, Price]] = {}
+_PRICES_KEPT = 256
+
+
 def price_from_row(row: Row) -> Price:
     """Rebuild a price (from its row, or from the JSON a subscription keeps of it)."""
+    cached = _PRICES.get(row["id"])
+    if cached is not None and cached[0] == row:
+        return cached[1]
+    price = _price_from_row(row)
+    if len(_PRICES) >= _PRICES_KEPT:
+        _PRICES.clear()
+    _PRICES[price.id] = (dict(row), price)
+    return price
+
+
+def _price_from_row(row: Row) -> Price:
     currency = row["currency"]
     return Price(
         id=row["id"],
@@ -268,6 +316,30 @@ def _scheduled_from_json(data: Mapping[str, Any]) -> ScheduledChange:
     )
 
 
+def _pending_json(pending: PendingUpdate) -> dict[str, Any]:
+    discount = pending.discount
+    return {
+        "price": price_row(pending.price),
+        "quantity": pending.quantity,
+        "invoice_id": pending.invoice_id,
+        "changed_at": pending.changed_at.isoformat(),
+        "expires_at": pending.expires_at.isoformat(),
+        "discount": None if discount is None else _discount_json(discount),
+    }
+
+
+def _pending_from_json(data: Mapping[str, Any]) -> PendingUpdate:
+    discount = data["discount"]
+    return PendingUpdate(
+        price=price_from_row(data["price"]),
+        quantity=int(data["quantity"]),
+        invoice_id=data["invoice_id"],
+        changed_at=datetime.fromisoformat(data["changed_at"]),
+        expires_at=datetime.fromisoformat(data["expires_at"]),
+        discount=None if discount is None else _discount_from_json(discount),
+    )
+
+
 def subscription_row(sub: Subscription) -> Values:
     """Return the columns of a subscription, with ``next_action_at`` computed from it."""
     scheduled = sub.scheduled_change
@@ -297,6 +369,7 @@ def subscription_row(sub: Subscription) -> Values:
         "next_payment_retry_at": sub.next_payment_retry_at,
         "trial_reminder_sent_at": sub.trial_reminder_sent_at,
         "next_action_at": next_action_at(sub),
+        "pending_update": None if sub.pending_update is None else _pending_json(sub.pending_update),
     }
 
 
@@ -304,27 +377,33 @@ def subscription_from_row(row: Row) -> Subscription:
     """Rebuild a subscription."""
     scheduled = row["scheduled_change"]
     discount = row["discount"]
-    return Subscription(
-        id=row["id"],
-        customer_id=row["customer_id"],
-        price=price_from_row(row["price"]),
-        quantity=int(row["quantity"]),
-        status=SubscriptionStatus(row["status"]),
-        anchor=row["anchor"],
-        current_period=Period(row["current_period_start"], row["current_period_end"]),
-        created_at=row["created_at"],
-        trial_end=row["trial_end"],
-        cancel_at_period_end=bool(row["cancel_at_period_end"]),
-        canceled_at=row["canceled_at"],
-        ended_at=row["ended_at"],
-        paused_at=row["paused_at"],
-        resumes_at=row["resumes_at"],
-        scheduled_change=None if scheduled is None else _scheduled_from_json(scheduled),
-        discount=None if discount is None else _discount_from_json(discount),
-        failed_payments=int(row["failed_payments"]),
-        next_payment_retry_at=row["next_payment_retry_at"],
-        trial_reminder_sent_at=row["trial_reminder_sent_at"],
+    pending = row["pending_update"]
+    sub: Subscription = build_trusted(
+        Subscription,
+        {
+            "id": row["id"],
+            "customer_id": row["customer_id"],
+            "price": price_from_row(row["price"]),
+            "quantity": int(row["quantity"]),
+            "status": SubscriptionStatus(row["status"]),
+            "anchor": row["anchor"],
+            "current_period": _span(row["current_period_start"], row["current_period_end"]),
+            "created_at": row["created_at"],
+            "trial_end": row["trial_end"],
+            "cancel_at_period_end": bool(row["cancel_at_period_end"]),
+            "canceled_at": row["canceled_at"],
+            "ended_at": row["ended_at"],
+            "paused_at": row["paused_at"],
+            "resumes_at": row["resumes_at"],
+            "scheduled_change": None if scheduled is None else _scheduled_from_json(scheduled),
+            "discount": None if discount is None else _discount_from_json(discount),
+            "failed_payments": int(row["failed_payments"]),
+            "next_payment_retry_at": row["next_payment_retry_at"],
+            "trial_reminder_sent_at": row["trial_reminder_sent_at"],
+            "pending_update": None if pending is None else _pending_from_json(pending),
+        },
     )
+    return sub
 
 
 # -- invoices ---------------------------------------------------------------------------
@@ -370,18 +449,21 @@ def line_values(line: InvoiceLine) -> Values:
 
 def line_from_row(row: Row) -> InvoiceLine:
     """Rebuild an invoice line."""
-    rates: tuple[TaxRate, ...] = tuple(_tax_rate_from_json(r) for r in row["tax_rates"])
-    return InvoiceLine(
-        kind=LineKind(row["kind"]),
-        description=row["description"],
-        amount=Money(int(row["amount"]), row["currency"]),
-        quantity=int(row["quantity"]),
-        period=_period(row["period_start"], row["period_end"]),
-        price_id=row["price_id"],
-        subscription_id=row["line_subscription_id"],
-        discountable=bool(row["discountable"]),
-        tax_rates=rates,  # type: ignore[arg-type]  # attrs plugin: converter=tuple
+    line: InvoiceLine = build_trusted(
+        InvoiceLine,
+        {
+            "kind": LineKind(row["kind"]),
+            "description": row["description"],
+            "amount": _cash(int(row["amount"]), row["currency"]),
+            "quantity": int(row["quantity"]),
+            "period": _period(row["period_start"], row["period_end"]),
+            "price_id": row["price_id"],
+            "subscription_id": row["line_subscription_id"],
+            "discountable": bool(row["discountable"]),
+            "tax_rates": tuple(_tax_rate_from_json(r) for r in row["tax_rates"]),
+        },
     )
+    return line
 
 
 def _line_tax_json(tax: LineTax) -> dict[str, Any]:
@@ -459,28 +541,30 @@ def invoice_line_rows(invoice: Invoice) -> list[Values]:
 def invoice_from_rows(row: Row, lines: Sequence[Row]) -> Invoice:
     """Rebuild an invoice from its row and its line rows in position order."""
     currency = row["currency"]
-    amounts = {name: Money(int(row[name]), currency) for name in _INVOICE_AMOUNTS}
-    return Invoice(
-        id=row["id"],
-        customer_id=row["customer_id"],
-        currency=currency,
-        status=InvoiceStatus(row["status"]),
-        lines=tuple(line_from_row(line) for line in lines),
-        billing_reason=BillingReason(row["billing_reason"]),
-        created_at=row["created_at"],
-        line_discounts=tuple(Money(int(line["discount_amount"]), currency) for line in lines),
-        line_taxes=tuple(tuple(_line_tax_from_json(t) for t in line["taxes"]) for line in lines),
-        subscription_id=row["subscription_id"],
-        number=row["number"],
-        period=_period(row["period_start"], row["period_end"]),
-        discount_coupon_id=row["discount_coupon_id"],
-        due_at=row["due_at"],
-        finalized_at=row["finalized_at"],
-        paid_at=row["paid_at"],
-        voided_at=row["voided_at"],
-        marked_uncollectible_at=row["marked_uncollectible_at"],
-        **amounts,
-    )
+    state: dict[str, Any] = {
+        "id": row["id"],
+        "customer_id": row["customer_id"],
+        "currency": currency,
+        "status": InvoiceStatus(row["status"]),
+        "lines": tuple(line_from_row(line) for line in lines),
+        "billing_reason": BillingReason(row["billing_reason"]),
+        "created_at": row["created_at"],
+        "line_discounts": tuple(_cash(int(line["discount_amount"]), currency) for line in lines),
+        "line_taxes": tuple(tuple(_line_tax_from_json(t) for t in line["taxes"]) for line in lines),
+        "subscription_id": row["subscription_id"],
+        "number": row["number"],
+        "period": _period(row["period_start"], row["period_end"]),
+        "discount_coupon_id": row["discount_coupon_id"],
+        "due_at": row["due_at"],
+        "finalized_at": row["finalized_at"],
+        "paid_at": row["paid_at"],
+        "voided_at": row["voided_at"],
+        "marked_uncollectible_at": row["marked_uncollectible_at"],
+    }
+    for name in _INVOICE_AMOUNTS:
+        state[name] = _cash(int(row[name]), currency)
+    invoice: Invoice = build_trusted(Invoice, state)
+    return invoice
 
 
 def pending_line_row(pending: PendingLine) -> Values:
@@ -532,11 +616,12 @@ def payment_row(payment: Payment) -> Values:
 def payment_from_row(row: Row) -> Payment:
     """Rebuild a payment."""
     currency = row["currency"]
-    return Payment(
+    payment: Payment = new_trusted(
+        Payment,
         id=row["id"],
         invoice_id=row["invoice_id"],
         customer_id=row["customer_id"],
-        amount=Money(int(row["amount"]), currency),
+        amount=_cash(int(row["amount"]), currency),
         status=PaymentStatus(row["status"]),
         idempotency_key=row["idempotency_key"],
         attempt=int(row["attempt"]),
@@ -547,6 +632,7 @@ def payment_from_row(row: Row) -> Payment:
         amount_refunded=_money(row["amount_refunded"], currency),
         settled_at=row["settled_at"],
     )
+    return payment
 
 
 def refund_row(refund: Refund) -> Values:

@@ -195,6 +195,7 @@ subscriptions = sa.Table(
     sa.Column("trial_reminder_sent_at", Timestamp(), nullable=True),
     # lumenquest_core.subscriptions.next_action_at(row), kept equal on every write.
     sa.Column("next_action_at", Timestamp(), nullable=True),
+    sa.Column("pending_update", JSONType(), nullable=True),
     sa.CheckConstraint(one_of("status", SubscriptionStatus), name="status"),
     sa.CheckConstraint("current_period_end > current_period_start", name="period_ends_after_start"),
     *_non_negative("quantity", "failed_payments"),
