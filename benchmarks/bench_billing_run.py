@@ -11,6 +11,8 @@ In a throwaway schema: N + M due monthly subscriptions (cloned in SQL from one m
   change rows;
 * the floor: the very rows that run wrote, loaded again by raw ``COPY`` into empty copies
   of their tables (with their indexes), no domain logic;
+* ``run_due`` scaled out: W more due subscriptions shared by two worker processes (this
+  machine's two cores, PostgreSQL's included), each claiming its own batches;
 * the process's peak RSS after a tenth of the run and after all of it. The run charges
   through a gateway that approves every charge and keeps nothing (a FakeGateway's
   ledger grows by ~500 bytes a charge: it is the fake's memory, not the library's).
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import time
@@ -155,6 +158,35 @@ def timed_run(billing: Any, limit: int) -> float:
     return limit / seconds
 
 
+def _worker(url: str, schema: str, limit: int, start: Any) -> None:
+    """One worker process: wait for the others, then run_due over ``limit`` subscriptions."""
+    engine = create_engine_for(url, connect_args={"options": f"-csearch_path={schema}"})
+    billing = billing_for(engine, naive=False)
+    start.wait()
+    summary = billing.run_due(limit=limit)
+    assert summary.renewals == limit, summary
+    engine.dispose()
+
+
+def timed_workers(url: str, schema: str, total: int, workers: int = 2) -> float:
+    """Return subscriptions renewed per second by ``workers`` processes sharing ``total``."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(workers + 1)
+    shares = [total // workers + (1 if k < total % workers else 0) for k in range(workers)]
+    processes = [
+        context.Process(target=_worker, args=(url, schema, share, start)) for share in shares
+    ]
+    for process in processes:
+        process.start()
+    start.wait()  # every worker has connected and built its billing: time the work only
+    began = time.perf_counter()
+    for process in processes:
+        process.join()
+    seconds = time.perf_counter() - began
+    assert all(p.exitcode == 0 for p in processes), [p.exitcode for p in processes]
+    return total / seconds
+
+
 def tenths(n: int) -> list[int]:
     """Split ``n`` into ten near-equal shares (fewer when n < 10)."""
     parts = min(10, n)
@@ -226,10 +258,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscriptions", type=int, default=100_000)
     parser.add_argument("--naive", type=int, default=5_000, help="the naive way's subset")
+    parser.add_argument("--workers-subscriptions", type=int, default=20_000, help="for 2 workers")
     parser.add_argument("--smoke", action="store_true", help="1,000 and 200 only")
     parser.add_argument("--url", default=os.environ.get("LUMENQUEST_POSTGRES_URL", DEFAULT_URL))
     options = parser.parse_args()
-    n, m = (1_000, 200) if options.smoke else (options.subscriptions, options.naive)
+    n, m, w = (
+        (1_000, 200, 400)
+        if options.smoke
+        else (options.subscriptions, options.naive, options.workers_subscriptions)
+    )
     try:
         admin = create_engine_for(options.url)
         with admin.connect() as connection:
@@ -245,7 +282,7 @@ def main() -> None:
     engine = create_engine_for(options.url, connect_args={"options": f"-csearch_path={schema}"})
     try:
         began = time.perf_counter()
-        setup(engine, n + m)
+        setup(engine, n + m + w)
         setup_seconds = time.perf_counter() - began
         naive_per_s = timed_run(billing_for(engine, naive=True), m)
         before = last_seqs(engine)
@@ -260,6 +297,7 @@ def main() -> None:
         rss_all = peak_rss_mib()
         run_per_s = n / run_seconds
         floor_seconds, floor_rows = copy_floor(engine, before)
+        workers_per_s = timed_workers(options.url, schema, w)
     finally:
         engine.dispose()
         with admin.begin() as connection:
@@ -271,12 +309,14 @@ def main() -> None:
         "naive_subs_per_s": round(naive_per_s, 1),
         "floor_copy_subs_per_s": round(floor_per_s, 1),
         "speedup_vs_naive_x": round(run_per_s / naive_per_s, 2),
+        "two_workers_subs_per_s": round(workers_per_s, 1),
         "share_of_floor_pct": round(100 * run_per_s / floor_per_s, 1),
         "floor_rows_per_sub": round(floor_rows / n, 2),
         "rss_growth_first_tenth_mib": round(rss_tenth - rss_start, 1),
         "rss_growth_other_nine_tenths_mib": round(rss_all - rss_tenth, 1),
         "subscriptions": n,
         "naive_subscriptions": m,
+        "workers_subscriptions": w,
         "setup_seconds": round(setup_seconds, 1),
     }
     for name, value in figures.items():
