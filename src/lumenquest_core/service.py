@@ -2603,6 +2603,11 @@ class Billing:
             uow.commit()
         return updated
 
+    def list_email_deliveries(self, *, customer_id: str | None = None) -> list[EmailDelivery]:
+        """Return the notification emails sent and what became of them, oldest first."""
+        with self._uow() as uow:
+            return list(uow.email_deliveries.list(customer_id=customer_id))
+
     def list_outbox(self, *, customer_id: str | None = None) -> list[OutboxMessage]:
         """Return the outbox, oldest first."""
         with self._uow() as uow:

@@ -383,6 +383,19 @@ def test_a_dropped_email_marks_the_address_undeliverable() -> None:
     assert shop.billing.email.templates() == ["welcome"]
 
 
+def test_the_email_deliveries_of_a_customer_are_listed_with_their_reports() -> None:
+    shop = Shop()
+    eve = shop.customer("eve@example.com")
+    [welcome, _] = shop.billing.email.sent
+    shop.billing.record_email_event(welcome.message_id, DeliveryStatus.DELIVERED)
+    shop.subscribe()
+    ada = shop.billing.list_email_deliveries(customer_id=shop.ada.id)
+    assert [d.template for d in ada] == ["welcome", "invoice_paid"]
+    assert [d.status for d in ada] == [DeliveryStatus.DELIVERED, DeliveryStatus.SENT]
+    assert [d.customer_id for d in shop.billing.list_email_deliveries(customer_id=eve)] == [eve]
+    assert len(shop.billing.list_email_deliveries()) == 3
+
+
 # -- history feeds the metrics ------------------------------------------------------------------
 
 
