@@ -369,9 +369,18 @@ class PaymentRepository(Protocol):
         ...
 
     def list(
-        self, *, invoice_id: str | None = None, customer_id: str | None = None
+        self,
+        *,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Payment]:
-        """Return payments ordered by creation."""
+        """Return payments ordered by creation: at most ``limit``, those after ``after``.
+
+        ``after`` is the id of a payment of the same list (a cursor); an unknown one raises
+        NotFound. ``limit=None`` returns them all.
+        """
         ...
 
     def pending(self, *, created_before: datetime, limit: int) -> Sequence[Payment]:
@@ -383,9 +392,14 @@ class PaymentRepository(Protocol):
         ...
 
     def refunds(
-        self, *, payment_id: str | None = None, invoice_id: str | None = None
+        self,
+        *,
+        payment_id: str | None = None,
+        invoice_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Refund]:
-        """Return refunds ordered by creation."""
+        """Return refunds ordered by creation, paged as :meth:`list` pages payments."""
         ...
 
 
@@ -397,9 +411,14 @@ class CreditNoteRepository(Protocol):
         ...
 
     def list(
-        self, *, invoice_id: str | None = None, customer_id: str | None = None
+        self,
+        *,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[CreditNote]:
-        """Return credit notes ordered by creation."""
+        """Return credit notes ordered by creation, paged as payments are."""
         ...
 
 
@@ -414,8 +433,10 @@ class UsageRepository(Protocol):
         """Return the quantity used in ``period`` (half-open)."""
         ...
 
-    def list(self, subscription_id: str) -> Sequence[UsageRecord]:
-        """Return the subscription's usage records ordered by time."""
+    def list(
+        self, subscription_id: str, *, limit: int | None = None, after: str | None = None
+    ) -> Sequence[UsageRecord]:
+        """Return the subscription's usage records ordered by time, paged as payments are."""
         ...
 
 

@@ -1374,11 +1374,13 @@ class Billing:
         self._after_commit(())
         return record
 
-    def list_usage(self, subscription_id: str) -> list[UsageRecord]:
-        """Return a subscription's usage records, oldest first."""
+    def list_usage(
+        self, subscription_id: str, *, limit: int | None = None, after: str | None = None
+    ) -> list[UsageRecord]:
+        """Return a subscription's usage records, oldest first: ``limit`` of them after ``after``."""
         with self._uow() as uow:
             uow.subscriptions.get(subscription_id)
-            return list(uow.usage.list(subscription_id))
+            return list(uow.usage.list(subscription_id, limit=limit, after=after))
 
     # -- invoicing ------------------------------------------------------------------
 
@@ -1918,25 +1920,56 @@ class Billing:
         return after
 
     def list_payments(
-        self, *, customer_id: str | None = None, invoice_id: str | None = None
+        self,
+        *,
+        customer_id: str | None = None,
+        invoice_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> list[Payment]:
-        """Return payments in the order they were made."""
+        """Return payments in the order they were made: ``limit`` of them after ``after``.
+
+        ``after`` is the id of the last payment of the previous page; all of them when
+        ``limit`` is None. The same paging holds for refunds, credit notes and usage.
+        """
         with self._uow() as uow:
-            return list(uow.payments.list(customer_id=customer_id, invoice_id=invoice_id))
+            return list(
+                uow.payments.list(
+                    customer_id=customer_id, invoice_id=invoice_id, limit=limit, after=after
+                )
+            )
 
     def list_credit_notes(
-        self, *, customer_id: str | None = None, invoice_id: str | None = None
+        self,
+        *,
+        customer_id: str | None = None,
+        invoice_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> list[CreditNote]:
-        """Return credit notes in the order they were issued."""
+        """Return credit notes in the order they were issued, paged as payments are."""
         with self._uow() as uow:
-            return list(uow.credit_notes.list(customer_id=customer_id, invoice_id=invoice_id))
+            return list(
+                uow.credit_notes.list(
+                    customer_id=customer_id, invoice_id=invoice_id, limit=limit, after=after
+                )
+            )
 
     def list_refunds(
-        self, *, invoice_id: str | None = None, payment_id: str | None = None
+        self,
+        *,
+        invoice_id: str | None = None,
+        payment_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> list[Refund]:
-        """Return refunds in the order they were made."""
+        """Return refunds in the order they were made, paged as payments are."""
         with self._uow() as uow:
-            return list(uow.payments.refunds(invoice_id=invoice_id, payment_id=payment_id))
+            return list(
+                uow.payments.refunds(
+                    invoice_id=invoice_id, payment_id=payment_id, limit=limit, after=after
+                )
+            )
 
     def refund(
         self,

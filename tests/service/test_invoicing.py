@@ -13,6 +13,7 @@ from lumenquest_core import (
     GatewayUnavailable,
     InvalidTransition,
     InvoiceStatus,
+    NotFound,
     PaymentDeclined,
     PaymentStatus,
     SubscriptionStatus,
@@ -46,6 +47,24 @@ def test_a_partial_refund_goes_through_the_gateway_and_reduces_what_is_refundabl
     assert ledger.amount == usd(300)
     assert ledger.charge_reference == payment.gateway_reference
     assert shop.billing.list_refunds(invoice_id=invoice_id) == [refund]
+
+
+def test_payments_and_refunds_are_paged_by_cursor() -> None:
+    shop, invoice_id, payment_id = paid_first_invoice()
+    shop.go(at(2, 1))
+    shop.go(at(3, 1))
+    every = shop.billing.list_payments(customer_id=shop.ada.id)
+    assert len(every) == 3
+    first = shop.billing.list_payments(customer_id=shop.ada.id, limit=2)
+    rest = shop.billing.list_payments(customer_id=shop.ada.id, limit=2, after=first[-1].id)
+    assert first + rest == every
+    shop.billing.refund(payment_id, amount=usd(100))
+    shop.billing.refund(payment_id, amount=usd(200))
+    [one] = shop.billing.list_refunds(invoice_id=invoice_id, limit=1)
+    [two] = shop.billing.list_refunds(invoice_id=invoice_id, after=one.id)
+    assert (one.amount, two.amount) == (usd(100), usd(200))
+    with pytest.raises(NotFound):
+        shop.billing.list_payments(after="pay_404")
 
 
 def test_a_full_refund_refunds_what_is_left() -> None:

@@ -281,6 +281,14 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
+def _page(view: View[Any], rows: Iterable[R], limit: int | None, after: str | None) -> list[R]:
+    """Return at most ``limit`` of ``rows`` (in creation order) created after ``after``."""
+    if after is not None:
+        cursor = view.rank(after)  # NotFound for an id the view does not hold
+        rows = (row for row in rows if view.rank(_id(row)) > cursor)
+    return list(rows) if limit is None else _take(rows, _check_limit(limit))
+
+
 def _take(rows: Iterator[R] | Iterable[R], limit: int) -> list[R]:
     result: list[R] = []
     if limit == 0:
@@ -632,9 +640,14 @@ class _Payments(_Repository):
         self._view.update(payment)
 
     def list(
-        self, *, invoice_id: str | None = None, customer_id: str | None = None
+        self,
+        *,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Payment]:
-        """Return payments in creation order."""
+        """Return payments in creation order: at most ``limit``, those after ``after``."""
         self._uow.check_open()
         view = self._view
         if invoice_id is not None:
@@ -643,12 +656,13 @@ class _Payments(_Repository):
             rows = view.bucket("customer_id", customer_id)
         else:
             rows = view.scan()
-        return [
+        matching = (
             p
             for p in rows
             if (invoice_id is None or p.invoice_id == invoice_id)
             and (customer_id is None or p.customer_id == customer_id)
-        ]
+        )
+        return _page(view, matching, limit, after)
 
     def pending(self, *, created_before: datetime, limit: int) -> Sequence[Payment]:
         """Return pending payments created before ``created_before``, oldest first."""
@@ -664,9 +678,14 @@ class _Payments(_Repository):
         self._refunds.add(refund)
 
     def refunds(
-        self, *, payment_id: str | None = None, invoice_id: str | None = None
+        self,
+        *,
+        payment_id: str | None = None,
+        invoice_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Refund]:
-        """Return refunds in creation order."""
+        """Return refunds in creation order: at most ``limit``, those after ``after``."""
         self._uow.check_open()
         view = self._refunds
         if payment_id is not None:
@@ -675,12 +694,13 @@ class _Payments(_Repository):
             rows = view.bucket("invoice_id", invoice_id)
         else:
             rows = view.scan()
-        return [
+        matching = (
             r
             for r in rows
             if (payment_id is None or r.payment_id == payment_id)
             and (invoice_id is None or r.invoice_id == invoice_id)
-        ]
+        )
+        return _page(view, matching, limit, after)
 
 
 class _CreditNotes(_Repository):
@@ -698,9 +718,14 @@ class _CreditNotes(_Repository):
         self._view.add(note)
 
     def list(
-        self, *, invoice_id: str | None = None, customer_id: str | None = None
+        self,
+        *,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[CreditNote]:
-        """Return credit notes in creation order."""
+        """Return credit notes in creation order: at most ``limit``, those after ``after``."""
         self._uow.check_open()
         view = self._view
         if invoice_id is not None:
@@ -709,12 +734,13 @@ class _CreditNotes(_Repository):
             rows = view.bucket("customer_id", customer_id)
         else:
             rows = view.scan()
-        return [
+        matching = (
             n
             for n in rows
             if (invoice_id is None or n.invoice_id == invoice_id)
             and (customer_id is None or n.customer_id == customer_id)
-        ]
+        )
+        return _page(view, matching, limit, after)
 
 
 class _Usage(_Repository):
@@ -741,10 +767,22 @@ class _Usage(_Repository):
             if start <= r.at < end
         )
 
-    def list(self, subscription_id: str) -> Sequence[UsageRecord]:
-        """Return the subscription's usage records ordered by time."""
+    def list(
+        self, subscription_id: str, *, limit: int | None = None, after: str | None = None
+    ) -> Sequence[UsageRecord]:
+        """Return the subscription's usage records ordered by time, paged by ``after``."""
         self._uow.check_open()
-        return sorted(self._view.bucket("subscription_id", subscription_id), key=lambda r: r.at)
+        view = self._view
+
+        # Ordered by time, then creation: the cursor is that pair, not the creation rank.
+        def order(record: UsageRecord) -> tuple[datetime, tuple[int, int]]:
+            return (record.at, view.rank(record.id))
+
+        rows = sorted(view.bucket("subscription_id", subscription_id), key=order)
+        if after is not None:
+            cursor = order(view.get(after))
+            rows = [r for r in rows if order(r) > cursor]
+        return rows if limit is None else rows[: _check_limit(limit)]
 
 
 class _Outbox(_Repository):

@@ -167,6 +167,14 @@ class _Repository:
             self._uow.remember(self._table, getattr(row, self._key), row)
         return loaded
 
+    def _page(self, query: sa.Select[Any], limit: int | None, after: str | None) -> sa.Select[Any]:
+        """Return ``query`` (ordered by seq) with at most ``limit`` rows, those after ``after``."""
+        if limit is not None:
+            query = query.limit(_check_limit(limit))
+        if after is not None:
+            query = query.where(self._table.c.seq > self._seq_of(after))
+        return query
+
     def _seq_of(self, row_id: str) -> int:
         """Return the insertion rank of a row (a cursor), or raise NotFound."""
         table = self._table
@@ -639,11 +647,16 @@ class Payments(_Repository):
         self._uow.remember(self._table, payment.id, payment)
 
     def list(
-        self, *, invoice_id: str | None = None, customer_id: str | None = None
+        self,
+        *,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Payment]:
-        """Return payments ordered by creation."""
+        """Return payments ordered by creation: at most ``limit``, those after ``after``."""
         c = t.payments.c
-        query = sa.select(t.payments).order_by(c.seq)
+        query = self._page(sa.select(t.payments).order_by(c.seq), limit, after)
         if invoice_id is not None:
             query = query.where(c.invoice_id == invoice_id)
         if customer_id is not None:
@@ -667,11 +680,17 @@ class Payments(_Repository):
         _Repository(self._uow, t.refunds, "refund")._insert(m.refund_row(refund))
 
     def refunds(
-        self, *, payment_id: str | None = None, invoice_id: str | None = None
+        self,
+        *,
+        payment_id: str | None = None,
+        invoice_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[Refund]:
-        """Return refunds ordered by creation."""
+        """Return refunds ordered by creation: at most ``limit``, those after ``after``."""
         c = t.refunds.c
-        query = sa.select(t.refunds).order_by(c.seq)
+        refunds = _Repository(self._uow, t.refunds, "refund")
+        query = refunds._page(sa.select(t.refunds).order_by(c.seq), limit, after)
         if payment_id is not None:
             query = query.where(c.payment_id == payment_id)
         if invoice_id is not None:
@@ -692,11 +711,16 @@ class CreditNotes(_Repository):
         self._insert(m.credit_note_row(note))
 
     def list(
-        self, *, invoice_id: str | None = None, customer_id: str | None = None
+        self,
+        *,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> Sequence[CreditNote]:
-        """Return credit notes ordered by creation."""
+        """Return credit notes ordered by creation: at most ``limit``, those after ``after``."""
         c = t.credit_notes.c
-        query = sa.select(t.credit_notes).order_by(c.seq)
+        query = self._page(sa.select(t.credit_notes).order_by(c.seq), limit, after)
         if invoice_id is not None:
             query = query.where(c.invoice_id == invoice_id)
         if customer_id is not None:
@@ -724,14 +748,24 @@ class Usage(_Repository):
         )
         return int(self._uow.read(query).scalar_one())
 
-    def list(self, subscription_id: str) -> Sequence[UsageRecord]:
-        """Return the subscription's usage records ordered by time."""
+    def list(
+        self, subscription_id: str, *, limit: int | None = None, after: str | None = None
+    ) -> Sequence[UsageRecord]:
+        """Return the subscription's usage records ordered by time, paged by ``after``."""
         c = t.usage_records.c
         query = (
             sa.select(t.usage_records)
             .where(c.subscription_id == subscription_id)
             .order_by(c.at, c.seq)
         )
+        if limit is not None:
+            query = query.limit(_check_limit(limit))
+        if after is not None:
+            cursor = self._uow.read(sa.select(c.at, c.seq).where(c.id == after)).first()
+            if cursor is None:
+                raise _not_found(self._kind, after)
+            # Ordered by time, then insertion: the cursor is the pair, not the seq alone.
+            query = query.where(sa.tuple_(c.at, c.seq) > sa.tuple_(cursor.at, cursor.seq))
         return [m.usage_from_row(r) for r in self._rows(query)]
 
 

@@ -30,7 +30,7 @@ from lumenquest_adapters.testing.samples import (
     subscription_change,
     usage_record,
 )
-from lumenquest_core.errors import Conflict, NotFound
+from lumenquest_core.errors import Conflict, NotFound, ValidationError
 from lumenquest_core.invoicing import BillingReason, InvoiceStatus
 from lumenquest_core.money import Money
 from lumenquest_core.payments import PaymentStatus
@@ -628,6 +628,43 @@ class UnitOfWorkContract:
             assert _ids(uow.payments.list(customer_id="cus_1")) == ["pay_b", "pay_a", "pay_c"]
             assert _ids(uow.payments.list()) == ["pay_b", "pay_a", "pay_c", "pay_d"]
 
+    def test_payments_refunds_and_credit_notes_are_paged_after_the_cursor(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.payments.add(payment("pay_b", customer_id="cus_1")),
+            lambda u: u.payments.add(payment("pay_a", customer_id="cus_2")),
+            lambda u: u.payments.add(payment("pay_c", customer_id="cus_1")),
+            lambda u: u.payments.add_refund(refund("re_b", payment_id="pay_1")),
+            lambda u: u.payments.add_refund(refund("re_a", payment_id="pay_1")),
+            lambda u: u.credit_notes.add(credit_note("cn_b")),
+            lambda u: u.credit_notes.add(credit_note("cn_a")),
+        )
+        _commit(uow_factory, lambda u: u.payments.add(payment("pay_d", customer_id="cus_1")))
+        with uow_factory() as uow:
+            payments = uow.payments
+            assert _ids(payments.list(limit=2)) == ["pay_b", "pay_a"]
+            assert _ids(payments.list(limit=2, after="pay_a")) == ["pay_c", "pay_d"]
+            assert _ids(payments.list(customer_id="cus_1", after="pay_b")) == ["pay_c", "pay_d"]
+            assert _ids(payments.list(customer_id="cus_1", after="pay_c", limit=1)) == ["pay_d"]
+            assert _ids(payments.list(after="pay_d")) == []
+            assert _ids(payments.list(limit=0)) == []
+            assert _ids(payments.refunds(payment_id="pay_1", after="re_b")) == ["re_a"]
+            assert _ids(payments.refunds(limit=1)) == ["re_b"]
+            assert _ids(uow.credit_notes.list(after="cn_b")) == ["cn_a"]
+            assert _ids(uow.credit_notes.list(limit=1)) == ["cn_b"]
+            for unknown in (
+                lambda: payments.list(after="pay_404"),
+                lambda: payments.refunds(after="re_404"),
+                lambda: uow.credit_notes.list(after="cn_404"),
+                lambda: uow.usage.list("sub_1", after="u_404"),
+            ):
+                with pytest.raises(NotFound):
+                    unknown()
+            with pytest.raises(ValidationError):
+                payments.list(limit=-1)
+
     def test_pending_payments_are_the_oldest_before_the_cutoff(
         self, uow_factory: UowFactory
     ) -> None:
@@ -700,6 +737,23 @@ class UnitOfWorkContract:
         )
         with uow_factory() as uow:
             assert _ids(uow.usage.list("sub_1")) == ["u_2", "u_1"]
+
+    def test_usage_records_are_paged_in_time_order_after_the_cursor(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory,
+            lambda u: u.usage.add(usage_record("u_1", at=T0 + HOUR)),
+            lambda u: u.usage.add(usage_record("u_2", at=T0)),
+            lambda u: u.usage.add(usage_record("u_3", at=T0 + HOUR)),
+            lambda u: u.usage.add(usage_record("u_4", at=T0 + DAY)),
+            lambda u: u.usage.add(usage_record("u_5", at=T0, subscription_id="sub_2")),
+        )
+        with uow_factory() as uow:
+            assert _ids(uow.usage.list("sub_1", limit=2)) == ["u_2", "u_1"]
+            # Recorded earlier in time, listed after: the cursor follows the order, not the id.
+            assert _ids(uow.usage.list("sub_1", after="u_1")) == ["u_3", "u_4"]
+            assert _ids(uow.usage.list("sub_1", after="u_3", limit=5)) == ["u_4"]
 
     # -- outbox, audit, history, analytics, emails -------------------------------------
 
