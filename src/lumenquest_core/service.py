@@ -198,7 +198,11 @@ def _snapshot(sub: Subscription) -> dict[str, Any]:
         "status": sub.status.value,
         "price_id": sub.price.id,
         "quantity": sub.quantity,
-        "period": to_jsonable(sub.current_period),
+        # Built here rather than through to_jsonable: every renewal audits two snapshots.
+        "period": {
+            "start": sub.current_period.start.isoformat(),
+            "end": sub.current_period.end.isoformat(),
+        },
         "cancel_at_period_end": sub.cancel_at_period_end,
         "scheduled_change": None
         if sub.scheduled_change is None

@@ -213,6 +213,9 @@ class SequentialIds:
 
     def __call__(self, prefix: str) -> str:
         """Return the next id for ``prefix``."""
-        with self._lock:
-            counter = self._counters.setdefault(prefix, itertools.count(1))
-            return f"{prefix}_{next(counter)}"
+        counter = self._counters.get(prefix)
+        if counter is None:
+            with self._lock:
+                counter = self._counters.setdefault(prefix, itertools.count(1))
+        # next() on an itertools.count is atomic under the GIL: no lock per id.
+        return f"{prefix}_{next(counter)}"
