@@ -927,14 +927,22 @@ class Billing:
                 uow.customers.update(bound)
             sub = self._apply(uow, None, transition, "created", at)
             sub, charges = self._bill(
-                uow, sub, transition.lines, at, BillingReason.SUBSCRIPTION_CREATE
+                uow, sub, transition.lines, at, BillingReason.SUBSCRIPTION_CREATE, customer=bound
             )
             self._remember(uow, idempotency_key, "subscribe", arguments, sub.id, at)
             uow.commit()
-        linked = self._link_gateway_customer(customer_id)
+        # Already linked when the transaction read it: the link is never undone, so no
+        # need to read the customer again.
+        linked = (
+            None
+            if bound.gateway_customer_id is not None
+            else self._link_gateway_customer(customer_id)
+        )
         if linked is not None:
             charges = [attrs.evolve(charge, customer=linked) for charge in charges]
         self._after_commit(charges)
+        if not charges:
+            return sub  # nothing was charged: the subscription is as it was committed
         return self.get_subscription(sub.id)
 
     def _link_gateway_customer(self, customer_id: str) -> Customer | None:
@@ -1516,9 +1524,15 @@ class Billing:
         at: datetime,
         reason: BillingReason,
         period: Period | None = None,
+        *,
+        customer: Customer | None = None,
     ) -> tuple[Subscription, list[_Charge]]:
-        """Invoice ``lines`` for a subscription and queue the payment if anything is due."""
-        customer = uow.customers.get(sub.customer_id)
+        """Invoice ``lines`` for a subscription and queue the payment if anything is due.
+
+        ``customer``: the subscription's customer as this unit of work already holds it.
+        """
+        if customer is None:
+            customer = uow.customers.get(sub.customer_id)
         invoice, updated = self._finalized_invoice(uow, customer, sub, lines, at, reason, period)
         assert updated is not None
         if invoice is None:

@@ -18,6 +18,7 @@ identity changes nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,6 +100,14 @@ class Identity:
             raise ValueError(f"role must be one of {_ROLES}, not {self.role!r}")
         if self.role == "user" and not self.customer_id:
             raise ValueError("a user session needs the customer_id it acts for")
+
+
+@functools.cache
+def _insert_if_new(on_sqlite: bool, table: sa.Table) -> sa.Executable:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING 1`` for ``table``, its values as parameters."""
+    insert = sqlite.insert(table) if on_sqlite else postgresql.insert(table)
+    statement: sa.Executable = insert.on_conflict_do_nothing().returning(sa.literal_column("1"))
+    return statement
 
 
 class SqlAlchemyUnitOfWork:
@@ -443,15 +452,11 @@ class SqlAlchemyUnitOfWork:
         word on which constraint broke, and the transaction stays usable.
         """
         connection = self.connection()
-        dialect = sqlite if self._sqlite else postgresql
-        statement = (
-            dialect.insert(table)
-            .values(values)
-            .on_conflict_do_nothing()
-            .returning(sa.literal_column("1"))
-        )
+        # The values go as parameters of one statement per table (compiled once, cached),
+        # not as literals baked into a new statement that must be keyed on every call.
+        statement = _insert_if_new(self._sqlite, table)
         with translated(metadata, describe):
-            inserted = connection.execute(statement).first() is not None
+            inserted = connection.execute(statement, values).first() is not None
         self._write_locked = True
         if not inserted:
             self.write([sa.insert(table).values(values)], describe)
