@@ -371,20 +371,24 @@ class BillingMachine(RuleBasedStateMachine):
         for sub in self._subs():
             lines = by_sub.get(sub.id, [])
             pauses = list(_pauses(self.billing.audit_log(subject_id=sub.id)))
-            segments = sorted(
-                (line.period for _, line in lines if line.kind is LineKind.SUBSCRIPTION),
-                key=lambda period: period.start if period else START,
+            # Each billed period with its amount: one period can be billed twice at one
+            # instant (changed to yearly, back to monthly, to yearly again), for other amounts.
+            billed = sorted(
+                (
+                    (line.period, line.amount)
+                    for _, line in lines
+                    if line.kind is LineKind.SUBSCRIPTION and line.period
+                ),
+                key=lambda pair: pair[0].start,
             )
+            segments = [period for period, _ in billed]
             credits = [
                 line.period
                 for line in [*(line for _, line in lines), *self._pending_lines(sub.id)]
                 if line.kind is LineKind.PRORATION and line.amount.amount < 0 and line.period
             ]
-            amounts = {
-                line.period: line.amount for _, line in lines if line.kind is LineKind.SUBSCRIPTION
-            }
-            _check_segments(sub, [p for p in segments if p], credits, pauses, amounts)
-            _check_ended(sub, [p for p in segments if p], [inv for inv, _ in lines])
+            _check_segments(sub, billed, credits, pauses)
+            _check_ended(sub, segments, [inv for inv, _ in lines])
             self._check_usage(sub, [(i, line) for i, line in lines if line.kind is LineKind.USAGE])
 
     def _check_usage(self, sub: Subscription, usage: list[tuple[Invoice, InvoiceLine]]) -> None:
@@ -455,19 +459,19 @@ def _charges_by_invoice(
 
 def _check_segments(
     sub: Subscription,
-    segments: list[Period],
+    billed: list[tuple[Period, Money]],
     credits: list[Period],
     pauses: list[tuple[datetime, datetime]],
-    amounts: dict[Period, Money],
 ) -> None:
-    """Billed periods, oldest first: no overlap left uncredited, no gap but a pause."""
-    for pa, pb in itertools.pairwise(segments):
+    """Billed periods with their amounts, oldest first: no overlap left uncredited, no gap but a pause."""
+    segments = [period for period, _ in billed]
+    for (pa, amount_a), (pb, _) in itertools.pairwise(billed):
         if pb.start < pa.end:  # the same start included: a period billed twice
             # Only an immediate change of cycle restarts the period; the unused rest of
             # the old one is then credited (unless it rounds to nothing).
             overlap = Period(pb.start, pa.end)
             assert any(c.start <= overlap.start and overlap.end <= c.end for c in credits) or (
-                not prorate(amounts[pa], pa, overlap)
+                not prorate(amount_a, pa, overlap)
             ), f"{sub.id}: {pa} and {pb} overlap without a credit"
         elif pb.start > pa.end:
             assert any(p < pa.end and r == pb.start for p, r in pauses), (
