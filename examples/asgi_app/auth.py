@@ -83,12 +83,19 @@ class Passwords:
         return self._hasher.check_needs_rehash(stored)
 
 
+# Tokens whose signature and claims were checked, with what they carry: a client sends
+# the same token on every request, and verifying it costs more than the rest of the
+# middleware. Bounded; expiry is still checked on every use.
+_VERIFIED_TOKENS = 4096
+
+
 class TokenIssuer:
     """Sign and check access tokens against the billing clock (so tests can move time)."""
 
     def __init__(self, key: str, lifetime: timedelta) -> None:
         self._key = key
         self.lifetime = lifetime
+        self._verified: dict[str, tuple[Principal, int]] = {}
 
     def issue(self, principal: Principal, at: datetime) -> str:
         """Return an access token for ``principal`` valid for ``lifetime`` from ``at``."""
@@ -104,6 +111,21 @@ class TokenIssuer:
 
     def check(self, token: str, at: datetime) -> Principal | str:
         """Return the token's principal, or why it is refused (``invalid`` or ``expired``)."""
+        verified = self._verified.get(token)
+        if verified is None:
+            checked = self._verify(token)
+            if isinstance(checked, str):
+                return checked
+            if len(self._verified) >= _VERIFIED_TOKENS:
+                self._verified.clear()
+            self._verified[token] = verified = checked
+        principal, expires = verified
+        if expires <= at.timestamp():
+            return "expired"
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, int] | str:
+        """Check the signature and the claims (not the expiry); return principal and ``exp``."""
         try:
             # Expiry is checked below against the billing clock, not the wall clock.
             claims: dict[str, Any] = jwt.decode(
@@ -116,9 +138,9 @@ class TokenIssuer:
             return "invalid"
         if claims.get("typ") != "access" or claims.get("role") not in ("user", "admin"):
             return "invalid"
-        if not isinstance(claims["exp"], int) or claims["exp"] <= at.timestamp():
+        if not isinstance(claims["exp"], int):
             return "expired"
-        return Principal(id=str(claims["sub"]), role=str(claims["role"]))
+        return Principal(id=str(claims["sub"]), role=str(claims["role"])), claims["exp"]
 
 
 def new_refresh_token() -> str:

@@ -35,6 +35,17 @@ class AppSettings(BaseSettings):
     rate_limit_window_seconds: int = pydantic.Field(default=60, ge=1)
     # PostgreSQL row-level security: migrate as this owner, serve as DATABASE_URL's role.
     owner_database_url: SecretStr | None = None
+    # Route bodies (and outbox deliveries) run in at most this many threads at once; more
+    # requests wait their turn in order. A few keep the database busy: every thread
+    # beyond that only adds contention for the interpreter lock, and tail latency.
+    worker_threads: int = pydantic.Field(default=4, ge=1, le=200)
+    # Connections kept open to the database (None: one per worker thread, plus two), so
+    # that no request opens (and closes) its own.
+    database_pool_size: int | None = pydantic.Field(default=None, ge=1, le=200)
+    # Test each pooled connection with a round trip before every transaction. Off: that
+    # is a round trip per unit of work; after a database restart the request that meets a
+    # dead connection gets a 503 (retryable) and SQLAlchemy replaces the whole pool.
+    database_pre_ping: bool = False
     # argon2id cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile).
     argon2_time_cost: int = pydantic.Field(default=3, ge=1)
     argon2_memory_kib: int = pydantic.Field(default=65536, ge=8)
@@ -45,6 +56,10 @@ class AppSettings(BaseSettings):
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
         return _DEVELOPMENT_KEY
+
+    def pool_size(self) -> int:
+        """Return the database connection pool's size in force."""
+        return self.database_pool_size or self.worker_threads + 2
 
     def allowed_origins(self) -> list[str]:
         """Return the CORS origins in force."""

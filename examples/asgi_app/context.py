@@ -9,8 +9,10 @@ import attrs
 from fastapi import Depends, Request
 
 from asgi_app.auth import Passwords, Principal, TokenIssuer
+from asgi_app.catalog import CatalogViews
 from asgi_app.config import AppSettings
 from asgi_app.database import Database
+from asgi_app.events import OutboxDispatcher
 from asgi_app.middleware import Metrics
 from lumenquest_adapters.config import Backend
 from lumenquest_core.errors import LumenquestError
@@ -32,6 +34,8 @@ class AppContext:
     tokens: TokenIssuer
     metrics: Metrics
     logger: Any
+    dispatcher: OutboxDispatcher
+    catalog: CatalogViews = attrs.field(factory=CatalogViews)
 
     @property
     def billing(self) -> Billing:

@@ -247,9 +247,21 @@ def _aware(value: datetime) -> datetime:
 class Database:
     """The engines: the serving one (RLS binds it) and the owner that migrates."""
 
-    def __init__(self, url: str, *, owner_url: str | None = None, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        owner_url: str | None = None,
+        migrate: bool = True,
+        pool_size: int = 5,
+        pre_ping: bool = False,
+    ) -> None:
         try:
-            self.engine = create_engine_for(url)
+            # Every request thread may hold a connection: a pool smaller than that opens
+            # (and closes) a connection per request beyond it, a server process each time.
+            self.engine = create_engine_for(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping
+            )
         except ConfigurationError:
             raise
         except Exception as exc:  # a driver's own error names no variable

@@ -40,6 +40,8 @@ __all__ = [
     "error_response",
     "install_error_handlers",
     "ok",
+    "ok_rendered",
+    "render",
     "status_for",
 ]
 
@@ -97,6 +99,11 @@ def _dumps(body: object) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def render(data: Any) -> bytes:
+    """Return JSON-ready ``data`` as the envelope writes it, for :func:`ok_rendered`."""
+    return _dumps(data)
+
+
 def ok(
     data: Any = None,
     message: str = "OK",
@@ -107,6 +114,31 @@ def ok(
     """Return a success envelope around ``data`` (domain objects become JSON-ready dicts)."""
     body = {"success": True, "data": to_jsonable(data), "message": message, "timestamp": _now()}
     return Response(_dumps(body), status_code, headers, media_type="application/json")
+
+
+def ok_rendered(
+    data: bytes,
+    message: str = "OK",
+    *,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """Return a success envelope around ``data`` already rendered by :func:`render`.
+
+    The same bytes as ``ok(data)``: for a body that is worth rendering once and reusing.
+    """
+    body = b"".join(
+        (
+            b'{"success":true,"data":',
+            data,
+            b',"message":',
+            _dumps(message),
+            b',"timestamp":"',
+            _now().encode(),
+            b'"}',
+        )
+    )
+    return Response(body, status_code, headers, media_type="application/json")
 
 
 def error_response(

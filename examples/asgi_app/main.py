@@ -8,22 +8,24 @@ with in-memory rate limits, the fake gateway and console email.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import GZipMiddleware
 
 from asgi_app.auth import Passwords, TokenIssuer
 from asgi_app.config import AppSettings, load_app_settings
 from asgi_app.context import AppContext
 from asgi_app.database import Database
 from asgi_app.envelope import ErrorEnvelope, install_error_handlers
+from asgi_app.events import OutboxDispatcher
 from asgi_app.logs import get_logger
-from asgi_app.middleware import Metrics, RateLimits, RequestMiddleware
+from asgi_app.middleware import CompressWhenAccepted, Metrics, RateLimits, RequestMiddleware
 from asgi_app.routes import admin, auth, operations, public, users
 from lumenquest_adapters.config import Settings, build_backend, load_settings
 from lumenquest_core.ports import Clock
@@ -65,10 +67,16 @@ def create_app(
             else None
         ),
         migrate=settings.migrate,
+        pool_size=app_settings.pool_size(),
+        pre_ping=app_settings.database_pre_ping,
     )
-    backend = build_backend(settings, unit_of_work=database.unit_of_work_factory(), **ports)
+    # Events are delivered by the app's dispatcher after the response (asgi_app.events),
+    # not inside each billing call.
+    options: dict[str, Any] = {"dispatch_immediately": False, **ports}
+    backend = build_backend(settings, unit_of_work=database.unit_of_work_factory(), **options)
     clock: Clock = backend.billing.clock
     logger = get_logger(app_settings.log_level)
+    dispatcher = OutboxDispatcher(backend.billing, logger, background=database.postgresql)
     metrics = Metrics()
     tokens = TokenIssuer(
         app_settings.signing_key(), timedelta(seconds=app_settings.access_token_seconds)
@@ -83,11 +91,20 @@ def create_app(
         tokens=tokens,
         metrics=metrics,
         logger=logger,
+        dispatcher=dispatcher,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        to_thread.current_default_thread_limiter().total_tokens = app_settings.worker_threads
+        await dispatcher.start()
+        # What start-up made (modules, routes, schemas, the seeded catalog) lives as long
+        # as the process: leave it out of the collector's full passes, which otherwise
+        # walk it all and pause every request in flight.
+        gc.collect()
+        gc.freeze()
         yield
+        await dispatcher.close()
         database.dispose()
 
     app = FastAPI(
@@ -130,8 +147,9 @@ def create_app(
         metrics=metrics,
         logger=logger,
         hsts=app_settings.behind_tls,
+        after_write=dispatcher.after_write,
     )
-    app.add_middleware(GZipMiddleware, minimum_size=1000)
+    app.add_middleware(CompressWhenAccepted, minimum_size=1000)
     origins = app_settings.allowed_origins()
     if origins:
         app.add_middleware(

@@ -2,9 +2,10 @@
 
 Request id → identity (anonymous until a dependency says otherwise) → access token
 read once → rate limit (429 in the envelope, ``RateLimit-*`` and ``Retry-After``) →
-the app → security headers, metrics and one JSON log line. An exception that escapes
-the app becomes a 500 envelope carrying the request id; the traceback goes to the log
-only.
+the app → security headers, metrics and one JSON log line → after an unsafe method,
+the outbox's events are handed to delivery (:mod:`asgi_app.events`). An exception that
+escapes the app becomes a 500 envelope carrying the request id; the traceback goes to
+the log only.
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.datastructures import Headers
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgi_app.auth import ACCESS_COOKIE, Principal, TokenIssuer
 from asgi_app.database import ANONYMOUS, set_identity
 from asgi_app.envelope import error_response
+from asgi_app.logs import log_request
 from lumenquest_core.ports import Clock, RateLimiter
 
-__all__ = ["Metrics", "RateLimits", "RequestMiddleware"]
+__all__ = ["CompressWhenAccepted", "Metrics", "RateLimits", "RequestMiddleware"]
 
 
 class Metrics:
@@ -86,6 +88,7 @@ _DOCS_CSP = (
     b" img-src 'self' data: https://fastapi.tiangolo.com; frame-ancestors 'none'"
 )
 _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _UNLIMITED_PREFIXES = ("/health", "/status", "/metrics", "/docs", "/redoc", "/openapi.json")
 
 
@@ -99,20 +102,39 @@ def _family(path: str) -> str | None:
     return "api"
 
 
-def _request_id(headers: Headers) -> str:
-    given = headers.get("x-request-id", "")
+def _wanted_headers(scope: Scope) -> tuple[str, str, str]:
+    """Return the X-Request-Id, Authorization and Cookie headers (first of each, or "")."""
+    # One pass over the raw list (ASGI servers lowercase the names) instead of a
+    # case-insensitive lookup per header.
+    request_id = authorization = cookie = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if request_id is None:
+                request_id = value
+        elif name == b"authorization":
+            if authorization is None:
+                authorization = value
+        elif name == b"cookie" and cookie is None:
+            cookie = value
+    return (
+        "" if request_id is None else request_id.decode("latin-1"),
+        "" if authorization is None else authorization.decode("latin-1"),
+        "" if cookie is None else cookie.decode("latin-1"),
+    )
+
+
+def _request_id(given: str) -> str:
     # Accept a caller's id only if it is short and plain: it goes into every log line.
     if 0 < len(given) <= 64 and all(c.isalnum() or c in "-_." for c in given):
         return given
     return uuid.uuid4().hex
 
 
-def _bearer(headers: Headers) -> str | None:
-    value = headers.get("authorization")
-    if value:
-        scheme, _, token = value.partition(" ")
+def _bearer(authorization: str, cookie: str) -> str | None:
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
         return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
-    for part in headers.get("cookie", "").split(";"):
+    for part in cookie.split(";"):
         name, _, token = part.strip().partition("=")
         if name == ACCESS_COOKIE and token:
             return token
@@ -133,8 +155,10 @@ class RequestMiddleware:
         metrics: Metrics,
         logger: Any,
         hsts: bool,
+        after_write: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
+        self.after_write = after_write
         self.tokens = tokens
         self.clock = clock
         self.limiter = limiter
@@ -142,6 +166,15 @@ class RequestMiddleware:
         self.metrics = metrics
         self.logger = logger
         self.hsts = hsts
+        # The fixed part of the security headers, built once: (API, docs) × (plain, HTTPS).
+        self._fixed_headers = {
+            (docs, https): self._fixed_security_headers(docs=docs, https=https)
+            for docs in (False, True)
+            for https in (False, True)
+        }
+        # Prometheus children by label values: ``labels()`` hashes and locks on every call.
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one request (other scope types pass straight through)."""
@@ -149,12 +182,12 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = Headers(scope=scope)
-        request_id = _request_id(headers)
+        given_id, authorization, cookie = _wanted_headers(scope)
+        request_id = _request_id(given_id)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         set_identity(ANONYMOUS)  # until an auth dependency proves who is asking
-        principal = self._authenticate(headers, state)
+        principal = self._authenticate(_bearer(authorization, cookie), state)
         path: str = scope["path"]
         status_holder = [500]
         extra_headers = self._security_headers(path, scope, request_id)
@@ -165,7 +198,7 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra_headers]
             await send(message)
 
-        rate_headers, refused = self._rate_limit(path, scope, principal, headers)
+        rate_headers, refused = self._rate_limit(path, scope, principal)
         extra_headers += rate_headers
         try:
             if refused is not None:
@@ -192,9 +225,12 @@ class RequestMiddleware:
                 )
                 await response(scope, receive, send_wrapper)
         self._observe(scope, path, status_holder[0], started, request_id, principal)
+        # An unsafe method may have written events to the outbox (even one that failed
+        # after a commit): deliver them now that the response is out.
+        if self.after_write is not None and scope["method"] not in _SAFE_METHODS:
+            await self.after_write()
 
-    def _authenticate(self, headers: Headers, state: dict[str, Any]) -> Principal | None:
-        token = _bearer(headers)
+    def _authenticate(self, token: str | None, state: dict[str, Any]) -> Principal | None:
         if token is None:
             return None
         checked = self.tokens.check(token, self.clock.now()) if token else "invalid"
@@ -204,23 +240,23 @@ class RequestMiddleware:
         state["auth_error"] = checked
         return None
 
+    def _fixed_security_headers(self, *, docs: bool, https: bool) -> list[tuple[bytes, bytes]]:
+        extra = [*_SECURITY_HEADERS, (b"content-security-policy", _DOCS_CSP if docs else _API_CSP)]
+        if not docs:
+            extra.append((b"cache-control", b"no-store"))
+        if self.hsts or https:
+            extra.append(_HSTS)
+        return extra
+
     def _security_headers(
         self, path: str, scope: Scope, request_id: str
     ) -> list[tuple[bytes, bytes]]:
         docs = path.startswith(("/docs", "/redoc"))
-        extra = [
-            *_SECURITY_HEADERS,
-            (b"content-security-policy", _DOCS_CSP if docs else _API_CSP),
-            (b"x-request-id", request_id.encode()),
-        ]
-        if not docs:
-            extra.append((b"cache-control", b"no-store"))
-        if self.hsts or scope.get("scheme") == "https":
-            extra.append(_HSTS)
-        return extra
+        fixed = self._fixed_headers[docs, scope.get("scheme") == "https"]
+        return [*fixed, (b"x-request-id", request_id.encode())]
 
     def _rate_limit(
-        self, path: str, scope: Scope, principal: Principal | None, headers: Headers
+        self, path: str, scope: Scope, principal: Principal | None
     ) -> tuple[list[tuple[bytes, bytes]], Callable[..., Any] | None]:
         family = _family(path)
         if not self.limits.enabled or family is None or scope["method"] == "OPTIONS":
@@ -265,10 +301,16 @@ class RequestMiddleware:
         # The template (/v1/subscriptions/{subscription_id}), never the raw path: bounded labels.
         template = getattr(route, "path", None) or "unmatched"
         method = scope["method"]
-        self.metrics.requests.labels(method, template, str(status)).inc()
-        self.metrics.latency.labels(method, template).observe(elapsed)
-        self.logger.info(
-            "request",
+        counted_key = (method, template, str(status))
+        counted = self._counted.get(counted_key)
+        if counted is None:
+            counted = self._counted[counted_key] = self.metrics.requests.labels(*counted_key)
+        counted.inc()
+        timed = self._timed.get((method, template))
+        if timed is None:
+            timed = self._timed[method, template] = self.metrics.latency.labels(method, template)
+        timed.observe(elapsed)
+        log_request(
             request_id=request_id,
             method=method,
             route=template,
@@ -277,3 +319,55 @@ class RequestMiddleware:
             duration_ms=round(elapsed * 1000, 3),
             user_id=principal.id if principal else None,
         )
+
+
+class CompressWhenAccepted:
+    """Starlette's GZip for clients that accept gzip; a plain pass-through for the others.
+
+    Starlette wraps every response to look at it even when it will not compress; here a
+    client that does not ask for gzip costs a header scan, and a response that could
+    have been compressed still says ``Vary: Accept-Encoding``.
+    """
+
+    def __init__(self, app: ASGIApp, *, minimum_size: int) -> None:
+        self.app = app
+        self.minimum_size = minimum_size
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Compress for clients that accept gzip; add ``Vary`` for the others."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"accept-encoding":
+                if b"gzip" in value:
+                    await self.gzip(scope, receive, send)
+                    return
+                break
+        minimum_size = self.minimum_size
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                length = b""
+                for name, value in headers:
+                    if name == b"content-length":
+                        length = value
+                    elif name == b"content-encoding":
+                        break  # already encoded: gzip would have left it alone
+                else:
+                    # Unknown length (streamed): gzip might have compressed it.
+                    if not length or int(length) >= minimum_size:
+                        _add_vary(headers)
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
+
+
+def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
+    for index, (name, value) in enumerate(headers):
+        if name == b"vary":
+            headers[index] = (name, value + b", Accept-Encoding")
+            return
+    headers.append((b"vary", b"Accept-Encoding"))

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from asgi_app.auth import MaybeUser, Principal
+from asgi_app.catalog import Catalog
 from asgi_app.context import AppContext, Ctx
-from asgi_app.envelope import Envelope, ok
-from asgi_app.schemas import Fields, PageParams, in_memory, paged, select_fields
+from asgi_app.envelope import Envelope, ok, ok_rendered
+from asgi_app.schemas import Fields, PageParams, select_fields
+from lumenquest_adapters.memory import MemoryCache
 from lumenquest_core.catalog import Plan
 from lumenquest_core.codec import to_jsonable
 from lumenquest_core.errors import NotFound
@@ -37,11 +40,19 @@ def _plan_view(ctx: AppContext, plan: Plan, current: set[str]) -> dict[str, Any]
 
 
 @router.get("", response_model=Envelope, summary="List the active plans")
-def list_plans(ctx: Ctx, user: MaybeUser, page: PageParams, fields: Fields) -> Response:
+async def list_plans(ctx: Ctx, user: MaybeUser, page: PageParams, fields: Fields) -> Response:
     """Return the active plans with their active prices."""
-    plans = ctx.billing.list_plans(active_only=True)
-    current = _current_plan_ids(ctx, user)
-    return ok(paged(in_memory(plans), page, fields, view=lambda p: _plan_view(ctx, p, current)))
+    # The catalog is read through the cache on every request. An in-process cache answers
+    # without I/O, so that read stays on the event loop (a miss, once per cache TTL, reads
+    # the database here); any other cache (Redis) is I/O and goes to the thread pool, as
+    # does the signed-in caller's own subscriptions.
+    catalog: Catalog
+    if isinstance(ctx.billing.cache, MemoryCache):
+        catalog = ctx.catalog.read(ctx.billing)
+    else:
+        catalog = await run_in_threadpool(ctx.catalog.read, ctx.billing)
+    current = await run_in_threadpool(_current_plan_ids, ctx, user) if user else set()
+    return ok_rendered(catalog.page(page, fields, current))
 
 
 @router.get("/{plan_id}", response_model=Envelope, summary="Get an active plan")

@@ -136,7 +136,11 @@ def make_client(
     made: list[Client] = []
 
     def make(
-        *, settings: Settings | None = None, gateway: Any = None, **app_options: Any
+        *,
+        settings: Settings | None = None,
+        gateway: Any = None,
+        email: Any = None,
+        **app_options: Any,
     ) -> Client:
         if settings is None:
             path = tmp_path / f"{uuid.uuid4().hex}.db"
@@ -147,6 +151,7 @@ def make_client(
             app_settings=AppSettings(**{**FAST, **app_options}),
             clock=TestClock(START),
             gateway=gateway or FakeGateway(),
+            email=email,
         )
         client = Client(app, portal)
         made.append(client)
@@ -155,6 +160,8 @@ def make_client(
     yield make
     for client in made:
         portal.call(client._client.aclose)
+        # The outbox dispatcher (PostgreSQL) may still be delivering: let it finish first.
+        portal.call(client.context.dispatcher.close)
         client.context.database.dispose()
 
 
@@ -214,18 +221,30 @@ def postgres_database(postgres_url: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def pg_client(postgres_database: tuple[str, str], make_client: AppFactory) -> Client:
-    """A client on PostgreSQL, serving as a role row-level security binds (tables emptied first)."""
+def make_pg_client(postgres_database: tuple[str, str], make_client: AppFactory) -> AppFactory:
+    """Make clients on PostgreSQL, serving as a role row-level security binds (tables emptied first)."""
     import sqlalchemy as sa  # noqa: PLC0415
 
     app_url, owner_url = postgres_database
-    client = make_client(settings=Settings(database_url=app_url), owner_database_url=owner_url)
-    owner = client.context.database.owner_engine
-    from asgi_app.database import metadata as app_metadata  # noqa: PLC0415
-    from lumenquest_adapters.sqlalchemy import metadata  # noqa: PLC0415
 
-    with owner.begin() as connection:
-        names = ", ".join(t.name for t in [*metadata.sorted_tables, *app_metadata.sorted_tables])
-        connection.exec_driver_sql(f"TRUNCATE {names} CASCADE")
-        connection.execute(sa.text("INSERT INTO invoice_number_sequence VALUES (1, 0)"))
-    return client
+    def make(**options: Any) -> Client:
+        client = make_client(
+            settings=Settings(database_url=app_url), owner_database_url=owner_url, **options
+        )
+        owner = client.context.database.owner_engine
+        from asgi_app.database import metadata as app_metadata  # noqa: PLC0415
+        from lumenquest_adapters.sqlalchemy import metadata  # noqa: PLC0415
+
+        tables = [*metadata.sorted_tables, *app_metadata.sorted_tables]
+        with owner.begin() as connection:
+            connection.exec_driver_sql(f"TRUNCATE {', '.join(t.name for t in tables)} CASCADE")
+            connection.execute(sa.text("INSERT INTO invoice_number_sequence VALUES (1, 0)"))
+        return client
+
+    return make
+
+
+@pytest.fixture
+def pg_client(make_pg_client: AppFactory) -> Client:
+    """A client on PostgreSQL, serving as a role row-level security binds (tables emptied first)."""
+    return make_pg_client()
