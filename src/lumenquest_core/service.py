@@ -1640,6 +1640,22 @@ class Billing:
         *,
         apply_to_subscription: bool = True,
     ) -> None:
+        # What the payment does to its subscription is read before anything is written: a
+        # read after a queued write makes a batch send its writes early, a second time.
+        sub: Subscription | None = None
+        transition: Transition | None = None
+        action = "payment_succeeded"
+        if apply_to_subscription and invoice.subscription_id is not None:
+            sub = uow.subscriptions.get(invoice.subscription_id)
+            pending = sub.pending_update
+            if pending is not None and pending.invoice_id == invoice.id:
+                transition, action = lifecycle.apply_pending_update(sub), "changed"
+            elif sub.status in (
+                _Status.INCOMPLETE,
+                _Status.PAST_DUE,
+                _Status.UNPAID,
+            ) and not self._other_open(uow, sub, invoice.id):
+                transition = lifecycle.payment_succeeded(sub, at)
         uow.payments.update(
             attrs.evolve(
                 payment, status=PaymentStatus.SUCCEEDED, gateway_reference=reference, settled_at=at
@@ -1669,18 +1685,8 @@ class Billing:
             customer_id=payment.customer_id,
             after={"amount": payment.amount},
         )
-        if apply_to_subscription and invoice.subscription_id is not None:
-            sub = uow.subscriptions.get(invoice.subscription_id)
-            pending = sub.pending_update
-            if pending is not None and pending.invoice_id == invoice.id:
-                self._apply(uow, sub, lifecycle.apply_pending_update(sub), "changed", at)
-                return
-            if sub.status in (
-                _Status.INCOMPLETE,
-                _Status.PAST_DUE,
-                _Status.UNPAID,
-            ) and not self._other_open(uow, sub, invoice.id):
-                self._apply(uow, sub, lifecycle.payment_succeeded(sub, at), "payment_succeeded", at)
+        if sub is not None and transition is not None:
+            self._apply(uow, sub, transition, action, at)
 
     def _drop_pending_update(
         self, uow: UnitOfWork, sub: Subscription, invoice: Invoice, at: datetime, reason: str
