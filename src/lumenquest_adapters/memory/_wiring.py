@@ -14,6 +14,9 @@ from lumenquest_core.service import Billing
 
 __all__ = ["InMemoryBilling", "in_memory_billing"]
 
+# run_due's batch on the memory store; Billing's default (500) suits a database.
+_BATCH_SIZE = 100
+
 
 class InMemoryBilling(Billing):
     """A ``Billing`` on memory adapters, typed so that tests can drive its fakes."""
@@ -46,6 +49,10 @@ def in_memory_billing(now: datetime | None = None, **billing_options: Any) -> In
         "email": RecordingEmailSender(),
         "cache": MemoryCache(clock),
         "ids": SequentialIds(),
+        # No round trips to save here: a smaller batch lets its short-lived objects die
+        # young instead of reaching the collector's oldest generation, whose full passes
+        # walk the whole store (run_due over 10,000: ~4,700/s at 100, ~3,400/s at 500).
+        "batch_size": _BATCH_SIZE,
     }
     options.update(billing_options)
     billing = InMemoryBilling(**options)
