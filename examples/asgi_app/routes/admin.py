@@ -275,7 +275,15 @@ def list_payments(
     customer_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """Return payments, oldest first, optionally of one customer."""
-    return ok(paged(in_memory(ctx.billing.list_payments(customer_id=customer_id)), page, fields))
+    return ok(
+        paged(
+            lambda limit, after: ctx.billing.list_payments(
+                customer_id=customer_id, limit=limit, after=after
+            ),
+            page,
+            fields,
+        )
+    )
 
 
 # -- refunds and credit notes ----------------------------------------------------------
@@ -311,8 +319,15 @@ def list_refunds(
     payment_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """Return refunds, oldest first."""
-    refunds = ctx.billing.list_refunds(invoice_id=invoice_id, payment_id=payment_id)
-    return ok(paged(in_memory(refunds), page, fields))
+    return ok(
+        paged(
+            lambda limit, after: ctx.billing.list_refunds(
+                invoice_id=invoice_id, payment_id=payment_id, limit=limit, after=after
+            ),
+            page,
+            fields,
+        )
+    )
 
 
 @router.post(
@@ -345,8 +360,15 @@ def list_credit_notes(
     invoice_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """Return credit notes, oldest first."""
-    notes = ctx.billing.list_credit_notes(customer_id=customer_id, invoice_id=invoice_id)
-    return ok(paged(in_memory(notes), page, fields))
+    return ok(
+        paged(
+            lambda limit, after: ctx.billing.list_credit_notes(
+                customer_id=customer_id, invoice_id=invoice_id, limit=limit, after=after
+            ),
+            page,
+            fields,
+        )
+    )
 
 
 # -- operations and analytics ----------------------------------------------------------

@@ -28,7 +28,6 @@ from asgi_app.schemas import (
     ProfilePatch,
     SubscribeBody,
     UsageBody,
-    in_memory,
     paged,
     select_fields,
 )
@@ -333,7 +332,13 @@ def list_usage(
 ) -> Response:
     """Return a subscription's usage records, oldest first."""
     own_subscription(ctx, user, subscription_id)
-    return ok(paged(in_memory(ctx.billing.list_usage(subscription_id)), page, fields))
+    return ok(
+        paged(
+            lambda limit, after: ctx.billing.list_usage(subscription_id, limit=limit, after=after),
+            page,
+            fields,
+        )
+    )
 
 
 @router.get("/v1/usage/analytics", response_model=Envelope, summary="My usage analytics")
@@ -411,4 +416,12 @@ def get_invoice(invoice_id: InvoiceId, user: CurrentUser, ctx: Ctx, fields: Fiel
 @router.get("/v1/payments", response_model=Envelope, summary="List my payments")
 def list_payments(user: CurrentUser, ctx: Ctx, page: PageParams, fields: Fields) -> Response:
     """Return the signed-in customer's payments, oldest first."""
-    return ok(paged(in_memory(ctx.billing.list_payments(customer_id=user.id)), page, fields))
+    return ok(
+        paged(
+            lambda limit, after: ctx.billing.list_payments(
+                customer_id=user.id, limit=limit, after=after
+            ),
+            page,
+            fields,
+        )
+    )

@@ -142,3 +142,29 @@ def test_store_paged_lists_use_the_store_cursor(client: Client) -> None:
     assert ids <= set(listed)
     assert len(listed) == len(set(listed)) == 4  # three users and the admin
     assert rest["next_cursor"] is None
+
+
+def test_payments_are_paged_by_the_store_and_an_unknown_cursor_is_refused(client: Client) -> None:
+    prices = client.seed_plans()
+    user, other = client.register(), client.register()
+    for _ in range(3):
+        data_of(
+            client.post(
+                "/v1/subscriptions",
+                json={"price_id": prices["Business per seat"]},
+                auth=user["access_token"],
+            ),
+            201,
+        )
+    token = user["access_token"]
+    first = data_of(client.get("/v1/payments", params={"limit": 2}, auth=token))
+    rest = data_of(
+        client.get("/v1/payments", params={"limit": 2, "cursor": first["next_cursor"]}, auth=token)
+    )
+    ids = [p["id"] for p in first["items"] + rest["items"]]
+    assert len(ids) == len(set(ids)) == 3
+    assert rest["next_cursor"] is None
+    assert data_of(client.get("/v1/payments", auth=other["access_token"]))["items"] == []
+    assert_error(
+        client.get("/v1/payments", params={"cursor": "pay_404"}, auth=token), 400, "INVALID_CURSOR"
+    )
