@@ -1114,7 +1114,7 @@ class Billing:
             self._remember(uow, idempotency_key, "change_subscription", arguments, sub.id, at)
             uow.commit()
         if paid_first is not None:
-            return self._complete_paid_change(paid_first, transition, at)
+            return self._complete_paid_change(paid_first, subscription_id, at)
         self._after_commit(charges)
         return self.get_subscription(subscription_id)
 
@@ -1170,11 +1170,9 @@ class Billing:
             },
         )
 
-    def _complete_paid_change(
-        self, charge: _Charge, transition: Transition, at: datetime
-    ) -> Subscription:
+    def _complete_paid_change(self, charge: _Charge, sub_id: str, at: datetime) -> Subscription:
+        """Charge a change's invoice; recording the payment applies or drops the change."""
         outcomes = self._collect([charge])
-        sub = transition.subscription
         if not outcomes:
             # The outcome is unknown: the payment stays pending for run_due to resolve with
             # the same idempotency key; the change applies if and when it is paid.
@@ -1182,7 +1180,7 @@ class Billing:
             raise GatewayUnavailable(
                 "the payment gateway did not answer; the change applies once the payment"
                 " is confirmed, or is dropped if it is not",
-                details={"subscription_id": sub.id, "invoice_id": charge.payment.invoice_id},
+                details={"subscription_id": sub_id, "invoice_id": charge.payment.invoice_id},
             )
         outcome = outcomes[0]
         with self._uow() as uow:
@@ -1194,7 +1192,7 @@ class Billing:
                 else:
                     uow.payments.update(payment.failed(at, outcome.decline_code, outcome.message))
                     self._drop_pending_update(
-                        uow, uow.subscriptions.get(sub.id), invoice, at, "payment_declined"
+                        uow, uow.subscriptions.get(sub_id), invoice, at, "payment_declined"
                     )
             uow.commit()
         self._dispatch_after_commit()
@@ -1202,9 +1200,9 @@ class Billing:
             raise PaymentDeclined(
                 outcome.message or "the payment for this change was declined; nothing changed",
                 decline_code=outcome.decline_code,
-                details={"subscription_id": sub.id, "invoice_id": charge.payment.invoice_id},
+                details={"subscription_id": sub_id, "invoice_id": charge.payment.invoice_id},
             )
-        return self.get_subscription(sub.id)
+        return self.get_subscription(sub_id)
 
     def cancel(
         self,
@@ -1637,15 +1635,13 @@ class Billing:
         reference: str | None,
         invoice: Invoice,
         at: datetime,
-        *,
-        apply_to_subscription: bool = True,
     ) -> None:
         # What the payment does to its subscription is read before anything is written: a
         # read after a queued write makes a batch send its writes early, a second time.
         sub: Subscription | None = None
         transition: Transition | None = None
         action = "payment_succeeded"
-        if apply_to_subscription and invoice.subscription_id is not None:
+        if invoice.subscription_id is not None:
             sub = uow.subscriptions.get(invoice.subscription_id)
             pending = sub.pending_update
             if pending is not None and pending.invoice_id == invoice.id:
