@@ -665,6 +665,7 @@ class UnitOfWork(Protocol):
         invoices: Collection[str] = (),
         payments_for_update: Collection[str] = (),
         pending_lines_of: Collection[str] = (),
+        known_invoices: Collection[Invoice] = (),
     ) -> None:
         """Announce that this unit of work processes many rows, so the store may batch it.
 
@@ -673,7 +674,10 @@ class UnitOfWork(Protocol):
         transaction ends, writes may be held back and sent in bulk before a read that
         needs them or at ``commit``; a broken constraint may then raise from ``commit``
         instead of from the write (nothing is kept either way). Unknown ids are no error
-        here. A store with nothing to gain implements it as a no-op.
+        here. ``known_invoices`` are invoices as the caller last saw them (it wrote them
+        in an earlier unit of work): the store may answer with one of them, instead of
+        reading its lines again, while its stored row is still exactly that invoice's.
+        A store with nothing to gain implements it as a no-op.
         """
         ...
 

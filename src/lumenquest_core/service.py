@@ -164,6 +164,8 @@ class _Charge:
     payment: Payment
     customer: Customer
     description: str
+    # The invoice as this process last wrote it: settling reuses it while it is unchanged.
+    invoice: Invoice | None = None
 
 
 @attrs.frozen
@@ -1569,7 +1571,12 @@ class Billing:
             created_at=self._now(),
         )
         uow.payments.add(payment)
-        return _Charge(payment=payment, customer=customer, description=f"Invoice {invoice.number}")
+        return _Charge(
+            payment=payment,
+            customer=customer,
+            description=f"Invoice {invoice.number}",
+            invoice=invoice,
+        )
 
     def _collect(self, charges: Sequence[_Charge]) -> list[_ChargeOutcome]:
         """Send each charge to the gateway; an unreachable gateway leaves it pending."""
@@ -1597,6 +1604,7 @@ class Billing:
             uow.prepare_batch(
                 payments_for_update=[o.charge.payment.id for o in outcomes],
                 invoices={o.charge.payment.invoice_id for o in outcomes},
+                known_invoices=[o.charge.invoice for o in outcomes if o.charge.invoice],
             )
             uow.prepare_batch(
                 subscriptions={

@@ -1235,6 +1235,7 @@ class MemoryUnitOfWork:
         invoices: Collection[str] = (),
         payments_for_update: Collection[str] = (),
         pending_lines_of: Collection[str] = (),
+        known_invoices: Collection[Invoice] = (),
     ) -> None:
         """Do nothing: rows in memory cost nothing to reach one by one."""
         self.check_open()

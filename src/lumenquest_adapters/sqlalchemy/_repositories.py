@@ -184,6 +184,13 @@ class _Repository:
         return int(seq)
 
 
+def _stored_as(row: sa.RowMapping, invoice: Invoice) -> bool:
+    """Say whether ``row`` is ``invoice``'s row, field for field, and past draft."""
+    if invoice.status is InvoiceStatus.DRAFT:
+        return False  # a draft's lines may still change
+    return all(row[name] == value for name, value in m.invoice_row(invoice).items())
+
+
 def _email_taken(name: str | None) -> Conflict | None:
     if name != "uq_customers_email":
         return None
@@ -438,9 +445,26 @@ class Invoices(_Repository):
             return known
         return self._with_lines([self._one(invoice_id)])[0]
 
-    def load(self, invoice_ids: Collection[str]) -> None:
-        """Read these invoices and their lines in bulk for the rest of the batch."""
-        self._load(invoice_ids, self._with_lines)
+    def load(self, invoice_ids: Collection[str], *, known: Collection[Invoice] = ()) -> None:
+        """Read these invoices and their lines in bulk for the rest of the batch.
+
+        A ``known`` invoice whose stored row is still exactly its own is taken as it is:
+        the lines of an invoice past draft never change, so they are not read again.
+        """
+        by_id = {invoice.id: invoice for invoice in known}
+
+        def from_rows(rows: Sequence[sa.RowMapping]) -> builtins.list[Invoice]:
+            unchanged: builtins.list[Invoice] = []
+            others: builtins.list[sa.RowMapping] = []
+            for row in rows:
+                invoice = by_id.get(row["id"])
+                if invoice is not None and _stored_as(row, invoice):
+                    unchanged.append(invoice)
+                else:
+                    others.append(row)
+            return unchanged + self._with_lines(others)
+
+        self._load(invoice_ids, from_rows)
 
     def update(self, invoice: Invoice) -> None:
         """Replace a stored invoice and its lines."""

@@ -35,6 +35,7 @@ from lumenquest_adapters.sqlalchemy._batch import Batch, Write, send, touches
 from lumenquest_adapters.sqlalchemy._engine import BEGIN_KEY, is_sqlite
 from lumenquest_adapters.sqlalchemy._errors import Describe, translated
 from lumenquest_adapters.sqlalchemy._schema import invoice_number_sequence, metadata
+from lumenquest_core.invoicing import Invoice
 from lumenquest_core.ports import (
     AnalyticsRepository,
     AuditLog,
@@ -383,6 +384,7 @@ class SqlAlchemyUnitOfWork:
         invoices: Collection[str] = (),
         payments_for_update: Collection[str] = (),
         pending_lines_of: Collection[str] = (),
+        known_invoices: Collection[Invoice] = (),
     ) -> None:
         """Read the named rows in bulk (locking the payments) and queue writes from now on."""
         if self.batch is None:
@@ -391,7 +393,7 @@ class SqlAlchemyUnitOfWork:
         self._repository("customers", r.Customers).load(customers)
         self._repository("subscriptions", r.Subscriptions).load(subscriptions)
         invoice_repository = self._repository("invoices", r.Invoices)
-        invoice_repository.load(invoices)
+        invoice_repository.load(invoices, known=known_invoices)
         invoice_repository.note_pending_lines(pending_lines_of)
         self._repository("payments", r.Payments).lock(payments_for_update)
 

@@ -214,6 +214,31 @@ class UnitOfWorkContract:
             with pytest.raises(NotFound):
                 uow.payments.get_for_update("pay_9")
 
+    def test_a_known_invoice_is_what_a_batch_reads_only_while_it_is_stored_as_known(
+        self, uow_factory: UowFactory
+    ) -> None:
+        open_ = InvoiceStatus.OPEN
+        _commit(
+            uow_factory,
+            lambda u: u.invoices.add(invoice("in_1", status=open_)),
+            lambda u: u.invoices.add(invoice("in_2", status=open_, period_start=T0 + DAY)),
+        )
+        voided = attrs.evolve(
+            invoice("in_2", status=open_, period_start=T0 + DAY), status=InvoiceStatus.VOID
+        )
+        _commit(uow_factory, lambda u: u.invoices.update(voided))
+        with uow_factory() as uow:
+            # Both known as open: in_1 still is, in_2 was voided since.
+            uow.prepare_batch(
+                invoices=["in_1", "in_2"],
+                known_invoices=[
+                    invoice("in_1", status=open_),
+                    invoice("in_2", status=open_, period_start=T0 + DAY),
+                ],
+            )
+            assert uow.invoices.get("in_1") == invoice("in_1", status=open_)
+            assert uow.invoices.get("in_2") == voided
+
     def test_a_batch_reads_its_own_writes_and_keeps_them_on_commit(
         self, uow_factory: UowFactory
     ) -> None:

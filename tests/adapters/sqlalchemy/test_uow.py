@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from lumenquest_adapters.sqlalchemy import (
@@ -17,8 +18,9 @@ from lumenquest_adapters.sqlalchemy import (
     upgrade,
 )
 from lumenquest_adapters.sqlalchemy._schema import subscriptions
-from lumenquest_adapters.testing.samples import T0, customer, plan, price, subscription
+from lumenquest_adapters.testing.samples import T0, customer, invoice, plan, price, subscription
 from lumenquest_core.errors import ConfigurationError, GatewayUnavailable, NotFound
+from lumenquest_core.invoicing import InvoiceStatus
 from lumenquest_core.subscriptions import SubscriptionStatus, next_action_at
 from tests.adapters.sqlalchemy.databases import sqlite_url
 
@@ -152,3 +154,25 @@ def test_a_store_makes_units_of_work(engine: Engine) -> None:
     store = SqlAlchemyStore(engine)
     with store() as uow:
         assert uow.customers.get("cus_1").id == "cus_1"
+
+
+def test_a_known_invoice_stored_unchanged_is_taken_without_reading_its_lines(
+    engine: Engine,
+) -> None:
+    known = invoice("in_1", subscription_id=None, status=InvoiceStatus.OPEN)
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.invoices.add(known)
+        uow.commit()
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.prepare_batch(invoices=["in_1"], known_invoices=[known])
+            assert uow.invoices.get("in_1") is known
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert not [s for s in statements if "invoice_lines" in s]
