@@ -554,29 +554,23 @@ class _Invoices(_Repository):
     ) -> Sequence[Invoice]:
         """Return invoices in creation order, strictly after the invoice ``after``."""
         self._uow.check_open()
-        limit = _check_limit(limit)
         view = self._view
         if subscription_id is None and customer_id is None:
+            # The scan starts after the cursor itself: nothing left for _page to skip.
             rows: Iterable[Invoice] = view.scan(after)
+            after = None
+        elif subscription_id is not None:
+            rows = view.bucket("subscription_id", subscription_id)
         else:
-            if subscription_id is not None:
-                bucket = view.bucket("subscription_id", subscription_id)
-            else:
-                bucket = view.bucket("customer_id", customer_id)
-            rows = bucket
-            if after is not None:
-                cursor = view.rank(after)
-                rows = (i for i in bucket if view.rank(i.id) > cursor)
-        return _take(
-            (
-                i
-                for i in rows
-                if (customer_id is None or i.customer_id == customer_id)
-                and (subscription_id is None or i.subscription_id == subscription_id)
-                and (status is None or i.status is status)
-            ),
-            limit,
+            rows = view.bucket("customer_id", customer_id)
+        matching = (
+            i
+            for i in rows
+            if (customer_id is None or i.customer_id == customer_id)
+            and (subscription_id is None or i.subscription_id == subscription_id)
+            and (status is None or i.status is status)
         )
+        return _page(view, matching, limit, after)
 
     def next_number(self) -> int:
         """Take the next invoice number (gapless; rolled back with the unit of work)."""

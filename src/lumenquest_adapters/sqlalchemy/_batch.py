@@ -14,6 +14,8 @@ have raised, only later. That is the one thing batch mode changes, and the port 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,38 +149,16 @@ def _send_updates(
         params = [{**row, _KEY_PARAMETER: row[key]} for row in rows]
         connection.execute(_update(table, key), params)
         return
-    # PostgreSQL: straight to the driver, values through their columns' own bind
-    # processing as _copy does; SQLAlchemy's per-row parameter handling cost 8x the
-    # driver's own work here.
-    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
-
-    dialect = connection.dialect
-    preparer = dialect.identifier_preparer
-    processors = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
+    # PostgreSQL: straight to the driver; SQLAlchemy's per-row parameter handling cost
+    # 8x the driver's own work here.
+    preparer = connection.dialect.identifier_preparer
     assignments = ", ".join(f"{preparer.quote(name)} = %s" for name in columns)
     statement = (
         f"UPDATE {preparer.format_table(table)} SET {assignments} WHERE {preparer.quote(key)} = %s"
     )
-    rows_values = [
-        [
-            *(
-                row[name] if process is None else process(row[name])
-                for name, process in zip(columns, processors, strict=True)
-            ),
-            row[key],
-        ]
-        for row in rows
-    ]
-    driver = connection.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
-    try:
-        with driver.cursor() as cursor:
-            cursor.executemany(statement, rows_values)
-    except psycopg.Error as exc:
-        # Raised as SQLAlchemy would have, so that the unit of work translates it as usual.
-        raise sa.exc.DBAPIError.instance(
-            statement, None, exc, psycopg.Error, dialect=dialect
-        ) from exc
+    bound = _bound_values(connection, table, columns)
+    with _driver_cursor(connection, statement) as cursor:
+        cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
 
 
 def _may_copy(connection: Connection) -> bool:
@@ -204,30 +184,47 @@ def _copy(
     connection: Connection, table: sa.Table, columns: tuple[str, ...], rows: list[dict[str, Any]]
 ) -> None:
     """COPY rows into a table, each value through its column type's own bind processing."""
-    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
-
-    dialect = connection.dialect
-    preparer = dialect.identifier_preparer
-    processors = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
+    preparer = connection.dialect.identifier_preparer
     statement = (
         f"COPY {preparer.format_table(table)}"
         f" ({', '.join(preparer.quote(name) for name in columns)}) FROM STDIN"
     )
+    bound = _bound_values(connection, table, columns)
+    with _driver_cursor(connection, statement) as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(bound(row))
+
+
+def _bound_values(
+    connection: Connection, table: sa.Table, columns: tuple[str, ...]
+) -> Callable[[dict[str, Any]], list[Any]]:
+    """Return a function giving a row's values of ``columns``, each through its type's binding."""
+    dialect = connection.dialect
+    processors = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
+
+    def bound(row: dict[str, Any]) -> list[Any]:
+        return [
+            row[name] if process is None else process(row[name])
+            for name, process in zip(columns, processors, strict=True)
+        ]
+
+    return bound
+
+
+@contextmanager
+def _driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
+    """Yield a psycopg cursor of the connection; its errors come out as SQLAlchemy's would."""
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
     driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     try:
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(
-                    [
-                        row[name] if process is None else process(row[name])
-                        for name, process in zip(columns, processors, strict=True)
-                    ]
-                )
+        with driver.cursor() as cursor:
+            yield cursor
     except psycopg.Error as exc:
         # Raised as SQLAlchemy would have, so that the unit of work translates it as usual.
         raise sa.exc.DBAPIError.instance(
-            statement, None, exc, psycopg.Error, dialect=dialect
+            statement, None, exc, psycopg.Error, dialect=connection.dialect
         ) from exc
 
 
