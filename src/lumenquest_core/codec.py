@@ -28,8 +28,8 @@ def to_jsonable(value: Any) -> Any:
     if kind in _PLAIN or value is None:
         return value
     if kind is dict:
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, Money):
+        return _jsonable_dict(value)
+    if kind is Money or isinstance(value, Money):
         return {"amount": value.amount, "currency": value.currency}
     if isinstance(value, Period):
         return {"start": value.start.isoformat(), "end": value.end.isoformat()}
@@ -48,6 +48,17 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [to_jsonable(v) for v in value]
     return value
+
+
+def _jsonable_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    # Plain values are copied without a call per value: audit rows and event data are
+    # mostly strings and integers, and a renewal builds a dozen of these dictionaries.
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        result[key if type(key) is str else str(key)] = (
+            item if type(item) in _PLAIN or item is None else to_jsonable(item)
+        )
+    return result
 
 
 def _money(data: Mapping[str, Any] | None) -> Money | None:

@@ -148,8 +148,10 @@ def subscription_mrr(sub: Subscription) -> Money:
     if discount is not None and discount.recurring and discount.active:
         # The same rounding an invoice uses, so MRR matches what is actually billed.
         cycle_amount = cycle_amount - discount.coupon.amount_off_of(cycle_amount)
-    monthly = Fraction(cycle_amount.amount) / price.cycle.months
-    return Money(round_half_even(monthly.numerator, monthly.denominator), price.currency)
+    # amount ÷ (p/q) months is amount·q/p: integer arithmetic, no Fraction built per call.
+    months = price.cycle.months
+    monthly = round_half_even(cycle_amount.amount * months.denominator, months.numerator)
+    return Money(monthly, price.currency)
 
 
 @overload

@@ -74,7 +74,8 @@ class BillingCycle:
     @property
     def months(self) -> Fraction:
         """How many months one cycle spans, for normalising amounts to a month."""
-        return _MONTHLY_FACTOR[self.interval] * self.count
+        factor = _MONTHLY_FACTOR[self.interval]
+        return factor if self.count == 1 else factor * self.count
 
     def __str__(self) -> str:
         return self.interval.value if self.count == 1 else f"{self.count} {self.interval.value}s"

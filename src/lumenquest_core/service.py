@@ -19,12 +19,14 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
 
 from lumenquest_core import invoicing, metrics
 from lumenquest_core import subscriptions as lifecycle
+from lumenquest_core._trusted import build_trusted
 from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
 from lumenquest_core.codec import plan_from_dict, price_from_dict, to_jsonable
 from lumenquest_core.coupons import Coupon, CouponDuration
@@ -333,12 +335,17 @@ class Billing:
     def _event(
         self, name: EventName, subject_id: str, customer_id: str, at: datetime, **data: Any
     ) -> DomainEvent:
-        return DomainEvent(
-            name=name,
-            subject_id=subject_id,
-            customer_id=customer_id,
-            occurred_at=at,
-            data=to_jsonable(data),
+        # Built without the converter's defensive copy: ``data`` is a fresh dict only the
+        # event holds, so the read-only view over it is all the freezing it needs.
+        return build_trusted(
+            DomainEvent,
+            {
+                "name": name,
+                "subject_id": subject_id,
+                "customer_id": customer_id,
+                "occurred_at": at,
+                "data": MappingProxyType(to_jsonable(data)),
+            },
         )
 
     def _audit(
@@ -352,7 +359,12 @@ class Billing:
         customer_id: str | None = None,
         before: Mapping[str, Any] | None = None,
         after: Mapping[str, Any] | None = None,
+        json_ready: bool = False,
     ) -> None:
+        """Add an audit row; ``json_ready``: before and after are JSON data already."""
+        if not json_ready:
+            before = None if before is None else to_jsonable(before)
+            after = None if after is None else to_jsonable(after)
         uow.audit_log.add(
             AuditEntry(
                 id=self._ids("aud"),
@@ -362,8 +374,8 @@ class Billing:
                 subject_id=subject_id,
                 at=at,
                 customer_id=customer_id,
-                before=None if before is None else to_jsonable(before),
-                after=None if after is None else to_jsonable(after),
+                before=before,
+                after=after,
             )
         )
 
@@ -391,6 +403,7 @@ class Billing:
             customer_id=sub.customer_id,
             before=None if before is None else _snapshot(before),
             after=_snapshot(sub),
+            json_ready=True,
         )
         uow.subscription_changes.add(
             SubscriptionChange(
