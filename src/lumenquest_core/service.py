@@ -424,11 +424,19 @@ class Billing:
         )
         return sub
 
-    def _after_commit(self, charges: Sequence[_Charge]) -> list[_ChargeOutcome]:
-        """Collect the charges, record their outcomes, and deliver the events."""
+    def _after_commit(
+        self,
+        charges: Sequence[_Charge],
+        settled: dict[str, Subscription] | None = None,
+    ) -> list[_ChargeOutcome]:
+        """Collect the charges, record their outcomes, and deliver the events.
+
+        ``settled``, when given, receives each subscription whose payment this call recorded,
+        as that record left it.
+        """
         outcomes = self._collect(charges)
         if outcomes:
-            self._settle(outcomes)
+            self._settle(outcomes, settled)
         self._dispatch_after_commit()
         return outcomes
 
@@ -955,10 +963,12 @@ class Billing:
         )
         if linked is not None:
             charges = [attrs.evolve(charge, customer=linked) for charge in charges]
-        self._after_commit(charges)
+        settled: dict[str, Subscription] = {}
+        self._after_commit(charges, settled)
         if not charges:
             return sub  # nothing was charged: the subscription is as it was committed
-        return self.get_subscription(sub.id)
+        # As the payment's record left it; read again only if someone else recorded it.
+        return settled.get(sub.id) or self.get_subscription(sub.id)
 
     def _link_gateway_customer(self, customer_id: str) -> Customer | None:
         """Create the customer at the gateway once, before its first charge; return it linked."""
@@ -1609,8 +1619,16 @@ class Billing:
             outcomes.append(_outcome_of(charge, result))
         return outcomes
 
-    def _settle(self, outcomes: Sequence[_ChargeOutcome]) -> list[_ChargeOutcome]:
-        """Record the outcomes still pending; return those this call recorded."""
+    def _settle(
+        self,
+        outcomes: Sequence[_ChargeOutcome],
+        settled: dict[str, Subscription] | None = None,
+    ) -> list[_ChargeOutcome]:
+        """Record the outcomes still pending; return those this call recorded.
+
+        ``settled``, when given, receives the subscription of each recorded payment as the
+        record left it (the unit of work holds it already: no read).
+        """
         at = self._now()
         recorded: list[_ChargeOutcome] = []
         with self._uow() as uow:
@@ -1645,6 +1663,10 @@ class Billing:
                         outcome.message,
                         invoice,
                         at,
+                    )
+                if settled is not None and invoice.subscription_id is not None:
+                    settled[invoice.subscription_id] = uow.subscriptions.get(
+                        invoice.subscription_id
                     )
             uow.commit()
         return recorded
