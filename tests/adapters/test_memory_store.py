@@ -7,8 +7,17 @@ import attrs
 import pytest
 
 from lumenquest_adapters.memory import MemoryStore, MemoryUnitOfWork
-from lumenquest_adapters.testing.samples import T0, customer, invoice, pending_line, subscription
+from lumenquest_adapters.memory._tables import Table, UniqueIndex, View
+from lumenquest_adapters.testing.samples import (
+    T0,
+    customer,
+    invoice,
+    payment,
+    pending_line,
+    subscription,
+)
 from lumenquest_core.errors import Conflict, NotFound, ValidationError
+from lumenquest_core.payments import Payment
 
 
 @pytest.fixture
@@ -189,3 +198,186 @@ def test_a_claim_leaves_unprocessed_subscriptions_due(store: MemoryStore) -> Non
     with MemoryUnitOfWork(store) as uow:
         claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
         assert [s.id for s in claimed] == [f"sub_{i}" for i in range(5)]
+
+
+def _customer_ids(store: MemoryStore, customer_id: str) -> list[str]:
+    with MemoryUnitOfWork(store) as uow:
+        return [i.id for i in uow.invoices.list(customer_id=customer_id)]
+
+
+def test_an_index_read_late_files_rows_moved_before_and_after_its_first_read(
+    store: MemoryStore,
+) -> None:
+    """Secondary indexes are filed when read: moves on either side of that read count."""
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add(invoice("in_1", customer_id="cus_1"))
+        uow.invoices.add(invoice("in_2", customer_id="cus_2", subscription_id="sub_2"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:  # before any read of the customer index
+        uow.invoices.update(invoice("in_1", customer_id="cus_2"))
+        uow.commit()
+    assert _customer_ids(store, "cus_2") == ["in_1", "in_2"]
+    assert _customer_ids(store, "cus_1") == []
+    with MemoryUnitOfWork(store) as uow:  # the index now holds both rows
+        uow.invoices.update(invoice("in_1", customer_id="cus_1"))
+        uow.commit()
+    assert _customer_ids(store, "cus_1") == ["in_1"]
+    assert _customer_ids(store, "cus_2") == ["in_2"]
+    with MemoryUnitOfWork(store) as uow:  # the older row rejoins in creation order
+        uow.invoices.update(invoice("in_1", customer_id="cus_2"))
+        uow.invoices.add(invoice("in_3", customer_id="cus_2", subscription_id="sub_3"))
+        uow.commit()
+    assert _customer_ids(store, "cus_2") == ["in_1", "in_2", "in_3"]
+
+
+def test_staged_rows_that_change_keys_are_listed_in_creation_order(store: MemoryStore) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add(invoice("in_1", customer_id="cus_1"))
+        assert [i.id for i in uow.invoices.list(customer_id="cus_1")] == ["in_1"]
+        uow.invoices.update(invoice("in_1", customer_id="cus_2"))
+        assert uow.invoices.list(customer_id="cus_1") == []
+        uow.invoices.add(invoice("in_2", customer_id="cus_2", subscription_id="sub_2"))
+        uow.invoices.update(invoice("in_1", customer_id="cus_3"))
+        uow.invoices.update(invoice("in_1", customer_id="cus_2"))
+        assert [i.id for i in uow.invoices.list(customer_id="cus_2")] == ["in_1", "in_2"]
+        assert [i.id for i in uow.invoices.list(customer_id="cus_2", after="in_1")] == ["in_2"]
+        uow.commit()
+    assert _customer_ids(store, "cus_2") == ["in_1", "in_2"]
+
+
+def test_a_line_taken_and_added_again_later_is_listed_as_the_newest(store: MemoryStore) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add_pending_line(pending_line("pl_1"))
+        uow.invoices.add_pending_line(pending_line("pl_2"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        assert [p.id for p in uow.invoices.take_pending_lines("sub_1")] == ["pl_1", "pl_2"]
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add_pending_line(pending_line("pl_3"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add_pending_line(pending_line("pl_1"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        assert [p.id for p in uow.invoices.take_pending_lines("sub_1")] == ["pl_3", "pl_1"]
+        assert uow.invoices.take_pending_lines("sub_1") == []
+
+
+def test_customers_trading_emails_in_one_unit_of_work_keep_them_unique(
+    store: MemoryStore,
+) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        uow.customers.add(customer("cus_1", email="a@example.com"))
+        uow.customers.add(customer("cus_2", email="b@example.com"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        uow.customers.update(customer("cus_1", email="c@example.com"))
+        uow.customers.update(customer("cus_2", email="a@example.com"))
+        uow.customers.update(customer("cus_1", email="b@example.com"))
+        with pytest.raises(Conflict):
+            uow.customers.add(customer("cus_3", email="a@example.com"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        owners = {e: uow.customers.find_by_email(f"{e}@example.com") for e in "abc"}
+        assert {e: c and c.id for e, c in owners.items()} == {"a": "cus_2", "b": "cus_1", "c": None}
+        uow.customers.add(customer("cus_3", email="c@example.com"))
+        uow.commit()
+
+
+def _payment_id(found: Payment | None) -> str | None:
+    return None if found is None else found.id
+
+
+def test_a_payment_is_found_by_its_idempotency_key_and_its_gateway_reference(
+    store: MemoryStore,
+) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        uow.payments.add(payment("pay_1"))
+        assert _payment_id(uow.payments.find(idempotency_key="key-pay_1")) == "pay_1"
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        stored = uow.payments.get("pay_1")
+        uow.payments.update(attrs.evolve(stored, gateway_reference="ch_1"))
+        assert _payment_id(uow.payments.find(gateway_reference="ch_1")) == "pay_1"
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        assert _payment_id(uow.payments.find(idempotency_key="key-pay_1")) == "pay_1"
+        assert _payment_id(uow.payments.find(gateway_reference="ch_1")) == "pay_1"
+        assert uow.payments.find(idempotency_key="key-other") is None
+        assert uow.payments.find() is None
+
+
+@attrs.frozen
+class _Row:
+    id: str
+    a: str | None = None
+    b: str | None = None
+    group: str | None = None
+
+
+def _taken(row: _Row) -> tuple[str, dict[str, str]]:
+    return "taken", {}
+
+
+def _table() -> Table[_Row]:
+    return Table(
+        "row",
+        lambda row: row.id,
+        uniques=[
+            UniqueIndex("a", lambda r: r.a, _taken),
+            UniqueIndex("b", lambda r: r.b, _taken),
+        ],
+        indexes={"group": lambda r: r.group},
+    )
+
+
+def _commit(table: Table[_Row], *writes: tuple[str, _Row | str]) -> View[_Row]:
+    view: View[_Row] = View(table, lambda _: None)
+    for action, arg in writes:
+        getattr(view, action)(arg)
+    overlay = view.take_overlay()
+    assert overlay is not None
+    table.apply(overlay)
+    return view
+
+
+def test_a_table_checks_each_of_several_unique_keys() -> None:
+    table = _table()
+    _commit(table, ("add", _Row("r1", a="x", b="y")))
+    view: View[_Row] = View(table, lambda _: None)
+    with pytest.raises(Conflict) as taken:
+        view.add(_Row("r2", a="other", b="y"))
+    assert taken.value.details["constraint"] == "b"
+    view.update(_Row("r1", a="x", b="z"))
+    view.add(_Row("r2", a="other", b="y"))
+    overlay = view.take_overlay()
+    assert overlay is not None
+    table.apply(overlay)
+    assert [table.unique_owners[1].get(k) for k in ("y", "z")] == ["r2", "r1"]
+
+
+def test_rows_deleted_before_and_after_their_index_was_read_leave_it() -> None:
+    table = _table()
+    _commit(table, ("add", _Row("r1", group="g")), ("add", _Row("r2", group="g")))
+    view: View[_Row] = View(table, lambda _: None)
+    assert [r.id for r in view.bucket("group", "g")] == ["r1", "r2"]  # files both
+    _commit(table, ("add", _Row("r3", group="g")), ("delete", "r1"))
+    _commit(table, ("delete", "r3"), ("add", _Row("r4", group="g")))  # r3 never filed
+    _commit(table, ("add", _Row("r1", group="g")))
+    assert [r.id for r in view.bucket("group", "g")] == ["r2", "r4", "r1"]
+
+
+def test_a_row_a_nested_commit_deleted_is_created_again_by_the_outer_update() -> None:
+    table = _table()
+    _commit(table, ("add", _Row("r1", group="g")))
+    outer: View[_Row] = View(table, lambda _: None)
+    outer.update(_Row("r1", group="h"))
+    _commit(table, ("delete", "r1"))
+    outer.recheck()
+    overlay = outer.take_overlay()
+    assert overlay is not None
+    table.apply(overlay)
+    view: View[_Row] = View(table, lambda _: None)
+    assert [r.id for r in view.bucket("group", "h")] == ["r1"]
+    assert [r.id for r in view.scan()] == ["r1"]

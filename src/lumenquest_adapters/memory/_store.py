@@ -15,6 +15,7 @@ commit re-checks its constraints if the nested one committed in between.
 from __future__ import annotations
 
 import heapq
+import operator
 import threading
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -75,6 +76,13 @@ def _id(row: Any) -> str:
     return str(row.id)
 
 
+# Key functions in C: a billing run computes keys for every row it writes or indexes.
+_by_id = operator.attrgetter("id")
+_customer_id = operator.attrgetter("customer_id")
+_subscription_id = operator.attrgetter("subscription_id")
+_invoice_id = operator.attrgetter("invoice_id")
+
+
 def _cycle_key(invoice: Invoice) -> Hashable | None:
     if (
         invoice.billing_reason is BillingReason.SUBSCRIPTION_CYCLE
@@ -116,9 +124,17 @@ def _describe_delivery(delivery: EmailDelivery) -> tuple[str, dict[str, Any]]:
     )
 
 
-def _is_true(flag: bool) -> Hashable | None:
-    # Index only the rows where the flag holds: the index is then the work queue itself.
-    return True if flag else None
+# The work-queue indexes file only the rows where their flag holds (True), the others
+# under None (left out): the index is then the queue itself.
+_PENDING = PaymentStatus.PENDING  # bound once: an enum member lookup costs a call
+
+
+def _pending(payment: Payment) -> Hashable | None:
+    return True if payment.status is _PENDING else None
+
+
+def _undelivered(message: OutboxMessage) -> Hashable | None:
+    return True if message.delivered_at is None else None
 
 
 class MemoryStore:
@@ -130,19 +146,19 @@ class MemoryStore:
         self.version = 0
         self.customers: Table[Customer] = Table(
             "customer",
-            _id,
-            uniques=[UniqueIndex("customer_email", lambda c: c.email, _describe_email)],
+            _by_id,
+            uniques=[UniqueIndex("customer_email", operator.attrgetter("email"), _describe_email)],
             ordered_by_id=True,
         )
-        self.plans: Table[Plan] = Table("plan", _id, ordered_by_id=True)
+        self.plans: Table[Plan] = Table("plan", _by_id, ordered_by_id=True)
         self.prices: Table[Price] = Table(
-            "price", _id, indexes={"plan_id": lambda p: p.plan_id}, ordered_by_id=True
+            "price", _by_id, indexes={"plan_id": operator.attrgetter("plan_id")}, ordered_by_id=True
         )
-        self.coupons: Table[Coupon] = Table("coupon", _id, ordered_by_id=True)
+        self.coupons: Table[Coupon] = Table("coupon", _by_id, ordered_by_id=True)
         self.subscriptions: Table[Subscription] = Table(
             "subscription",
-            _id,
-            indexes={"customer_id": lambda s: s.customer_id},
+            _by_id,
+            indexes={"customer_id": _customer_id},
             ordered_by_id=True,
         )
         # When each subscription is next due, and a heap of (due, id) over it; heap entries
@@ -151,83 +167,86 @@ class MemoryStore:
         self.due_heap: list[tuple[datetime, str]] = []
         self.invoices: Table[Invoice] = Table(
             "invoice",
-            _id,
+            _by_id,
             uniques=[UniqueIndex("invoice_subscription_cycle", _cycle_key, _describe_cycle)],
             indexes={
-                "customer_id": lambda i: i.customer_id,
-                "subscription_id": lambda i: i.subscription_id,
+                "customer_id": _customer_id,
+                "subscription_id": _subscription_id,
             },
         )
         self.invoice_number = 0  # the last number handed out by a committed unit of work
         self.pending_lines: Table[PendingLine] = Table(
-            "pending line", _id, indexes={"subscription_id": lambda p: p.subscription_id}
+            "pending line", _by_id, indexes={"subscription_id": _subscription_id}
         )
         self.payments: Table[Payment] = Table(
             "payment",
-            _id,
+            _by_id,
             uniques=[
                 UniqueIndex(
-                    "payment_idempotency_key", lambda p: p.idempotency_key, _describe_payment_key
+                    "payment_idempotency_key",
+                    operator.attrgetter("idempotency_key"),
+                    _describe_payment_key,
                 )
             ],
             indexes={
-                "invoice_id": lambda p: p.invoice_id,
-                "customer_id": lambda p: p.customer_id,
-                "pending": lambda p: _is_true(p.status is PaymentStatus.PENDING),
-                "idempotency_key": lambda p: p.idempotency_key,
-                "gateway_reference": lambda p: p.gateway_reference,
+                "invoice_id": _invoice_id,
+                "customer_id": _customer_id,
+                "pending": _pending,
+                "gateway_reference": operator.attrgetter("gateway_reference"),
             },
         )
         self.refunds: Table[Refund] = Table(
             "refund",
-            _id,
-            indexes={"payment_id": lambda r: r.payment_id, "invoice_id": lambda r: r.invoice_id},
+            _by_id,
+            indexes={"payment_id": operator.attrgetter("payment_id"), "invoice_id": _invoice_id},
         )
         self.credit_notes: Table[CreditNote] = Table(
             "credit note",
-            _id,
-            indexes={"invoice_id": lambda n: n.invoice_id, "customer_id": lambda n: n.customer_id},
+            _by_id,
+            indexes={"invoice_id": _invoice_id, "customer_id": _customer_id},
         )
         self.usage: Table[UsageRecord] = Table(
-            "usage record", _id, indexes={"subscription_id": lambda u: u.subscription_id}
+            "usage record", _by_id, indexes={"subscription_id": _subscription_id}
         )
         self.outbox: Table[OutboxMessage] = Table(
             "outbox message",
-            _id,
+            _by_id,
             indexes={
-                "undelivered": lambda m: _is_true(m.delivered_at is None),
+                "undelivered": _undelivered,
                 "customer_id": lambda m: m.event.customer_id or None,
             },
         )
         self.audit_log: Table[AuditEntry] = Table(
             "audit entry",
-            _id,
-            indexes={"subject_id": lambda a: a.subject_id, "customer_id": lambda a: a.customer_id},
+            _by_id,
+            indexes={"subject_id": operator.attrgetter("subject_id"), "customer_id": _customer_id},
         )
         self.subscription_changes: Table[SubscriptionChange] = Table(
             "subscription change",
-            _id,
+            _by_id,
             indexes={
-                "subscription_id": lambda c: c.subscription_id,
-                "customer_id": lambda c: c.customer_id,
+                "subscription_id": _subscription_id,
+                "customer_id": _customer_id,
             },
         )
         self.analytics: Table[AnalyticsEvent] = Table(
-            "analytics event", _id, indexes={"customer_id": lambda e: e.customer_id}
+            "analytics event", _by_id, indexes={"customer_id": _customer_id}
         )
         self.email_deliveries: Table[EmailDelivery] = Table(
             "email delivery",
-            lambda d: d.message_id,
+            operator.attrgetter("message_id"),
             uniques=[
                 UniqueIndex(
                     "email_delivery_event_template",
-                    lambda d: (d.event_id, d.template),
+                    operator.attrgetter("event_id", "template"),
                     _describe_delivery,
                 )
             ],
-            indexes={"customer_id": lambda d: d.customer_id},
+            indexes={"customer_id": _customer_id},
         )
-        self.idempotency: Table[IdempotencyRecord] = Table("idempotency record", lambda r: r.key)
+        self.idempotency: Table[IdempotencyRecord] = Table(
+            "idempotency record", operator.attrgetter("key")
+        )
 
     def tables(self) -> tuple[Table[Any], ...]:
         """Return every table, in the order a commit applies them."""
@@ -251,16 +270,12 @@ class MemoryStore:
             self.idempotency,
         )
 
-    def reindex_due(
-        self, changes: Iterable[tuple[Subscription | None, Subscription | None]]
-    ) -> None:
+    def reindex_due(self, deleted: Iterable[str], written: Iterable[Subscription]) -> None:
         """Bring the due index up to date with committed subscription changes."""
         due_of, heap = self.due_of, self.due_heap
-        for before, after in changes:
-            if after is None:
-                if before is not None:
-                    due_of.pop(before.id, None)
-                continue
+        for subscription_id in deleted:
+            due_of.pop(subscription_id, None)
+        for after in written:
             due = next_action_at(after)
             if due == due_of.get(after.id):
                 continue
@@ -621,12 +636,12 @@ class _Payments(_Repository):
         """Return the payment with this idempotency key or gateway reference, if any."""
         self._uow.check_open()
         if idempotency_key is not None:
-            rows = self._view.bucket("idempotency_key", idempotency_key)
-        elif gateway_reference is not None:
-            rows = self._view.bucket("gateway_reference", gateway_reference)
-        else:
-            return None
-        return next(iter(rows), None)
+            # The key is unique: its unique index answers, no secondary index needed.
+            owner = self._view.owner(0, idempotency_key)
+            return None if owner is None else self._view.get(owner)
+        if gateway_reference is not None:
+            return next(iter(self._view.bucket("gateway_reference", gateway_reference, 1)), None)
+        return None
 
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""
@@ -1210,10 +1225,9 @@ class MemoryUnitOfWork:
             overlay = view.take_overlay()
             if overlay is None:
                 continue
-            applied = view.table.apply(overlay)
-            changed = changed or bool(applied)
             if view.table is store.subscriptions:
-                store.reindex_due(applied)
+                store.reindex_due(overlay.deleted, overlay.rows.values())
+            changed = view.table.apply(overlay) or changed
         if self._numbers_taken:
             store.invoice_number = self._number_base + self._numbers_taken
             changed = True

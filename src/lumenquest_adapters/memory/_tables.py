@@ -3,8 +3,16 @@
 A :class:`Table` holds committed rows. A :class:`View` is one unit of work's window on a
 table: writes go to its :class:`Overlay` and reads look there first, so a transaction
 costs O(rows it changes), never a copy of the table. :meth:`Table.apply` moves an
-overlay into the table on commit. Each row's index keys are computed once, when it is
-staged, and kept beside it, so that commit and later updates do not recompute them.
+overlay into the table on commit.
+
+Unique indexes are kept up to date on every write, because every write must check them.
+Secondary indexes are filed lazily: an index holds the rows created before some position
+of the commit order, and a query reading it first files the rows created since (each row
+once, in creation order, so the work stays O(1) per row and index). A commit only moves
+the updated or deleted rows an index already holds; an index no query reads costs
+nothing. An overlay indexes its own rows only once a query reads one of its indexes.
+Keys are recomputed from rows (which are immutable) rather than stored beside them, so a
+stored row costs its dict entries and nothing else.
 """
 
 from __future__ import annotations
@@ -22,46 +30,70 @@ KeyOf = Callable[[Any], Hashable | None]
 """A row's value for one index; None keeps the row out of that index."""
 Describe = Callable[[Any], tuple[str, Mapping[str, Any]]]
 """The message and details of the Conflict a broken unique constraint raises."""
-Keys = tuple[Hashable | None, ...]
-
-_NO_KEYS: Keys = ()
-
-
-def _compile(key_functions: tuple[KeyOf, ...]) -> Callable[[Any], Keys]:
-    """Return one function computing every key of a row (a billing run calls it per write)."""
-    match key_functions:
-        case ():
-            return lambda row: _NO_KEYS
-        case (a,):
-            return lambda row: (a(row),)
-        case (a, b):
-            return lambda row: (a(row), b(row))
-        case (a, b, c):
-            return lambda row: (a(row), b(row), c(row))
-        case _:
-            return lambda row: tuple([f(row) for f in key_functions])
+Bucket = str | dict[str, None]
+"""The ids under one key of a secondary index, in creation order: a lone id is kept as
+the plain string, so that the many single-row buckets cost no container of their own."""
 
 
-def _add_keys(
-    row_id: str,
-    keys: Keys,
-    unique_owners: tuple[dict[Hashable, str], ...],
-    buckets: tuple[dict[Hashable, dict[str, None]], ...],
+def _bucket_ids(bucket: Bucket | None) -> Iterable[str]:
+    """Return the ids of a bucket, in creation order."""
+    if bucket is None:
+        return ()
+    return (bucket,) if isinstance(bucket, str) else bucket
+
+
+def _append(buckets: dict[Hashable, Bucket], key: Hashable, row_id: str) -> None:
+    """File a row created after every row of the bucket at its end."""
+    bucket = buckets.get(key)
+    if bucket is None:
+        buckets[key] = row_id
+    elif isinstance(bucket, str):
+        if bucket != row_id:
+            buckets[key] = {bucket: None, row_id: None}
+    else:
+        bucket[row_id] = None
+
+
+def _join(
+    buckets: dict[Hashable, Bucket], key: Hashable, row_id: str, position: dict[str, int]
 ) -> None:
-    """Enter a row under its keys: unique keys first, then index keys (in ``keys`` order)."""
-    n = len(unique_owners)
-    for i, key in enumerate(keys):
-        if key is None:
-            continue
-        if i < n:
-            unique_owners[i][key] = row_id
-        else:
-            index = buckets[i - n]
-            bucket = index.get(key)
-            if bucket is None:
-                index[key] = {row_id: None}
-            else:
-                bucket[row_id] = None
+    """File an existing row that moved to ``key``, keeping the bucket in creation order."""
+    bucket = buckets.get(key)
+    if bucket is None:
+        buckets[key] = row_id
+        return
+    if isinstance(bucket, str):
+        if bucket == row_id:
+            return
+        newest = bucket
+    else:
+        if row_id in bucket:
+            return
+        newest = next(reversed(bucket))
+    if position[row_id] > position[newest]:
+        _append(buckets, key, row_id)
+        return
+    # An older row joining: the bucket is sorted again into creation order.
+    ids = [bucket] if isinstance(bucket, str) else list(bucket)
+    ids.append(row_id)
+    ids.sort(key=position.__getitem__)
+    buckets[key] = dict.fromkeys(ids)
+
+
+def _drop(buckets: dict[Hashable, Bucket], key: Hashable, row_id: str) -> None:
+    """Take a row out of the bucket of ``key`` if it is there."""
+    bucket = buckets.get(key)
+    if bucket is None:
+        return
+    if isinstance(bucket, str):
+        if bucket == row_id:
+            del buckets[key]
+    else:
+        bucket.pop(row_id, None)
+        if len(bucket) == 1:
+            buckets[key] = next(iter(bucket))
+        elif not bucket:
+            del buckets[key]
 
 
 class UniqueIndex:
@@ -73,6 +105,20 @@ class UniqueIndex:
         self.name = name
         self.key_of = key_of
         self.describe = describe
+
+
+class SecondaryIndex:
+    """A non-unique index of committed rows, brought up to date when it is read."""
+
+    __slots__ = ("buckets", "filed", "key_of", "name")
+
+    def __init__(self, name: str, key_of: KeyOf) -> None:
+        self.name = name
+        self.key_of = key_of
+        self.buckets: dict[Hashable, Bucket] = {}
+        # The rows at positions below this one are filed (under their current key); the
+        # rows created since are filed by the next read.
+        self.filed = 0
 
 
 class Table(Generic[R]):
@@ -90,29 +136,26 @@ class Table(Generic[R]):
         self.kind = kind
         self.id_of = id_of
         self.uniques = tuple(uniques)
-        self.index_names = tuple(indexes or {})
-        self.index_keys = tuple((indexes or {}).values())
-        self._keys_of = _compile((*(u.key_of for u in self.uniques), *self.index_keys))
+        self.unique_keys = tuple(u.key_of for u in self.uniques)
+        self.indexes = tuple(SecondaryIndex(n, k) for n, k in (indexes or {}).items())
+        self._index_named = {index.name: index for index in self.indexes}
         self.rows: dict[str, R] = {}
-        # Per row: its unique keys then its index keys, in declaration order.
-        self.keys: dict[str, Keys] = {}
         self.unique_owners: tuple[dict[Hashable, str], ...] = tuple({} for _ in self.uniques)
-        # Buckets are insertion-ordered dicts used as ordered sets: commit order for free.
-        self.buckets: tuple[dict[Hashable, dict[str, None]], ...] = tuple(
-            {} for _ in self.index_names
-        )
-        # Commit order with positions, so that a cursor resumes in O(1).
+        # Commit order with positions, so that a cursor resumes in O(1); the slot of a
+        # deleted row stays in ``order``, with no position pointing at it.
         self.order: list[str] = []
         self.position: dict[str, int] = {}
         self.sorted_ids: list[str] | None = [] if ordered_by_id else None
 
-    def index_of(self, name: str) -> int:
-        """Return the position of a secondary index."""
-        return self.index_names.index(name)
+    def index(self, name: str) -> SecondaryIndex:
+        """Return a secondary index by name."""
+        return self._index_named[name]
 
-    def keys_of(self, row: R) -> Keys:
-        """Compute a row's unique keys followed by its index keys."""
-        return self._keys_of(row)
+    def lookup(self, index: SecondaryIndex, key: Hashable) -> Bucket | None:
+        """Return the committed ids under ``key``, in creation order."""
+        if index.filed != len(self.order):
+            self._catch_up(index)
+        return index.buckets.get(key)
 
     def not_found(self, row_id: str) -> NotFound:
         """Return the error for a missing row."""
@@ -127,89 +170,132 @@ class Table(Generic[R]):
             details={"kind": self.kind, "id": row_id, "constraint": "primary_key"},
         )
 
-    def apply(self, overlay: Overlay[R]) -> list[tuple[R | None, R | None]]:
-        """Make an overlay's changes permanent; return each (before, after) pair applied."""
-        applied: list[tuple[R | None, R | None]] = []
-        rows, keys = self.rows, self.keys
-        for row_id in overlay.deleted:
-            old = rows.pop(row_id, None)
-            if old is not None:
-                self._unindex(row_id, keys.pop(row_id))
-                del self.position[row_id]
-                if self.sorted_ids is not None:
-                    del self.sorted_ids[bisect.bisect_left(self.sorted_ids, row_id)]
-                applied.append((old, None))
+    def apply(self, overlay: Overlay[R]) -> bool:
+        """Make an overlay's changes permanent; return whether any row changed."""
+        changed = bool(overlay.deleted) and self._remove(overlay.deleted)
+        staged = overlay.rows
+        if not staged:
+            return changed
+        new = overlay.new
+        if len(new) < len(staged):  # some rows are updates
+            filed = [index for index in self.indexes if index.filed]
+            if filed or self.uniques:
+                self._replace(overlay, filed)
+        for owners, staged_owners in zip(self.unique_owners, overlay.unique_owners, strict=True):
+            owners.update(staged_owners)
+        self.rows.update(staged)
+        if new:
+            order = self.order
+            self.position.update(zip(new, itertools.count(len(order))))
+            order.extend(new)
+            sorted_ids = self.sorted_ids
+            if sorted_ids is not None:
+                if len(new) < 8:
+                    for row_id in new:
+                        bisect.insort(sorted_ids, row_id)
+                else:
+                    sorted_ids.extend(new)
+                    sorted_ids.sort()  # a run appended to a sorted list: linear for timsort
+        return True
+
+    def _replace(self, overlay: Overlay[R], filed: list[SecondaryIndex]) -> None:
+        """Take the unique keys the updated rows give up, and move them in filed indexes."""
+        rows, position, new = self.rows, self.position, overlay.new
+        uniques = tuple(
+            zip(self.unique_owners, self.unique_keys, overlay.unique_owners, strict=True)
+        )
         for row_id, row in overlay.rows.items():
-            old = rows.get(row_id)
-            new_keys = overlay.keys[row_id]
-            if old is not None:
-                old_keys = keys[row_id]
-                if old_keys != new_keys:
-                    self._unindex(row_id, old_keys)
-                    self._index(row_id, new_keys, moved=True)
+            if row_id in new:
+                continue
+            before = rows[row_id]
+            for owners, key_of, staged in uniques:
+                key = key_of(before)
+                # Unless the row kept the key, or another row of the commit took it.
+                if key is not None and staged.get(key) != row_id and owners.get(key) == row_id:
+                    del owners[key]
+            if filed:
+                at = position[row_id]
+                for index in filed:
+                    if index.filed > at:
+                        old_key = index.key_of(before)
+                        key = index.key_of(row)
+                        if old_key != key:
+                            if old_key is not None:
+                                _drop(index.buckets, old_key, row_id)
+                            if key is not None:
+                                _join(index.buckets, key, row_id, position)
+
+    def _catch_up(self, index: SecondaryIndex) -> None:
+        """File the rows created since the index was last read, in creation order."""
+        order, position, rows = self.order, self.position, self.rows
+        key_of, buckets = index.key_of, index.buckets
+        for i in range(index.filed, len(order)):
+            row_id = order[i]
+            if position.get(row_id) != i:
+                continue  # the slot of a deleted row
+            key = key_of(rows[row_id])
+            if key is None:
+                continue
+            bucket = buckets.get(key)  # _append, inlined: this loop runs per created row
+            if bucket is None:
+                buckets[key] = row_id
+            elif isinstance(bucket, str):
+                buckets[key] = {bucket: None, row_id: None}
             else:
-                self.position[row_id] = len(self.order)
-                self.order.append(row_id)
-                if self.sorted_ids is not None:
-                    bisect.insort(self.sorted_ids, row_id)
-                self._index(row_id, new_keys)
-            rows[row_id] = row
-            keys[row_id] = new_keys
-            applied.append((old, row))
-        return applied
+                bucket[row_id] = None
+        index.filed = len(order)
 
-    def _index(self, row_id: str, keys: Keys, *, moved: bool = False) -> None:
-        if not keys:
-            return
-        if not moved:
-            _add_keys(row_id, keys, self.unique_owners, self.buckets)
-            return
-        n = len(self.uniques)
-        for owners, key in zip(self.unique_owners, keys, strict=False):
-            if key is not None:
-                owners[key] = row_id
-        for buckets, key in zip(self.buckets, keys[n:], strict=True):
-            if key is not None:
-                bucket = buckets.get(key)
-                if bucket is None:
-                    buckets[key] = {row_id: None}
-                elif row_id not in bucket:
-                    # An older row joining a bucket: keep the bucket in creation order.
-                    buckets[key] = dict.fromkeys(
-                        sorted([*bucket, row_id], key=self.position.__getitem__)
-                    )
+    def _remove(self, deleted: Iterable[str]) -> bool:
+        """Delete committed rows from the table and every index."""
+        rows, position, sorted_ids = self.rows, self.position, self.sorted_ids
+        removed = False
+        for row_id in deleted:
+            old = rows.pop(row_id, None)
+            if old is None:
+                continue
+            removed = True
+            for owners, key_of in zip(self.unique_owners, self.unique_keys, strict=True):
+                key = key_of(old)
+                if key is not None and owners.get(key) == row_id:
+                    del owners[key]
+            at = position.pop(row_id)
+            for index in self.indexes:
+                if index.filed > at:
+                    key = index.key_of(old)
+                    if key is not None:
+                        _drop(index.buckets, key, row_id)
+            if sorted_ids is not None:
+                del sorted_ids[bisect.bisect_left(sorted_ids, row_id)]
+        return removed
 
-    def _unindex(self, row_id: str, keys: Keys) -> None:
-        if not keys:
-            return
-        n = len(self.uniques)
-        for owners, key in zip(self.unique_owners, keys, strict=False):
-            # Another row of the same commit may already have taken the key over.
-            if key is not None and owners.get(key) == row_id:
-                del owners[key]
-        for buckets, key in zip(self.buckets, keys[n:], strict=True):
-            if key is not None:
-                bucket = buckets.get(key)
-                if bucket is not None:
-                    bucket.pop(row_id, None)
-                    if not bucket:
-                        del buckets[key]
+
+class _StagedIndex:
+    """One secondary index over an overlay's rows, built when a query first reads it."""
+
+    __slots__ = ("buckets", "filed", "seen")
+
+    def __init__(self) -> None:
+        self.buckets: dict[Hashable, dict[str, None]] = {}
+        self.filed: dict[str, Hashable] = {}  # each staged row's key, when not None
+        self.seen = 0  # how many entries of the overlay's log it has applied
 
 
 class Overlay(Generic[R]):
     """One unit of work's uncommitted writes to one table."""
 
-    __slots__ = ("buckets", "deleted", "keys", "new", "rows", "unique_owners")
+    __slots__ = ("counter", "deleted", "indexes", "log", "new", "rows", "unique_owners")
 
     def __init__(self, table: Table[R]) -> None:
         self.rows: dict[str, R] = {}
-        self.keys: dict[str, Keys] = {}
-        self.new: dict[str, None] = {}
+        # New rows, each with a number rising in creation order (its rank in this unit).
+        self.new: dict[str, int] = {}
+        self.counter = itertools.count()
         self.deleted: set[str] = set()
+        # Each staged row's unique keys (None keys left out).
         self.unique_owners: tuple[dict[Hashable, str], ...] = tuple({} for _ in table.uniques)
-        self.buckets: tuple[dict[Hashable, dict[str, None]], ...] = tuple(
-            {} for _ in table.index_names
-        )
+        # Ids written since the first read of a staged index (None until then).
+        self.log: list[str] | None = None
+        self.indexes: dict[str, _StagedIndex] = {}
 
 
 class View(Generic[R]):
@@ -231,7 +317,7 @@ class View(Generic[R]):
             row = overlay.rows.get(row_id)
             if row is not None:
                 return row
-            if row_id in overlay.deleted:
+            if overlay.deleted and row_id in overlay.deleted:
                 return None
         return self.table.rows.get(row_id)
 
@@ -244,7 +330,8 @@ class View(Generic[R]):
 
     def owner(self, unique: int, key: Hashable) -> str | None:
         """Return the id of the row holding ``key`` in the ``unique``-th unique index."""
-        owner = self.table.unique_owners[unique].get(key)
+        table = self.table
+        owner = table.unique_owners[unique].get(key)
         overlay = self.overlay
         if overlay is None:
             return owner
@@ -254,66 +341,102 @@ class View(Generic[R]):
         if owner is not None:
             if owner in overlay.deleted:
                 return None
-            changed = overlay.keys.get(owner)
-            if changed is not None and changed[unique] != key:
+            changed = overlay.rows.get(owner)
+            if changed is not None and table.unique_keys[unique](changed) != key:
                 return None  # this unit of work moved the row off the key
         return owner
 
     def bucket(self, index: str, key: Hashable, limit: int | None = None) -> list[R]:
         """Return the rows whose ``index`` value is ``key``, in creation order."""
         table = self.table
-        position = table.index_of(index)
-        committed = table.buckets[position].get(key)
+        secondary = table.index(index)
+        committed = table.lookup(secondary, key)
         overlay = self.overlay
         if overlay is None or (not overlay.rows and not overlay.deleted):
-            if committed is None:
+            if committed is None or limit == 0:
                 return []
+            if isinstance(committed, str):
+                return [table.rows[committed]]
             ids: Iterable[str] = committed if limit is None else itertools.islice(committed, limit)
             return [table.rows[i] for i in ids]
-        slot = len(table.uniques) + position
+        staged = self._staged_bucket(overlay, secondary, key)
+        committed_ids = _bucket_ids(committed)
+        new, staged_rows = overlay.new, overlay.rows
+        added = [i for i in staged if i in new]
+        moved_in = [i for i in staged if i not in new and i not in committed_ids]
         rows: list[R] = []
-        moved_in = False
-        if committed is not None:
-            for row_id in committed:
-                if limit is not None and len(rows) >= limit:
-                    return rows
-                if row_id in overlay.deleted:
-                    continue
-                keys = overlay.keys.get(row_id)
-                if keys is None:
-                    rows.append(table.rows[row_id])
-                elif keys[slot] == key:
-                    rows.append(overlay.rows[row_id])
-        for row_id in overlay.buckets[position].get(key, ()):
-            if row_id in overlay.new:
-                rows.append(overlay.rows[row_id])
-            elif committed is None or row_id not in committed:
-                rows.append(overlay.rows[row_id])  # an update moved it into this bucket
-                moved_in = True
+        for row_id in committed_ids:
+            if limit is not None and not moved_in and len(rows) >= limit:
+                return rows
+            if row_id in overlay.deleted:
+                continue
+            row = staged_rows.get(row_id)
+            if row is None:
+                rows.append(table.rows[row_id])
+            elif row_id in staged:  # the staged version still has the key
+                rows.append(row)
+        rows.extend(staged_rows[i] for i in moved_in)
         if moved_in:
-            rows.sort(key=lambda row: self.rank(table.id_of(row)))
+            rows.sort(key=lambda row: table.position[table.id_of(row)])
+        if len(added) > 1:
+            added.sort(key=new.__getitem__)
+        rows.extend(staged_rows[i] for i in added)
         return rows if limit is None else rows[:limit]
+
+    def _staged_bucket(
+        self, overlay: Overlay[R], index: SecondaryIndex, key: Hashable
+    ) -> dict[str, None]:
+        """Return the ids of the overlay's rows whose ``index`` value is ``key``."""
+        log = overlay.log
+        if log is None:
+            log = overlay.log = list(overlay.rows)
+        staged = overlay.indexes.get(index.name)
+        if staged is None:
+            staged = overlay.indexes[index.name] = _StagedIndex()
+        if staged.seen < len(log):
+            rows, key_of, buckets, filed = overlay.rows, index.key_of, staged.buckets, staged.filed
+            for i in range(staged.seen, len(log)):
+                row_id = log[i]
+                row = rows.get(row_id)
+                new_key = None if row is None else key_of(row)
+                old_key = filed.get(row_id)
+                if new_key == old_key:
+                    continue
+                if old_key is not None:
+                    bucket = buckets[old_key]
+                    del bucket[row_id]
+                    if not bucket:
+                        del buckets[old_key]
+                if new_key is None:
+                    del filed[row_id]
+                else:
+                    filed[row_id] = new_key
+                    buckets.setdefault(new_key, {})[row_id] = None
+            staged.seen = len(log)
+        return staged.buckets.get(key) or {}
 
     def rank(self, row_id: str) -> tuple[int, int]:
         """Return a sort key for creation order: committed rows first, then this unit's."""
         position = self.table.position.get(row_id)
         if position is not None:
             return (0, position)
-        if self.overlay is not None and row_id in self.overlay.new:
-            return (1, list(self.overlay.new).index(row_id))
+        if self.overlay is not None:
+            number = self.overlay.new.get(row_id)
+            if number is not None:
+                return (1, number)
         raise self.table.not_found(row_id)
 
     def scan(self, after: str | None = None) -> Iterator[R]:
         """Yield every row in creation order, strictly after the row ``after`` if given."""
         table = self.table
         start = 0
-        staged_start = 0
+        staged_after = -1
         if after is not None:
             section, index = self.rank(after)
             if section == 0:
                 start = index + 1
             else:
-                start, staged_start = len(table.order), index + 1
+                start, staged_after = len(table.order), index
         order, position = table.order, table.position
         for i in range(start, len(order)):
             row_id = order[i]
@@ -322,8 +445,10 @@ class View(Generic[R]):
                 if row is not None:
                     yield row
         if self.overlay is not None:
-            for row_id in list(self.overlay.new)[staged_start:]:
-                yield self.overlay.rows[row_id]
+            rows = self.overlay.rows
+            for row_id, number in list(self.overlay.new.items()):
+                if number > staged_after:
+                    yield rows[row_id]
 
     def scan_by_id(self, after: str | None = None) -> Iterator[R]:
         """Yield every row in id order, strictly after the id ``after`` if given."""
@@ -341,57 +466,115 @@ class View(Generic[R]):
                 yield row
 
     # -- writes -----------------------------------------------------------------------
+    # The hottest paths of a billing run: kept to plain branches and local lookups.
 
     def add(self, row: R) -> None:
         """Stage a new row; a taken id or unique key raises Conflict."""
         table = self.table
         row_id = table.id_of(row)
-        if self.find(row_id) is not None:
+        overlay = self.overlay
+        if overlay is None:
+            if row_id in table.rows:
+                raise table.duplicate(row_id)
+            overlay = self._overlay()
+        elif row_id in overlay.rows or (row_id in table.rows and row_id not in overlay.deleted):
             raise table.duplicate(row_id)
-        keys = table.keys_of(row)
         if table.uniques:
-            self._check_unique(row_id, row, keys)
-        self._stage(row_id, row, keys)
+            self._claim(overlay, row_id, row, None)
+        overlay.rows[row_id] = row
+        if overlay.deleted and row_id in overlay.deleted:
+            overlay.deleted.discard(row_id)  # deleted then added again: an update
+        else:
+            overlay.new[row_id] = next(overlay.counter)
+        if overlay.log is not None:
+            overlay.log.append(row_id)
 
     def update(self, row: R) -> None:
         """Stage a replacement row; a missing id raises NotFound, a taken unique key Conflict."""
         table = self.table
         row_id = table.id_of(row)
-        self.get(row_id)
-        keys = table.keys_of(row)
+        overlay = self.overlay
+        if overlay is None:
+            if row_id not in table.rows:
+                raise table.not_found(row_id)
+            overlay = self._overlay()
+            previous = None
+        else:
+            previous = overlay.rows.get(row_id)
+            if previous is None and (row_id not in table.rows or row_id in overlay.deleted):
+                raise table.not_found(row_id)
         if table.uniques:
-            self._check_unique(row_id, row, keys)
-        self._stage(row_id, row, keys)
+            self._claim(overlay, row_id, row, previous)
+        overlay.rows[row_id] = row
+        if overlay.log is not None:
+            overlay.log.append(row_id)
 
     def upsert(self, row: R) -> None:
         """Stage a row, new or replacing the one with its id."""
         table = self.table
         row_id = table.id_of(row)
-        keys = table.keys_of(row)
+        overlay = self._overlay()
+        previous = overlay.rows.get(row_id)
         if table.uniques:
-            self._check_unique(row_id, row, keys)
-        self._stage(row_id, row, keys)
+            self._claim(overlay, row_id, row, previous)
+        overlay.rows[row_id] = row
+        if previous is None:
+            if row_id in overlay.deleted:
+                overlay.deleted.discard(row_id)
+            elif row_id not in table.rows:
+                overlay.new[row_id] = next(overlay.counter)
+        if overlay.log is not None:
+            overlay.log.append(row_id)
 
     def delete(self, row_id: str) -> None:
         """Stage the removal of a row (a missing id raises NotFound)."""
         self.get(row_id)
         overlay = self._overlay()
-        if row_id in overlay.rows:
-            del overlay.rows[row_id]
-            self._unstage(row_id, overlay.keys.pop(row_id))
+        previous = overlay.rows.pop(row_id, None)
+        if previous is not None and self.table.uniques:
+            self._release(overlay, row_id, previous)
         if row_id in overlay.new:
             del overlay.new[row_id]  # never committed: nothing to delete in the table
         else:
             overlay.deleted.add(row_id)
+        if overlay.log is not None:
+            overlay.log.append(row_id)
 
-    def _check_unique(self, row_id: str, row: R, keys: Keys) -> None:
-        for position, unique in enumerate(self.table.uniques):
-            key = keys[position]
-            if key is None:
-                continue
-            owner = self.owner(position, key)
-            if owner is not None and owner != row_id:
-                raise self._unique_conflict(unique, row_id, row, owner)
+    def _claim(self, overlay: Overlay[R], row_id: str, row: R, previous: R | None) -> None:
+        """Check ``row``'s unique keys, then record them as staged (``previous``'s released)."""
+        table = self.table
+        if len(table.unique_keys) == 1:  # every table with a unique key has one: no loops
+            key_of = table.unique_keys[0]
+            key = key_of(row)
+            staged = overlay.unique_owners[0]
+            if key is not None and staged.get(key) != row_id:
+                owner = self.owner(0, key)
+                if owner is not None and owner != row_id:
+                    raise self._unique_conflict(table.uniques[0], row_id, row, owner)
+            if previous is not None:
+                old = key_of(previous)
+                if old is not None and old != key and staged.get(old) == row_id:
+                    del staged[old]
+            if key is not None:
+                staged[key] = row_id
+            return
+        keys = [key_of(row) for key_of in table.unique_keys]
+        for position, key in enumerate(keys):
+            if key is not None:
+                owner = self.owner(position, key)
+                if owner is not None and owner != row_id:
+                    raise self._unique_conflict(table.uniques[position], row_id, row, owner)
+        if previous is not None:
+            self._release(overlay, row_id, previous)
+        for owners, key in zip(overlay.unique_owners, keys, strict=True):
+            if key is not None:
+                owners[key] = row_id
+
+    def _release(self, overlay: Overlay[R], row_id: str, previous: R) -> None:
+        for owners, key_of in zip(overlay.unique_owners, self.table.unique_keys, strict=True):
+            key = key_of(previous)
+            if key is not None and owners.get(key) == row_id:
+                del owners[key]
 
     def _unique_conflict(self, unique: UniqueIndex, row_id: str, row: R, owner: str) -> Conflict:
         message, details = unique.describe(row)
@@ -413,37 +596,6 @@ class View(Generic[R]):
             self._on_write(self)
         return overlay
 
-    def _stage(self, row_id: str, row: R, keys: Keys) -> None:
-        # The hottest path of a billing run: kept to plain loops and local lookups.
-        overlay = self.overlay
-        if overlay is None:
-            overlay = self._overlay()
-        staged_keys = overlay.keys
-        previous = staged_keys.get(row_id)
-        if previous is None and row_id not in self.table.rows:
-            overlay.new[row_id] = None
-        if overlay.deleted:
-            overlay.deleted.discard(row_id)
-        overlay.rows[row_id] = row
-        staged_keys[row_id] = keys
-        if not keys or previous == keys:
-            return  # unchanged keys keep the row's place in the overlay's buckets
-        if previous is not None:
-            self._unstage(row_id, previous)
-        _add_keys(row_id, keys, overlay.unique_owners, overlay.buckets)
-
-    def _unstage(self, row_id: str, keys: Keys) -> None:
-        overlay = self.overlay
-        if overlay is None or not keys:
-            return
-        n = len(self.table.uniques)
-        for owners, key in zip(overlay.unique_owners, keys, strict=False):
-            if key is not None and owners.get(key) == row_id:
-                del owners[key]
-        for buckets, key in zip(overlay.buckets, keys[n:], strict=True):
-            if key is not None:
-                buckets.get(key, {}).pop(row_id, None)
-
     # -- transaction ------------------------------------------------------------------
 
     def recheck(self) -> None:
@@ -457,11 +609,14 @@ class View(Generic[R]):
             return
         table = self.table
         for row_id, row in overlay.rows.items():
-            if row_id in overlay.new and row_id in table.rows:
-                raise table.duplicate(row_id)
-            keys = overlay.keys[row_id]
+            if row_id in overlay.new:
+                if row_id in table.rows:
+                    raise table.duplicate(row_id)
+            elif row_id not in table.rows:
+                # The nested commit deleted a row this unit updates: it is created again.
+                overlay.new[row_id] = next(overlay.counter)
             for position, unique in enumerate(table.uniques):
-                key = keys[position]
+                key = unique.key_of(row)
                 owner = None if key is None else table.unique_owners[position].get(key)
                 if (
                     owner is not None
