@@ -7,6 +7,11 @@ as one executemany per table and column set (a multi-row ``INSERT``; a pipelined
 Queued inserts go first, parents before children, then the updates in the order they
 were made. The invoice-number counter, locked by the first number taken, is written once.
 
+On PostgreSQL a flush of few rows (a request's, a settlement's) goes as one pipeline:
+the savepoint, the counter, every insert and update and the release travel together and
+cost one network round trip, where ``COPY`` costs two per table. Larger flushes (a
+billing run's) keep ``COPY``, which a pipeline cannot carry.
+
 Should the bulk statements break a constraint, they are rolled back to a savepoint and
 replayed one by one, so that the error is the very Conflict the unbatched write would
 have raised, only later. That is the one thing batch mode changes, and the port allows it.
@@ -14,8 +19,6 @@ have raised, only later. That is the one thing batch mode changes, and the port 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +27,26 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.util import find_tables
 
 from lumenquest_adapters.sqlalchemy._errors import Describe
+from lumenquest_adapters.sqlalchemy._raw import (
+    bound_values,
+    driver_cursor,
+    insert_sql,
+    reraise,
+    update_sql,
+)
 from lumenquest_adapters.sqlalchemy._schema import metadata
 
-__all__ = ["Batch", "Write", "send", "touches"]
+__all__ = ["Batch", "Write", "pipelines", "send", "send_pipelined", "touches"]
 
 # Parents before children, so that a bulk insert never waits for its foreign key's row.
 _RANK = {table: rank for rank, table in enumerate(metadata.sorted_tables)}
 _KEY_PARAMETER = "lq_row_key"
 _MAY_COPY = "lumenquest_may_copy"
+# Up to this many rows per table and column set, a pipelined INSERT beats COPY's own
+# round trips; past it, COPY's cheaper rows win.
+_PIPELINE_MOST_ROWS = 100
+_SAVEPOINT = "lq_flush"
+_COUNTER = "UPDATE invoice_number_sequence SET last_value = %s WHERE id = 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +116,10 @@ def send(connection: Connection, writes: list[Write]) -> None:
     PostgreSQL takes the inserts by ``COPY``, SQLite by ``executemany`` (in-process, it is
     as fast); updates go as an executemany per table and shape, pipelined by the driver.
     """
-    inserts: dict[tuple[sa.Table, tuple[str, ...]], list[dict[str, Any]]] = {}
-    updates: dict[sa.Table, list[Write]] = {}
-    for write in writes:
-        if write.key is None:
-            inserts.setdefault((write.table, tuple(write.values)), []).append(write.values)
-        else:
-            updates.setdefault(write.table, []).append(write)
+    inserts, updates = _grouped(writes)
     copy = _may_copy(connection)
     raw = connection.dialect.name == "postgresql"
-    for (table, columns), rows in sorted(inserts.items(), key=lambda item: _RANK[item[0][0]]):
+    for (table, columns), rows in inserts:
         if copy:
             _copy(connection, table, columns, rows)
         elif connection.dialect.name == "postgresql":
@@ -119,21 +128,98 @@ def send(connection: Connection, writes: list[Write]) -> None:
             connection.execute(sa.insert(table).returning(table.c[columns[0]]), rows)
         else:
             connection.execute(sa.insert(table), rows)
-    for table in sorted(updates, key=_RANK.__getitem__):
+    for table, shape, rows in updates:
+        _send_updates(connection, table, shape, rows, raw)
+
+
+_Inserts = list[tuple[tuple[sa.Table, tuple[str, ...]], list[dict[str, Any]]]]
+_Updates = list[tuple[sa.Table, tuple[str, tuple[str, ...]], list[dict[str, Any]]]]
+
+
+def _grouped(writes: list[Write]) -> tuple[_Inserts, _Updates]:
+    """Group writes in sending order: inserts by table and columns, then updates by shape.
+
+    Inserts go parents first; updates by table, consecutive ones of the same key and
+    columns together.
+    """
+    inserts: dict[tuple[sa.Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+    by_table: dict[sa.Table, list[Write]] = {}
+    for write in writes:
+        if write.key is None:
+            inserts.setdefault((write.table, tuple(write.values)), []).append(write.values)
+        else:
+            by_table.setdefault(write.table, []).append(write)
+    updates: _Updates = []
+    for table in sorted(by_table, key=_RANK.__getitem__):
         # Consecutive updates with the same key and columns share a statement; a change of
         # shape starts the next one, so that one row's updates still land in their order.
         shape: tuple[str, tuple[str, ...]] | None = None
         group: list[dict[str, Any]] = []
-        for write in updates[table]:
-            key = str(write.key)
-            this = (key, tuple(write.values))
+        for write in by_table[table]:
+            this = (str(write.key), tuple(write.values))
             if shape is not None and this != shape:
-                _send_updates(connection, table, shape, group, raw)
+                updates.append((table, shape, group))
                 group = []
             shape = this
             group.append(write.values)
         if shape is not None:
-            _send_updates(connection, table, shape, group, raw)
+            updates.append((table, shape, group))
+    ordered = sorted(inserts.items(), key=lambda item: _RANK[item[0][0]])
+    return ordered, updates
+
+
+def pipelines(connection: Connection, writes: list[Write]) -> bool:
+    """Say whether these writes go as one pipeline: PostgreSQL, and few rows per table."""
+    if connection.dialect.name != "postgresql":
+        return False
+    counts: dict[tuple[sa.Table, int], int] = {}
+    for write in writes:
+        if write.key is None:
+            group = (write.table, len(write.values))
+            counts[group] = counts.get(group, 0) + 1
+            if counts[group] > _PIPELINE_MOST_ROWS:
+                return False
+    return True
+
+
+def send_pipelined(connection: Connection, writes: list[Write], number: int | None) -> bool:
+    """Send writes (and the invoice counter's ``number``) in one pipeline, in a savepoint.
+
+    Return False when a constraint broke: everything was rolled back to the savepoint,
+    and the transaction is usable again. Other errors raise as SQLAlchemy's would.
+    """
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    inserts, updates = _grouped(writes)
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    statement = f"SAVEPOINT {_SAVEPOINT}"
+    try:
+        with driver.cursor() as cursor:
+            try:
+                with driver.pipeline():
+                    # Savepoints are not worth preparing: psycopg would after 5 uses.
+                    cursor.execute(statement, prepare=False)
+                    if number is not None:
+                        statement = _COUNTER
+                        cursor.execute(statement, (number,))
+                    for (table, columns), rows in inserts:
+                        statement = insert_sql(connection, table, columns)
+                        bound = bound_values(connection, table, columns)
+                        cursor.executemany(statement, [bound(row) for row in rows])
+                    for table, (key, columns), rows in updates:
+                        statement = update_sql(connection, table, key, columns)
+                        bound = bound_values(connection, table, columns)
+                        cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
+                    statement = f"RELEASE SAVEPOINT {_SAVEPOINT}"
+                    cursor.execute(statement, prepare=False)
+            except psycopg.IntegrityError:
+                statement = f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}"
+                cursor.execute(statement, prepare=False)
+                return False
+    except psycopg.Error as exc:
+        reraise(connection, statement, exc)
+    return True
 
 
 def _send_updates(
@@ -151,13 +237,9 @@ def _send_updates(
         return
     # PostgreSQL: straight to the driver; SQLAlchemy's per-row parameter handling cost
     # 8x the driver's own work here.
-    preparer = connection.dialect.identifier_preparer
-    assignments = ", ".join(f"{preparer.quote(name)} = %s" for name in columns)
-    statement = (
-        f"UPDATE {preparer.format_table(table)} SET {assignments} WHERE {preparer.quote(key)} = %s"
-    )
-    bound = _bound_values(connection, table, columns)
-    with _driver_cursor(connection, statement) as cursor:
+    statement = update_sql(connection, table, key, columns)
+    bound = bound_values(connection, table, columns)
+    with driver_cursor(connection, statement) as cursor:
         cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
 
 
@@ -189,43 +271,10 @@ def _copy(
         f"COPY {preparer.format_table(table)}"
         f" ({', '.join(preparer.quote(name) for name in columns)}) FROM STDIN"
     )
-    bound = _bound_values(connection, table, columns)
-    with _driver_cursor(connection, statement) as cursor, cursor.copy(statement) as copy:
+    bound = bound_values(connection, table, columns)
+    with driver_cursor(connection, statement) as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(bound(row))
-
-
-def _bound_values(
-    connection: Connection, table: sa.Table, columns: tuple[str, ...]
-) -> Callable[[dict[str, Any]], list[Any]]:
-    """Return a function giving a row's values of ``columns``, each through its type's binding."""
-    dialect = connection.dialect
-    processors = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
-
-    def bound(row: dict[str, Any]) -> list[Any]:
-        return [
-            row[name] if process is None else process(row[name])
-            for name, process in zip(columns, processors, strict=True)
-        ]
-
-    return bound
-
-
-@contextmanager
-def _driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
-    """Yield a psycopg cursor of the connection; its errors come out as SQLAlchemy's would."""
-    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
-
-    driver = connection.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
-    try:
-        with driver.cursor() as cursor:
-            yield cursor
-    except psycopg.Error as exc:
-        # Raised as SQLAlchemy would have, so that the unit of work translates it as usual.
-        raise sa.exc.DBAPIError.instance(
-            statement, None, exc, psycopg.Error, dialect=connection.dialect
-        ) from exc
 
 
 def _update(table: sa.Table, key: str) -> sa.Executable:

@@ -126,23 +126,21 @@ class _Repository:
             self._table, self._key, values, self._duplicate(row_id, specific)
         ):
             return  # batch mode, and the row is known to exist: no NotFound to check for
-        key = self._table.c[self._key]
-        statement = sa.update(self._table).where(key == row_id).values(values)
-        (count,) = self._uow.write(
-            [statement], self._duplicate(row_id, specific), savepoint=specific is not None
+        count = self._uow.update_row(
+            self._table,
+            self._key,
+            values,
+            self._duplicate(row_id, specific),
+            savepoint=specific is not None,
         )
         if count == 0:
             raise _not_found(self._kind, row_id)
 
-    def _one(self, row_id: str) -> sa.RowMapping:
-        row = (
-            self._uow.read(sa.select(self._table).where(self._table.c[self._key] == row_id))
-            .mappings()
-            .first()
-        )
-        if row is None:
+    def _one(self, row_id: str) -> m.Row:
+        rows = self._uow.read_by_key(self._table, self._key, [row_id])
+        if not rows:
             raise _not_found(self._kind, row_id)
-        return row
+        return rows[0]
 
     def _rows(self, statement: sa.Select[Any]) -> Sequence[sa.RowMapping]:
         return self._uow.read(statement).mappings().all()
@@ -150,19 +148,17 @@ class _Repository:
     def _load(
         self,
         ids: Collection[str],
-        from_rows: Callable[[Sequence[sa.RowMapping]], Sequence[Any]],
+        from_rows: Callable[[Sequence[m.Row]], Sequence[Any]],
         *,
         for_update: bool = False,
     ) -> list[Any]:
         """Read the rows with these ids in a few statements and remember them (batch mode)."""
-        key = self._table.c[self._key]
         loaded: list[Any] = []
         wanted = sorted(set(ids))  # sorted: concurrent lockers take row locks in one order
         for start in range(0, len(wanted), _LOAD_CHUNK):
-            query = sa.select(self._table).where(key.in_(wanted[start : start + _LOAD_CHUNK]))
-            if for_update:
-                query = query.order_by(key).with_for_update()
-            loaded += from_rows(self._rows(query))
+            chunk = wanted[start : start + _LOAD_CHUNK]
+            rows = self._uow.read_by_key(self._table, self._key, chunk, for_update=for_update)
+            loaded += from_rows(rows)
         for row in loaded:
             self._uow.remember(self._table, getattr(row, self._key), row)
         return loaded
@@ -184,7 +180,7 @@ class _Repository:
         return int(seq)
 
 
-def _stored_as(row: sa.RowMapping, invoice: Invoice) -> bool:
+def _stored_as(row: m.Row, invoice: Invoice) -> bool:
     """Say whether ``row`` is ``invoice``'s row, field for field, and past draft."""
     if invoice.status is InvoiceStatus.DRAFT:
         return False  # a draft's lines may still change
@@ -422,6 +418,19 @@ def _cycle_taken(invoice: Invoice) -> Describe:
     return describe
 
 
+# Take the next invoice number: built once, not on every invoice.
+_BUMP = (
+    sa.update(t.invoice_number_sequence)
+    .where(t.invoice_number_sequence.c.id == 1)
+    .values(last_value=t.invoice_number_sequence.c.last_value + 1)
+    .returning(t.invoice_number_sequence.c.last_value)
+)
+_BUMP_POSTGRESQL = (
+    "UPDATE invoice_number_sequence SET last_value = last_value + 1 WHERE id = 1"
+    " RETURNING last_value"
+)
+
+
 class Invoices(_Repository):
     """Invoices with their lines, the gapless number sequence and the pending lines."""
 
@@ -453,9 +462,9 @@ class Invoices(_Repository):
         """
         by_id = {invoice.id: invoice for invoice in known}
 
-        def from_rows(rows: Sequence[sa.RowMapping]) -> builtins.list[Invoice]:
+        def from_rows(rows: Sequence[m.Row]) -> builtins.list[Invoice]:
             unchanged: builtins.list[Invoice] = []
-            others: builtins.list[sa.RowMapping] = []
+            others: builtins.list[m.Row] = []
             for row in rows:
                 invoice = by_id.get(row["id"])
                 if invoice is not None and _stored_as(row, invoice):
@@ -497,8 +506,21 @@ class Invoices(_Repository):
         after: str | None = None,
     ) -> Sequence[Invoice]:
         """Return invoices in creation order, after the invoice ``after``."""
+        limit = _check_limit(limit)
+        if after is None:
+            equal = {
+                name: value
+                for name, value in (
+                    ("customer_id", customer_id),
+                    ("subscription_id", subscription_id),
+                    ("status", None if status is None else InvoiceStatus(status).value),
+                )
+                if value is not None
+            }
+            rows = self._uow.read_where(self._table, equal, order_by="seq", limit=limit)
+            return self._with_lines(rows)
         c = t.invoices.c
-        query = sa.select(t.invoices).order_by(c.seq).limit(_check_limit(limit))
+        query = sa.select(t.invoices).order_by(c.seq).limit(limit)
         if customer_id is not None:
             query = query.where(c.customer_id == customer_id)
         if subscription_id is not None:
@@ -509,12 +531,22 @@ class Invoices(_Repository):
             query = query.where(c.seq > self._seq_of(after))
         return self._with_lines(self._rows(query))
 
-    def _with_lines(self, rows: Sequence[sa.RowMapping]) -> builtins.list[Invoice]:
-        if not rows:
-            return []
+    def _with_lines(self, rows: Sequence[m.Row]) -> builtins.list[Invoice]:
+        """Return the invoices of these rows, reading the lines of those not already held.
+
+        An invoice this unit of work holds (batch mode) whose row is still exactly its own
+        is taken as it is: the lines of an invoice past draft never change.
+        """
+        held: dict[str, Invoice] = {}
+        for row in rows:
+            known: Invoice | None = self._uow.recall(self._table, row["id"])
+            if known is not None and _stored_as(row, known):
+                held[row["id"]] = known
+        if len(held) == len(rows):
+            return [held[r["id"]] for r in rows]
         lc = t.invoice_lines.c
-        ids = [r["id"] for r in rows]
-        lines: dict[str, builtins.list[sa.RowMapping]] = {i: [] for i in ids}
+        ids = [r["id"] for r in rows if r["id"] not in held]
+        lines: dict[str, builtins.list[m.Row]] = {i: [] for i in ids}
         query = (
             sa.select(t.invoice_lines)
             .where(lc.invoice_id.in_(ids))
@@ -522,7 +554,10 @@ class Invoices(_Repository):
         )
         for line in self._rows(query):
             lines[line["invoice_id"]].append(line)
-        return [m.invoice_from_rows(r, lines[r["id"]]) for r in rows]
+        return [
+            held[r["id"]] if r["id"] in held else m.invoice_from_rows(r, lines[r["id"]])
+            for r in rows
+        ]
 
     def next_number(self) -> int:
         """Take the next invoice number: the counter row is locked until the unit of work ends."""
@@ -537,15 +572,9 @@ class Invoices(_Repository):
         return number
 
     def _bump(self) -> int:
-        sequence = t.invoice_number_sequence
-        bump = (
-            sa.update(sequence)
-            .where(sequence.c.id == 1)
-            .values(last_value=sequence.c.last_value + 1)
-            .returning(sequence.c.last_value)
-        )
-        value = self._uow.write_returning(bump)
+        value = self._uow.write_returning(_BUMP, _BUMP_POSTGRESQL)
         if value is None:  # a schema made without its migration: start the counter
+            sequence = t.invoice_number_sequence
             self._uow.write([sa.insert(sequence).values(id=1, last_value=1)], None)
             return 1
         return int(value)
@@ -1143,10 +1172,7 @@ class EmailDeliveries(_Repository):
 
     def find(self, event_id: str, template: str) -> EmailDelivery | None:
         """Return the delivery of this event's email, if it was sent."""
-        c = t.email_deliveries.c
-        rows = self._rows(
-            sa.select(t.email_deliveries).where(c.event_id == event_id, c.template == template)
-        )
+        rows = self._uow.read_where(self._table, {"event_id": event_id, "template": template})
         return m.delivery_from_row(rows[0]) if rows else None
 
     def get(self, message_id: str) -> EmailDelivery:

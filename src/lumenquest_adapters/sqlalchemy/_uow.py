@@ -27,13 +27,30 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from lumenquest_adapters.sqlalchemy import _repositories as r
-from lumenquest_adapters.sqlalchemy._batch import Batch, Write, send, touches
+from lumenquest_adapters.sqlalchemy._batch import (
+    Batch,
+    Write,
+    pipelines,
+    send,
+    send_pipelined,
+    touches,
+)
 from lumenquest_adapters.sqlalchemy._engine import BEGIN_KEY, is_sqlite
 from lumenquest_adapters.sqlalchemy._errors import Describe, translated
+from lumenquest_adapters.sqlalchemy._mapping import Row
+from lumenquest_adapters.sqlalchemy._raw import (
+    execute,
+    first_value,
+    insert_if_new,
+    insert_many,
+    select_by_key,
+    select_where,
+    update_row,
+)
 from lumenquest_adapters.sqlalchemy._schema import invoice_number_sequence, metadata
 from lumenquest_core.invoicing import Invoice
 from lumenquest_core.ports import (
@@ -74,9 +91,8 @@ _TAKE_WRITE_LOCK = (
 )
 
 
-_SET_IDENTITY = sa.text(
-    "SELECT set_config('lumenquest.customer_id', :customer_id, true),"
-    " set_config('lumenquest.role', :role, true)"
+_SET_IDENTITY = (
+    "SELECT set_config('lumenquest.customer_id', %s, true), set_config('lumenquest.role', %s, true)"
 )
 
 SessionRole = Literal["user", "admin", "system"]
@@ -104,11 +120,20 @@ class Identity:
 
 
 @functools.cache
-def _insert_if_new(on_sqlite: bool, table: sa.Table) -> sa.Executable:
-    """``INSERT … ON CONFLICT DO NOTHING RETURNING 1`` for ``table``, its values as parameters."""
-    insert = sqlite.insert(table) if on_sqlite else postgresql.insert(table)
+def _insert_if_new(table: sa.Table) -> sa.Executable:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING 1`` for ``table`` on SQLite, values as parameters."""
+    insert = sqlite.insert(table)
     statement: sa.Executable = insert.on_conflict_do_nothing().returning(sa.literal_column("1"))
     return statement
+
+
+def _idle_in_transaction(connection: Connection) -> bool:
+    """Say whether a PostgreSQL connection's transaction is sound and waiting (no error)."""
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
 
 
 class SqlAlchemyUnitOfWork:
@@ -120,6 +145,8 @@ class SqlAlchemyUnitOfWork:
         self._sqlite = is_sqlite(engine)
         self._connection: Connection | None = None
         self._write_locked = False
+        # Whether the transaction ran nothing but the unit of work's own reads so far.
+        self._only_read = True
         self._repositories: dict[str, object] = {}
         self.batch: Batch | None = None  # set by prepare_batch, until the transaction ends
         # What claim_due locked this transaction, so that prepare_batch need not read it again.
@@ -254,11 +281,11 @@ class SqlAlchemyUnitOfWork:
         self.claimed = {}
         try:
             if exc is None:
-                self._end(connection.rollback)
+                self._end(partial(self._discard, connection))
             else:
                 # Keep the block's own error; a failed rollback has nothing to add to it.
                 with contextlib.suppress(sa.exc.DBAPIError):
-                    connection.rollback()
+                    self._discard(connection)
         finally:
             connection.close()
 
@@ -285,7 +312,25 @@ class SqlAlchemyUnitOfWork:
 
     def rollback(self) -> None:
         """Discard every change not yet committed."""
-        self._end(self._open().rollback)
+        self._end(partial(self._discard, self._open()))
+
+    def _discard(self, connection: Connection) -> None:
+        """Roll back; on PostgreSQL a transaction that only read and is sound commits instead.
+
+        The two are the same to the database, but psycopg deallocates every prepared
+        statement of the connection on a rollback (a round trip, and each statement is
+        parsed and planned again until it is prepared anew).
+        """
+        if (
+            self._only_read
+            and not self._sqlite
+            and connection.in_transaction()
+            and not connection.invalidated
+            and _idle_in_transaction(connection)
+        ):
+            connection.commit()
+        else:
+            connection.rollback()
 
     def _end(self, finish: Callable[[], None]) -> None:
         self._write_locked = False
@@ -303,21 +348,23 @@ class SqlAlchemyUnitOfWork:
 
     def connection(self, *, write_lock: bool = False) -> Connection:
         """Return the connection, its transaction begun (with the write lock if asked)."""
+        connection = self._begun(write_lock=write_lock)
+        self._only_read = False  # what the caller does with it is unknown: it may write
+        return connection
+
+    def _begun(self, *, write_lock: bool = False) -> Connection:
+        """Return the connection, its transaction begun, for the unit of work's own use."""
         connection = self._open()
         if not connection.in_transaction():
+            self._only_read = True
             if write_lock and self._sqlite:
                 connection.info[BEGIN_KEY] = "BEGIN IMMEDIATE"
                 self._write_locked = True
             with translated(metadata):
                 connection.begin()
                 if self.identity is not None and not self._sqlite:
-                    connection.execute(
-                        _SET_IDENTITY,
-                        {
-                            "customer_id": self.identity.customer_id or "",
-                            "role": self.identity.role,
-                        },
-                    )
+                    identity = (self.identity.customer_id or "", self.identity.role)
+                    execute(connection, _SET_IDENTITY, identity)
         return connection
 
     def take_write_lock(self) -> None:
@@ -337,9 +384,53 @@ class SqlAlchemyUnitOfWork:
         batch = self.batch
         if batch is not None and batch.writes and touches(statement, batch.tables):
             self.flush()
-        connection = self.connection()
+        connection = self._begun()
         with translated(metadata):
             return connection.execute(statement)
+
+    def read_by_key(
+        self, table: sa.Table, key: str, values: Sequence[str], *, for_update: bool = False
+    ) -> Sequence[Row]:
+        """Return the rows whose ``key`` is one of ``values`` (locked, in key order, if asked)."""
+        batch = self.batch
+        if batch is not None and batch.writes and table in batch.tables:
+            self.flush()
+        connection = self._begun()
+        if not self._sqlite:
+            with translated(metadata):
+                return select_by_key(connection, table, key, values, for_update=for_update)
+        column = table.c[key]
+        query = sa.select(table).where(
+            column == values[0] if len(values) == 1 else column.in_(values)
+        )
+        if for_update:
+            query = query.order_by(column).with_for_update()
+        with translated(metadata):
+            return connection.execute(query).mappings().all()
+
+    def read_where(
+        self,
+        table: sa.Table,
+        equal: dict[str, Any],
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> Sequence[Row]:
+        """Return the rows whose columns equal ``equal``'s values (ordered, limited if asked)."""
+        batch = self.batch
+        if batch is not None and batch.writes and table in batch.tables:
+            self.flush()
+        connection = self._begun()
+        if not self._sqlite:
+            with translated(metadata):
+                return select_where(connection, table, equal, order_by=order_by, limit=limit)
+        query = sa.select(table).where(*(table.c[name] == value for name, value in equal.items()))
+        if order_by is not None:
+            query = query.order_by(table.c[order_by])
+        if limit is not None:
+            query = query.limit(limit)
+        with translated(metadata):
+            return connection.execute(query).mappings().all()
 
     def insert(self, table: sa.Table, values: dict[str, Any], describe: Describe | None) -> None:
         """Insert a row, or queue it in batch mode; a taken unique key raises ``describe``'s Conflict."""
@@ -354,7 +445,15 @@ class SqlAlchemyUnitOfWork:
             for row in rows:
                 self.batch.queue(Write(table, row, None))
             return
-        self.write([sa.insert(table).values(list(rows))], None, savepoint=False)
+        if not rows:
+            return
+        if self._sqlite:
+            self.write([sa.insert(table).values(list(rows))], None, savepoint=False)
+            return
+        connection = self.connection()
+        with translated(metadata):
+            insert_many(connection, table, rows)
+        self._write_locked = True
 
     def defer_update(
         self, table: sa.Table, key: str, values: dict[str, Any], describe: Describe | None
@@ -405,26 +504,42 @@ class SqlAlchemyUnitOfWork:
         writes = batch.take()
         connection = self.connection()
         with translated(metadata):
-            if batch.number != batch.number_written:
-                sequence = invoice_number_sequence
-                connection.execute(
-                    sa.update(sequence).where(sequence.c.id == 1).values(last_value=batch.number)
-                )
-                batch.number_written = batch.number
-            if not writes:
-                return
-            savepoint = connection.begin_nested()
-            try:
-                send(connection, writes)
-            except sa.exc.IntegrityError:
-                savepoint.rollback()
-            else:
-                savepoint.commit()
+            if writes and pipelines(connection, writes):
+                number = None if batch.number == batch.number_written else batch.number
+                sent = send_pipelined(connection, writes, number)
                 self._write_locked = True
-                return
+                if sent:
+                    batch.number_written = batch.number
+                    return
+                # Rolled back to the pipeline's savepoint, the counter with the rest.
+                self._write_counter(connection, batch)
+            else:
+                self._write_counter(connection, batch)
+                if not writes:
+                    return
+                savepoint = connection.begin_nested()
+                try:
+                    send(connection, writes)
+                except sa.exc.IntegrityError:
+                    savepoint.rollback()
+                else:
+                    savepoint.commit()
+                    self._write_locked = True
+                    return
         # One at a time, in the order they were made: the write that breaks a rule raises
         # its own Conflict; if none does (the bulk order was at fault), all are in.
         self._replay(writes)
+
+    @staticmethod
+    def _write_counter(connection: Connection, batch: Batch) -> None:
+        """Store the last invoice number taken, if the counter row does not hold it yet."""
+        if batch.number == batch.number_written:
+            return
+        sequence = invoice_number_sequence
+        connection.execute(
+            sa.update(sequence).where(sequence.c.id == 1).values(last_value=batch.number)
+        )
+        batch.number_written = batch.number
 
     def _replay(self, writes: Sequence[Write]) -> None:
         """Run queued writes one at a time, so the first one that breaks a rule says which."""
@@ -454,11 +569,14 @@ class SqlAlchemyUnitOfWork:
         word on which constraint broke, and the transaction stays usable.
         """
         connection = self.connection()
-        # The values go as parameters of one statement per table (compiled once, cached),
-        # not as literals baked into a new statement that must be keyed on every call.
-        statement = _insert_if_new(self._sqlite, table)
         with translated(metadata, describe):
-            inserted = connection.execute(statement, values).first() is not None
+            if self._sqlite:
+                # The values go as parameters of one statement per table (compiled once,
+                # cached), not as literals baked into a new statement keyed on every call.
+                statement = _insert_if_new(table)
+                inserted = connection.execute(statement, values).first() is not None
+            else:
+                inserted = insert_if_new(connection, table, values)
         self._write_locked = True
         if not inserted:
             self.write([sa.insert(table).values(values)], describe)
@@ -487,12 +605,44 @@ class SqlAlchemyUnitOfWork:
         self._write_locked = True
         return counts
 
-    def write_returning(self, statement: sa.Executable) -> Any:
-        """Run one write and return the first column of its first returned row, if any."""
+    def update_row(
+        self,
+        table: sa.Table,
+        key: str,
+        values: dict[str, Any],
+        describe: Describe | None,
+        *,
+        savepoint: bool,
+    ) -> int:
+        """Update the row whose ``key`` is ``values[key]``; return how many rows changed.
+
+        ``savepoint`` as for :meth:`write`: a table with a unique key besides its own
+        needs one, for a broken constraint to leave the unit of work usable.
+        """
+        if self._sqlite:
+            column = table.c[key]
+            statement = sa.update(table).where(column == values[key]).values(values)
+            return self.write([statement], describe, savepoint=savepoint)[0]
+        self.flush()
+        connection = self.connection()
+        with translated(metadata, describe):
+            count = update_row(connection, table, key, values, savepoint=savepoint)
+        self._write_locked = True
+        return count
+
+    def write_returning(self, statement: sa.Executable, postgresql_text: str | None = None) -> Any:
+        """Run one write and return the first column of its first returned row, if any.
+
+        ``postgresql_text``: the same statement as PostgreSQL text, without parameters;
+        PostgreSQL runs it straight through the driver.
+        """
         self.flush()
         connection = self.connection()
         with translated(metadata):
-            value = connection.execute(statement).scalar()
+            if postgresql_text is not None and not self._sqlite:
+                value = first_value(connection, postgresql_text)
+            else:
+                value = connection.execute(statement).scalar()
         self._write_locked = True
         return value
 

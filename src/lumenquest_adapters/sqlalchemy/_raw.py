@@ -1,0 +1,299 @@
+"""Statements sent straight to psycopg, for the unit of work's hottest single-row work.
+
+SQLAlchemy's execution of one small statement (the compiled-cache lookup, the
+execution context, the result's metadata) costs several times the driver's own work.
+The few statements every request sends on PostgreSQL (a row read by its key, a new
+row's insert, an invoice's lines, the batch's inserts and updates) go here instead:
+their text is built once per table and column set, and each value goes through its
+column type's own bind (and result) processing, so that what is stored and read back
+is what SQLAlchemy would have stored and read. psycopg prepares a statement on the
+server once a connection has sent it five times.
+
+Errors come out as SQLAlchemy's ``DBAPIError`` would, so that the unit of work
+translates them as usual. Anything else (SQLite, any other statement) stays with
+SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.compiler import IdentifierPreparer
+
+__all__ = [
+    "bound_values",
+    "driver_cursor",
+    "execute",
+    "first_value",
+    "insert_if_new",
+    "insert_many",
+    "insert_sql",
+    "reraise",
+    "select_by_key",
+    "select_where",
+    "update_row",
+    "update_sql",
+]
+
+_SAVEPOINT = "lq_write"
+
+
+def insert_sql(connection: Connection, table: sa.Table, columns: tuple[str, ...]) -> str:
+    """Return ``INSERT INTO table (columns) VALUES (%s, …)`` for the driver."""
+    return _insert_text(connection.dialect.identifier_preparer, table, columns)
+
+
+@functools.cache
+def _insert_text(preparer: IdentifierPreparer, table: sa.Table, columns: tuple[str, ...]) -> str:
+    names = ", ".join(preparer.quote(name) for name in columns)
+    values = ", ".join("%s" for _ in columns)
+    return f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ({values})"
+
+
+def update_sql(connection: Connection, table: sa.Table, key: str, columns: tuple[str, ...]) -> str:
+    """Return ``UPDATE table SET column = %s, … WHERE key = %s`` for the driver."""
+    return _update_text(connection.dialect.identifier_preparer, table, key, columns)
+
+
+@functools.cache
+def _update_text(
+    preparer: IdentifierPreparer, table: sa.Table, key: str, columns: tuple[str, ...]
+) -> str:
+    assignments = ", ".join(f"{preparer.quote(name)} = %s" for name in columns)
+    return (
+        f"UPDATE {preparer.format_table(table)} SET {assignments} WHERE {preparer.quote(key)} = %s"
+    )
+
+
+def insert_if_new(connection: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """``INSERT … ON CONFLICT DO NOTHING``: say whether the row went in."""
+    columns = tuple(values)
+    statement = insert_sql(connection, table, columns) + " ON CONFLICT DO NOTHING RETURNING 1"
+    bound = bound_values(connection, table, columns)
+    with driver_cursor(connection, statement) as cursor:
+        cursor.execute(statement, bound(values))
+        return cursor.fetchone() is not None
+
+
+def execute(connection: Connection, statement: str, params: Sequence[Any] = ()) -> None:
+    """Run a statement whose values are plain driver values (no column to process them)."""
+    with driver_cursor(connection, statement) as cursor:
+        cursor.execute(statement, params)
+
+
+def first_value(connection: Connection, statement: str) -> Any:
+    """Run a statement without parameters; return its first row's first value, if any."""
+    with driver_cursor(connection, statement) as cursor:
+        cursor.execute(statement)
+        row = cursor.fetchone()
+        return None if row is None else row[0]
+
+
+def update_row(
+    connection: Connection,
+    table: sa.Table,
+    key: str,
+    values: dict[str, Any],
+    *,
+    savepoint: bool,
+) -> int:
+    """Update the row whose ``key`` is ``values[key]``; return the count of rows updated.
+
+    With ``savepoint`` the update runs in one (sent with it, in one round trip): a
+    broken constraint rolls back to it only, so that the transaction stays usable.
+    """
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    columns = tuple(values)
+    statement = update_sql(connection, table, key, columns)
+    params = [*bound_values(connection, table, columns)(values), values[key]]
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    try:
+        with driver.cursor() as cursor:
+            if not savepoint:
+                cursor.execute(statement, params)
+                return int(cursor.rowcount)
+            with driver.cursor() as control:
+                try:
+                    with driver.pipeline():
+                        # Savepoints are not worth preparing: psycopg would after 5 uses.
+                        control.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
+                        cursor.execute(statement, params)
+                        control.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+                except psycopg.Error:
+                    if not driver.broken:
+                        control.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", prepare=False)
+                    raise
+            return int(cursor.rowcount)
+    except psycopg.Error as exc:
+        reraise(connection, statement, exc)
+
+
+def insert_many(connection: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows of the same columns (psycopg pipelines them: one round trip)."""
+    columns = tuple(rows[0])
+    statement = insert_sql(connection, table, columns)
+    bound = bound_values(connection, table, columns)
+    with driver_cursor(connection, statement) as cursor:
+        cursor.executemany(statement, [bound(row) for row in rows])
+
+
+def select_by_key(
+    connection: Connection,
+    table: sa.Table,
+    key: str,
+    values: Sequence[str],
+    *,
+    for_update: bool = False,
+) -> list[dict[str, Any]]:
+    """Return the rows of ``table`` whose ``key`` is one of ``values``, as column -> value.
+
+    ``for_update`` locks them, in key order (concurrent lockers take locks in one order).
+    """
+    statement = _select_text(
+        connection.dialect.identifier_preparer, table, key, len(values) == 1, for_update
+    )
+    return _fetch(connection, table, statement, (values[0] if len(values) == 1 else list(values),))
+
+
+def select_where(
+    connection: Connection,
+    table: sa.Table,
+    equal: dict[str, Any],
+    *,
+    order_by: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Return the rows of ``table`` whose columns equal ``equal``'s values, as column -> value.
+
+    Ordered by ``order_by`` and at most ``limit`` of them, if given.
+    """
+    columns = tuple(equal)
+    statement = _select_where_text(
+        connection.dialect.identifier_preparer, table, columns, order_by, limit is not None
+    )
+    params = bound_values(connection, table, columns)(equal)
+    if limit is not None:
+        params.append(limit)
+    return _fetch(connection, table, statement, params)
+
+
+@functools.cache
+def _select_where_text(
+    preparer: IdentifierPreparer,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    order_by: str | None,
+    limited: bool,
+) -> str:
+    names = ", ".join(preparer.quote(column.name) for column in table.c)
+    statement = f"SELECT {names} FROM {preparer.format_table(table)}"
+    if columns:
+        statement += " WHERE " + " AND ".join(f"{preparer.quote(c)} = %s" for c in columns)
+    if order_by is not None:
+        statement += f" ORDER BY {preparer.quote(order_by)}"
+    if limited:
+        statement += " LIMIT %s"
+    return statement
+
+
+def _fetch(
+    connection: Connection, table: sa.Table, statement: str, params: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """Run a ``SELECT`` of every column of ``table``; return its rows as column -> value."""
+    with driver_cursor(connection, statement) as cursor:
+        cursor.execute(statement, params)
+        fetched = cursor.fetchall()
+        if not fetched:
+            return []
+        # The columns' type oids from the result itself: cursor.description would build
+        # an object per column on every call.
+        result = cursor.pgresult
+        oids = tuple(result.ftype(i) for i in range(result.nfields))
+    make = _row_maker(connection.dialect, table, oids)
+    return [make(row) for row in fetched]
+
+
+@functools.cache
+def _select_text(
+    preparer: IdentifierPreparer, table: sa.Table, key: str, one: bool, for_update: bool
+) -> str:
+    names = ", ".join(preparer.quote(column.name) for column in table.c)
+    condition = f"{preparer.quote(key)} = %s" if one else f"{preparer.quote(key)} = ANY(%s)"
+    statement = f"SELECT {names} FROM {preparer.format_table(table)} WHERE {condition}"
+    if for_update:
+        statement += f" ORDER BY {preparer.quote(key)} FOR UPDATE"
+    return statement
+
+
+@functools.cache
+def _row_maker(
+    dialect: Dialect, table: sa.Table, oids: tuple[int, ...]
+) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """Return a function making a row's mapping, each value through its type's result processing."""
+    names = tuple(column.name for column in table.c)
+    processed = [
+        (column.name, process)
+        for column, oid in zip(table.c, oids, strict=True)
+        if (process := column.type._cached_result_processor(dialect, oid)) is not None
+    ]
+
+    def make(row: Sequence[Any]) -> dict[str, Any]:
+        mapping = dict(zip(names, row, strict=True))
+        for name, process in processed:
+            mapping[name] = process(mapping[name])
+        return mapping
+
+    return make
+
+
+def bound_values(
+    connection: Connection, table: sa.Table, columns: tuple[str, ...]
+) -> Callable[[dict[str, Any]], list[Any]]:
+    """Return a function giving a row's values of ``columns``, each through its type's binding."""
+    return _binder(connection.dialect, table, columns)
+
+
+@functools.cache
+def _binder(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...]
+) -> Callable[[dict[str, Any]], list[Any]]:
+    processors = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
+
+    def bound(row: dict[str, Any]) -> list[Any]:
+        return [
+            row[name] if process is None else process(row[name])
+            for name, process in zip(columns, processors, strict=True)
+        ]
+
+    return bound
+
+
+@contextmanager
+def driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
+    """Yield a psycopg cursor of the connection; its errors come out as SQLAlchemy's would."""
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    try:
+        with driver.cursor() as cursor:
+            yield cursor
+    except psycopg.Error as exc:
+        reraise(connection, statement, exc)
+
+
+def reraise(connection: Connection, statement: str, error: Exception) -> NoReturn:
+    """Raise a driver error as SQLAlchemy would have, from the error.
+
+    SQLAlchemy's own handling runs: a lost connection is invalidated (with the pool's
+    connections older than it, as for any statement), ``handle_error`` listeners see it,
+    and the unit of work translates the ``DBAPIError`` as usual.
+    """
+    connection._handle_dbapi_exception(error, statement, None, None, None)
