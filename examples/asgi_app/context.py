@@ -36,6 +36,7 @@ class AppContext:
     logger: Any
     dispatcher: OutboxDispatcher
     catalog: CatalogViews = attrs.field(factory=CatalogViews)
+    _operation_counters: dict[tuple[str, str], Any] = attrs.field(factory=dict, init=False)
 
     @property
     def billing(self) -> Billing:
@@ -51,10 +52,19 @@ class AppContext:
         try:
             result = call()
         except LumenquestError as exc:
-            self.metrics.operations.labels(operation, exc.code).inc()
+            self._count(operation, exc.code)
             raise
-        self.metrics.operations.labels(operation, "ok").inc()
+        self._count(operation, "ok")
         return result
+
+    def _count(self, operation: str, outcome: str) -> None:
+        # Prometheus children by label values: ``labels()`` hashes and locks on every call.
+        # Operations and error codes are names from our code, so the set stays small.
+        key = (operation, outcome)
+        counter = self._operation_counters.get(key)
+        if counter is None:
+            counter = self._operation_counters[key] = self.metrics.operations.labels(*key)
+        counter.inc()
 
 
 async def get_context(request: Request) -> AppContext:

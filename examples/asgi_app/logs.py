@@ -35,7 +35,16 @@ _SENSITIVE_TEXT = (
 )
 
 
+# Any of the patterns above, in one pass: most strings match none and are returned as they
+# are; a string that matches goes through the patterns one by one, as before.
+_ANY_SENSITIVE_TEXT = re.compile(
+    "|".join(p.pattern.replace("(?i)bearer", "(?i:bearer)") for p in _SENSITIVE_TEXT)
+)
+
+
 def _scrub(text: str) -> str:
+    if _ANY_SENSITIVE_TEXT.search(text) is None:
+        return text
     for pattern in _SENSITIVE_TEXT:
         text = pattern.sub(REDACTED, text)
     return text
@@ -101,6 +110,22 @@ def log_request(**fields: Any) -> None:
     logger = _API_LOGGER
     if not logger.isEnabledFor(logging.INFO):
         return
-    timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    event = {**fields, "event": "request", "level": "info", "timestamp": timestamp}
-    logger.info(json.dumps(redact(None, "info", event)))
+    # The caller's fields are redacted as any event is; the three added here are ours.
+    event = {k: REDACTED if _sensitive_key(k) else _clean(v) for k, v in fields.items()}
+    event["event"] = "request"
+    event["level"] = "info"
+    event["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    logger.info(json.dumps(event))
+
+
+_KEY_VERDICTS: dict[str, bool] = {}
+
+
+def _sensitive_key(key: str) -> bool:
+    """``_SENSITIVE_KEY`` for the request line's field names (a handful, from our code)."""
+    verdict = _KEY_VERDICTS.get(key)
+    if verdict is None:
+        verdict = _SENSITIVE_KEY.search(key) is not None
+        if len(_KEY_VERDICTS) < 64:
+            _KEY_VERDICTS[key] = verdict
+    return verdict

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from asgi_app import logs
 from tests.examples.asgi.conftest import PASSWORD, Client, data_of
 
 
@@ -85,3 +86,24 @@ def test_a_500_logs_the_traceback_but_not_the_secrets(
     assert errors[0]["request_id"] == "boom-1"
     assert "RuntimeError" in str(errors[0]["exception"])
     assert "4000 0000 0000 0002" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl here",
+        "header: bEaReR abc.def-123",
+        "card 4242-4242-4242-4242 used",
+        "key rk_test_0123456789 leaked",
+        "key SG.abc-def.ghi_jkl leaked",
+        "/v1/subscriptions/sub_0123456789abcdef",
+        "2026-11-26T01:00:00.000000Z",
+        "",
+    ],
+)
+def test_scrub_matches_the_patterns_applied_one_by_one(text: str) -> None:
+    # The one-pass pre-check must never let through what the patterns would mask.
+    expected = text
+    for pattern in logs._SENSITIVE_TEXT:
+        expected = pattern.sub(logs.REDACTED, expected)
+    assert logs._scrub(text) == expected
