@@ -33,15 +33,16 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         """Store the instant in UTC; SQLite keeps it naive, so its text sorts by time."""
         if value is None:
             return None
-        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored")
-        value = value.astimezone(UTC)
+        if value.tzinfo is not UTC:  # most instants are UTC already: nothing to convert
+            if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+                raise ValueError(f"naive datetime {value.isoformat()} cannot be stored")
+            value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return the instant as an aware UTC datetime."""
-        if value is None:
-            return None
+        if value is None or value.tzinfo is UTC:
+            return value
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)

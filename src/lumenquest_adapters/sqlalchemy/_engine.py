@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from lumenquest_adapters.sqlalchemy._mapping import json_dumps
 from lumenquest_core.errors import ConfigurationError
 
 __all__ = ["BEGIN_KEY", "create_engine_for", "is_sqlite"]
@@ -41,6 +42,8 @@ def create_engine_for(
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
+    # Rows carry the domain's read-only JSON data as it is: the C encoder takes it.
+    engine_options.setdefault("json_serializer", json_dumps)
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")

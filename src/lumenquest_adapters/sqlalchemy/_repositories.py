@@ -154,13 +154,17 @@ class _Repository:
     ) -> list[Any]:
         """Read the rows with these ids in a few statements and remember them (batch mode)."""
         loaded: list[Any] = []
+        stored: dict[str, m.Row] = {}
+        key = self._key
         wanted = sorted(set(ids))  # sorted: concurrent lockers take row locks in one order
         for start in range(0, len(wanted), _LOAD_CHUNK):
             chunk = wanted[start : start + _LOAD_CHUNK]
-            rows = self._uow.read_by_key(self._table, self._key, chunk, for_update=for_update)
+            rows = self._uow.read_by_key(self._table, key, chunk, for_update=for_update)
+            stored.update((row[key], row) for row in rows)
             loaded += from_rows(rows)
-        for row in loaded:
-            self._uow.remember(self._table, getattr(row, self._key), row)
+        for record in loaded:
+            row_id = getattr(record, key)
+            self._uow.remember(self._table, row_id, record, stored.get(row_id))
         return loaded
 
     def _page(self, query: sa.Select[Any], limit: int | None, after: str | None) -> sa.Select[Any]:
@@ -207,8 +211,9 @@ class Customers(_Repository):
 
     def add(self, customer: Customer) -> None:
         """Store a new customer."""
-        self._insert(m.customer_row(customer), _email_taken)
-        self._uow.remember(self._table, customer.id, customer)
+        values = m.customer_row(customer)
+        self._insert(values, _email_taken)
+        self._uow.remember(self._table, customer.id, customer, values)
 
     def get(self, customer_id: str) -> Customer:
         """Return the customer or raise NotFound."""
@@ -229,8 +234,9 @@ class Customers(_Repository):
 
     def update(self, customer: Customer) -> None:
         """Replace a stored customer."""
-        self._update(m.customer_row(customer), _email_taken)
-        self._uow.remember(self._table, customer.id, customer)
+        values = m.customer_row(customer)
+        self._update(values, _email_taken)
+        self._uow.remember(self._table, customer.id, customer, values)
 
     def list(self, *, limit: int = 100, after: str | None = None) -> Sequence[Customer]:
         """Return customers ordered by id, after the cursor ``after``."""
@@ -332,8 +338,9 @@ class Subscriptions(_Repository):
 
     def add(self, subscription: Subscription) -> None:
         """Store a new subscription."""
-        self._insert(m.subscription_row(subscription))
-        self._uow.remember(self._table, subscription.id, subscription)
+        values = m.subscription_row(subscription)
+        self._insert(values)
+        self._uow.remember(self._table, subscription.id, subscription, values)
 
     def get(self, subscription_id: str) -> Subscription:
         """Return the subscription or raise NotFound."""
@@ -347,14 +354,16 @@ class Subscriptions(_Repository):
         claimed = self._uow.claimed
         for subscription_id in subscription_ids:
             if subscription_id in claimed:
-                self._uow.remember(self._table, subscription_id, claimed[subscription_id])
+                subscription, row = claimed[subscription_id]
+                self._uow.remember(self._table, subscription_id, subscription, row)
         unknown = [i for i in subscription_ids if i not in claimed]
         self._load(unknown, lambda rows: [m.subscription_from_row(r) for r in rows])
 
     def update(self, subscription: Subscription) -> None:
         """Replace a stored subscription."""
-        self._update(m.subscription_row(subscription))
-        self._uow.remember(self._table, subscription.id, subscription)
+        values = m.subscription_row(subscription)
+        self._update(values)
+        self._uow.remember(self._table, subscription.id, subscription, values)
 
     def list(
         self,
@@ -392,9 +401,11 @@ class Subscriptions(_Repository):
             .with_for_update(skip_locked=True)
         )
         self._uow.take_write_lock()
-        claimed = [m.subscription_from_row(r) for r in self._rows(query)]
-        for subscription in claimed:
-            self._uow.claimed[subscription.id] = subscription
+        claimed: builtins.list[Subscription] = []
+        for row in self._rows(query):
+            subscription = m.subscription_from_row(row)
+            claimed.append(subscription)
+            self._uow.claimed[subscription.id] = (subscription, row)
         return claimed
 
 
@@ -441,11 +452,12 @@ class Invoices(_Repository):
 
     def add(self, invoice: Invoice) -> None:
         """Store a new invoice; a second cycle invoice for the same period raises Conflict."""
-        self._insert(m.invoice_row(invoice), _cycle_taken(invoice))
+        values = m.invoice_row(invoice)
+        self._insert(values, _cycle_taken(invoice))
         lines = m.invoice_line_rows(invoice)
         if lines:  # a new invoice's lines cannot collide with anything
             self._uow.insert_rows(t.invoice_lines, lines)
-        self._uow.remember(self._table, invoice.id, invoice)
+        self._uow.remember(self._table, invoice.id, invoice, values)
 
     def get(self, invoice_id: str) -> Invoice:
         """Return the invoice or raise NotFound."""
@@ -480,8 +492,9 @@ class Invoices(_Repository):
         known: Invoice | None = self._uow.recall(self._table, invoice.id)
         if known is not None and known.lines == invoice.lines:
             # Batch mode, lines as they were (paying, voiding): the invoice row alone.
-            self._update(m.invoice_row(invoice), _cycle_taken(invoice))
-            self._uow.remember(self._table, invoice.id, invoice)
+            values = m.invoice_row(invoice)
+            self._update(values, _cycle_taken(invoice))
+            self._uow.remember(self._table, invoice.id, invoice, values)
             return
         c = t.invoices.c
         lines = m.invoice_line_rows(invoice)
@@ -642,8 +655,9 @@ class Payments(_Repository):
 
     def add(self, payment: Payment) -> None:
         """Store a new payment; a reused idempotency key raises Conflict."""
-        self._insert(m.payment_row(payment), _payment_key_taken(payment))
-        self._uow.remember(self._table, payment.id, payment)
+        values = m.payment_row(payment)
+        self._insert(values, _payment_key_taken(payment))
+        self._uow.remember(self._table, payment.id, payment, values)
 
     def get(self, payment_id: str) -> Payment:
         """Return the payment or raise NotFound."""
@@ -691,13 +705,14 @@ class Payments(_Repository):
         if row is None:
             raise _not_found("payment", payment_id)
         payment = m.payment_from_row(row)
-        self._uow.remember(self._table, payment.id, payment)
+        self._uow.remember(self._table, payment.id, payment, row)
         return payment
 
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""
-        self._update(m.payment_row(payment), _payment_key_taken(payment))
-        self._uow.remember(self._table, payment.id, payment)
+        values = m.payment_row(payment)
+        self._update(values, _payment_key_taken(payment))
+        self._uow.remember(self._table, payment.id, payment, values)
 
     def list(
         self,
@@ -1127,6 +1142,10 @@ class Analytics(_Repository):
         """Store an event; a reused id raises Conflict."""
         self._insert(m.analytics_row(event))
 
+    def add_new(self, events: Sequence[AnalyticsEvent]) -> None:
+        """Store each event whose id is not stored yet; skip the others."""
+        self._uow.insert_new(self._table, [m.analytics_row(event) for event in events])
+
     def list(
         self, *, customer_id: str | None = None, since: datetime | None = None
     ) -> Sequence[AnalyticsEvent]:
@@ -1170,10 +1189,28 @@ class EmailDeliveries(_Repository):
         """Store a delivery; the same event and template twice raises Conflict."""
         self._insert(m.delivery_row(delivery), _email_sent(delivery))
 
+    def add_new(self, deliveries: Sequence[EmailDelivery]) -> None:
+        """Store each delivery whose event and template (and message id) are new; skip the others."""
+        self._uow.insert_new(self._table, [m.delivery_row(d) for d in deliveries])
+
     def find(self, event_id: str, template: str) -> EmailDelivery | None:
         """Return the delivery of this event's email, if it was sent."""
         rows = self._uow.read_where(self._table, {"event_id": event_id, "template": template})
         return m.delivery_from_row(rows[0]) if rows else None
+
+    def sent(self, keys: Collection[tuple[str, str]]) -> builtins.set[tuple[str, str]]:
+        """Return the (event id, template) pairs among ``keys`` that have a delivery."""
+        wanted = builtins.list(builtins.set(keys))
+        c = t.email_deliveries.c
+        found: builtins.set[tuple[str, str]] = builtins.set()
+        # One query (per _LOAD_CHUNK pairs), served by the (event_id, template) unique index.
+        for start in range(0, len(wanted), _LOAD_CHUNK):
+            chunk = wanted[start : start + _LOAD_CHUNK]
+            query = sa.select(c.event_id, c.template).where(
+                sa.tuple_(c.event_id, c.template).in_(chunk)
+            )
+            found.update((row.event_id, row.template) for row in self._uow.read(query))
+        return found
 
     def get(self, message_id: str) -> EmailDelivery:
         """Return the delivery or raise NotFound."""

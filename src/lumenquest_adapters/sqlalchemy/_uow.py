@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,12 +42,13 @@ from lumenquest_adapters.sqlalchemy._batch import (
 )
 from lumenquest_adapters.sqlalchemy._engine import BEGIN_KEY, is_sqlite
 from lumenquest_adapters.sqlalchemy._errors import Describe, translated
-from lumenquest_adapters.sqlalchemy._mapping import Row
+from lumenquest_adapters.sqlalchemy._mapping import Row, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
     execute,
     first_value,
     insert_if_new,
     insert_many,
+    insert_new,
     select_by_key,
     select_where,
     update_row,
@@ -90,6 +92,9 @@ _TAKE_WRITE_LOCK = (
     .values(last_value=invoice_number_sequence.c.last_value)
 )
 
+
+# SQLite's bound on one statement's parameters (SQLITE_MAX_VARIABLE_NUMBER, from 3.32).
+_SQLITE_MOST_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
 _SET_IDENTITY = (
     "SELECT set_config('lumenquest.customer_id', %s, true), set_config('lumenquest.role', %s, true)"
@@ -149,8 +154,9 @@ class SqlAlchemyUnitOfWork:
         self._only_read = True
         self._repositories: dict[str, object] = {}
         self.batch: Batch | None = None  # set by prepare_batch, until the transaction ends
-        # What claim_due locked this transaction, so that prepare_batch need not read it again.
-        self.claimed: dict[str, Any] = {}
+        # What claim_due locked this transaction (id -> the subscription and its row), so
+        # that prepare_batch need not read it again.
+        self.claimed: dict[str, tuple[Any, Row]] = {}
 
     # -- the repositories ------------------------------------------------------------
 
@@ -448,11 +454,34 @@ class SqlAlchemyUnitOfWork:
         if not rows:
             return
         if self._sqlite:
-            self.write([sa.insert(table).values(list(rows))], None, savepoint=False)
+            plain_rows = [plain_json(table.name, row) for row in rows]
+            self.write([sa.insert(table).values(plain_rows)], None, savepoint=False)
             return
         connection = self.connection()
         with translated(metadata):
             insert_many(connection, table, rows)
+        self._write_locked = True
+
+    def insert_new(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert the rows no unique key of ``table`` holds yet, in one statement; skip the others.
+
+        ``INSERT … ON CONFLICT DO NOTHING``: a row that collides with a stored one, or with
+        one before it in ``rows``, is left out. Queued writes are sent first, so that
+        those of this unit of work count as stored.
+        """
+        if not rows:
+            return
+        self.flush()
+        connection = self.connection()
+        with translated(metadata):
+            if self._sqlite:
+                params = [plain_json(table.name, row) for row in rows]
+                per_statement = max(1, _SQLITE_MOST_PARAMETERS // len(params[0]))
+                for start in range(0, len(params), per_statement):
+                    chunk = params[start : start + per_statement]
+                    connection.execute(sqlite.insert(table).values(chunk).on_conflict_do_nothing())
+            else:
+                insert_new(connection, table, rows)
         self._write_locked = True
 
     def defer_update(
@@ -462,13 +491,25 @@ class SqlAlchemyUnitOfWork:
         batch = self.batch
         if batch is None or (table.name, values[key]) not in batch.known:
             return False
-        batch.queue(Write(table, values, describe, key))
+        # Only the columns that changed: fewer values to bind, send and store (a renewal
+        # moves a subscription's period, a payment its status), none when nothing did.
+        changed = batch.changed(table, key, values)
+        if changed is not None:
+            batch.queue(Write(table, changed, describe, key))
         return True
 
-    def remember(self, table: sa.Table, row_id: str, row: object) -> None:
-        """Note a row as this unit of work now sees it (batch mode only)."""
-        if self.batch is not None:
-            self.batch.known[table.name, row_id] = row
+    def remember(
+        self, table: sa.Table, row_id: str, row: object, stored: Row | None = None
+    ) -> None:
+        """Note a row as this unit of work now sees it, and its column values if known (batch mode)."""
+        batch = self.batch
+        if batch is None:
+            return
+        batch.known[table.name, row_id] = row
+        if stored is None:
+            batch.stored.pop((table.name, row_id), None)
+        else:
+            batch.stored[table.name, row_id] = stored
 
     def recall(self, table: sa.Table, row_id: str) -> Any:
         """Return the row as this unit of work last read or wrote it in batch mode, or None."""
@@ -553,7 +594,7 @@ class SqlAlchemyUnitOfWork:
                     statement = (
                         sa.update(write.table)
                         .where(key == write.values[write.key])
-                        .values(write.values)
+                        .values(plain_json(write.table.name, write.values))
                     )
                     self.write([statement], write.describe)
         finally:
@@ -574,12 +615,13 @@ class SqlAlchemyUnitOfWork:
                 # The values go as parameters of one statement per table (compiled once,
                 # cached), not as literals baked into a new statement keyed on every call.
                 statement = _insert_if_new(table)
-                inserted = connection.execute(statement, values).first() is not None
+                params = plain_json(table.name, values)
+                inserted = connection.execute(statement, params).first() is not None
             else:
                 inserted = insert_if_new(connection, table, values)
         self._write_locked = True
         if not inserted:
-            self.write([sa.insert(table).values(values)], describe)
+            self.write([sa.insert(table).values(plain_json(table.name, values))], describe)
 
     def write(
         self,
@@ -621,7 +663,9 @@ class SqlAlchemyUnitOfWork:
         """
         if self._sqlite:
             column = table.c[key]
-            statement = sa.update(table).where(column == values[key]).values(values)
+            statement = (
+                sa.update(table).where(column == values[key]).values(plain_json(table.name, values))
+            )
             return self.write([statement], describe, savepoint=savepoint)[0]
         self.flush()
         connection = self.connection()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import attrs
@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from lumenquest_adapters.sqlalchemy import (
     SqlAlchemyStore,
     SqlAlchemyUnitOfWork,
+    _batch,
     create_engine_for,
     upgrade,
 )
@@ -176,3 +177,52 @@ def test_a_known_invoice_stored_unchanged_is_taken_without_reading_its_lines(
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert not [s for s in statements if "invoice_lines" in s]
+
+
+def test_batched_updates_of_many_rows_read_back_as_written(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Enough rows for PostgreSQL's bulk flush and set-based update; values an array
+    # literal must escape, JSON equal by == but not the same (1 and true), instants in
+    # another zone, NULLs.
+    literals: list[object] = []
+    real = _batch.array_literals
+    monkeypatch.setattr(_batch, "array_literals", lambda *a: literals.append(a) or real(*a))
+    ids = [f"cus_b{i:02}" for i in range(30)]
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        for customer_id in ids:
+            uow.customers.add(attrs.evolve(customer(customer_id), metadata={"n": 1}))
+        uow.commit()
+    names = ['a "quoted" name', "back\\slash", "{brace}, comma", "NULL", "ünïcode ✓", "plain"]
+    zone = timezone(timedelta(hours=2))
+    expected = {}
+    for round_ in range(2):
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.prepare_batch(customers=ids)
+            for i in range(120):  # new rows in the same flush: more than a pipeline takes
+                uow.customers.add(customer(f"cus_n{round_}{i:03}"))
+            for i, customer_id in enumerate(ids):
+                stored = uow.customers.get(customer_id)
+                if i == 7:
+                    expected[customer_id] = stored  # unchanged: nothing to write
+                    continue
+                changed = attrs.evolve(
+                    stored,
+                    name=names[i % len(names)] + str(round_),
+                    metadata={"n": True} if i % 2 else {"n": 1, "tags": ["x", 'y"']},
+                    # Set, then NULL again.
+                    gateway_customer_id=None if round_ else f"gw_{i}",
+                    erased_at=None if round_ else (T0 + i * HOUR).astimezone(zone),
+                )
+                uow.customers.update(changed)
+                expected[customer_id] = changed
+            uow.commit()
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            for customer_id, wanted in expected.items():
+                read = uow.customers.get(customer_id)
+                assert read == wanted
+                assert type(read.metadata["n"]) is type(wanted.metadata["n"])
+                if read.erased_at is not None:
+                    assert read.erased_at.tzinfo is UTC
+            assert len(uow.customers.list(limit=500)) == 151 + 120 * round_
+    assert len(literals) == (2 if engine.dialect.name == "postgresql" else 0)
