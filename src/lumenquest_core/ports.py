@@ -523,6 +523,10 @@ class AnalyticsRepository(Protocol):
         """Store an event; a reused id raises Conflict."""
         ...
 
+    def add_new(self, events: Sequence[AnalyticsEvent]) -> None:
+        """Store each event whose id is not stored yet; skip the others."""
+        ...
+
     def list(
         self, *, customer_id: str | None = None, since: datetime | None = None
     ) -> Sequence[AnalyticsEvent]:
@@ -537,8 +541,16 @@ class EmailDeliveryRepository(Protocol):
         """Store a delivery; the same event and template twice raises Conflict."""
         ...
 
+    def add_new(self, deliveries: Sequence[EmailDelivery]) -> None:
+        """Store each delivery whose event and template (and message id) are new; skip the others."""
+        ...
+
     def find(self, event_id: str, template: str) -> EmailDelivery | None:
         """Return the delivery of this event's email, if it was sent."""
+        ...
+
+    def sent(self, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Return the (event id, template) pairs among ``keys`` that have a delivery."""
         ...
 
     def get(self, message_id: str) -> EmailDelivery:

@@ -926,6 +926,9 @@ class Billing:
             first = self._idempotent(uow, idempotency_key, "subscribe", arguments, at)
             if first is not None:
                 return uow.subscriptions.get(first)
+            # Every write below is new rows (and the customer's currency): queued, they go
+            # to the store together at commit, where a broken rule still raises its Conflict.
+            uow.prepare_batch(customers=[customer_id])
             customer = uow.customers.get(customer_id)
             if customer.erased_at is not None:
                 raise ValidationError(f"customer {customer_id} was erased")
@@ -2604,8 +2607,13 @@ class Billing:
             done = [m.id for m in messages if m.id not in unsent]
             at = self._now()
             with self._uow() as uow:
-                for message, email, provider_id in sent:
-                    self._record_delivery(uow, message, email, provider_id, at)
+                # A delivery already stored was recorded by another dispatcher first.
+                uow.email_deliveries.add_new(
+                    [
+                        self._delivery(message, email, reference, at)
+                        for message, email, reference in sent
+                    ]
+                )
                 if done:
                     uow.outbox.mark_delivered(done, at)
                 uow.commit()
@@ -2619,29 +2627,36 @@ class Billing:
         self, uow: UnitOfWork, messages: Sequence[OutboxMessage]
     ) -> list[tuple[OutboxMessage, EmailMessage]]:
         """Record each event's analytics row (once) and list the emails still to send."""
-        emails: list[tuple[OutboxMessage, EmailMessage]] = []
-        customers: dict[str, Customer] = {}
-        for message in messages:
-            event = message.event
-            # A Conflict means it was delivered before: at-least-once, deduplicated here.
-            with contextlib.suppress(Conflict):
-                uow.analytics.add(
-                    AnalyticsEvent(
-                        id=message.id,
-                        name=event.name.value,
-                        customer_id=event.customer_id or None,
-                        occurred_at=event.occurred_at,
-                        properties=event.data,
-                    )
+        # Rows already stored were delivered before (at least once): add_new skips them.
+        uow.analytics.add_new(
+            [
+                AnalyticsEvent(
+                    id=message.id,
+                    name=message.event.name.value,
+                    customer_id=message.event.customer_id or None,
+                    occurred_at=message.event.occurred_at,
+                    properties=message.event.data,
                 )
-            template = EMAIL_TEMPLATES.get(event.name)
-            if template is None or not event.customer_id:
-                continue
-            if uow.email_deliveries.find(message.id, template) is not None:
-                continue
-            customer = customers.get(event.customer_id)
-            if customer is None:
-                customer = customers[event.customer_id] = uow.customers.get(event.customer_id)
+                for message in messages
+            ]
+        )
+        wanted = [
+            (message, template)
+            for message in messages
+            if message.event.customer_id
+            and (template := EMAIL_TEMPLATES.get(message.event.name)) is not None
+        ]
+        if not wanted:
+            return []
+        sent = uow.email_deliveries.sent({(message.id, template) for message, template in wanted})
+        to_send = [(m, t) for m, t in wanted if (m.id, t) not in sent]
+        if not to_send:
+            return []
+        uow.prepare_batch(customers={message.event.customer_id for message, _ in to_send})
+        emails: list[tuple[OutboxMessage, EmailMessage]] = []
+        for message, template in to_send:
+            event = message.event
+            customer = uow.customers.get(event.customer_id)
             if customer.erased_at is not None or not customer.email_deliverable:
                 continue
             emails.append(
@@ -2658,28 +2673,20 @@ class Billing:
             )
         return emails
 
-    def _record_delivery(
-        self,
-        uow: UnitOfWork,
-        message: OutboxMessage,
-        email: EmailMessage,
-        provider_id: str,
-        at: datetime,
-    ) -> None:
-        # A Conflict means another dispatcher recorded the same email first.
-        with contextlib.suppress(Conflict):
-            uow.email_deliveries.add(
-                EmailDelivery(
-                    message_id=email.message_id,
-                    event_id=message.id,
-                    template=email.template,
-                    to=email.to,
-                    status=DeliveryStatus.SENT,
-                    created_at=at,
-                    customer_id=email.customer_id,
-                    provider_id=provider_id,
-                )
-            )
+    @staticmethod
+    def _delivery(
+        message: OutboxMessage, email: EmailMessage, provider_id: str, at: datetime
+    ) -> EmailDelivery:
+        return EmailDelivery(
+            message_id=email.message_id,
+            event_id=message.id,
+            template=email.template,
+            to=email.to,
+            status=DeliveryStatus.SENT,
+            created_at=at,
+            customer_id=email.customer_id,
+            provider_id=provider_id,
+        )
 
     def record_email_event(self, message_id: str, status: DeliveryStatus | str) -> EmailDelivery:
         """Record what the email provider reported; a bounce marks the address undeliverable."""

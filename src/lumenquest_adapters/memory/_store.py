@@ -968,6 +968,14 @@ class _Analytics(_Repository):
         self._uow.check_open()
         self._view.add(event)
 
+    def add_new(self, events: Sequence[AnalyticsEvent]) -> None:
+        """Store each event whose id is not stored yet; skip the others."""
+        self._uow.check_open()
+        view = self._view
+        for event in events:
+            if view.find(event.id) is None:
+                view.add(event)
+
     def list(
         self, *, customer_id: str | None = None, since: datetime | None = None
     ) -> Sequence[AnalyticsEvent]:
@@ -996,11 +1004,26 @@ class _EmailDeliveries(_Repository):
         self._uow.check_open()
         self._view.add(delivery)
 
+    def add_new(self, deliveries: Sequence[EmailDelivery]) -> None:
+        """Store each delivery whose event and template (and message id) are new; skip the others."""
+        self._uow.check_open()
+        view = self._view
+        for delivery in deliveries:
+            key = (delivery.event_id, delivery.template)
+            if view.owner(0, key) is None and view.find(delivery.message_id) is None:
+                view.add(delivery)
+
     def find(self, event_id: str, template: str) -> EmailDelivery | None:
         """Return the delivery of this event's email, if it was sent."""
         self._uow.check_open()
         owner = self._view.owner(0, (event_id, template))
         return None if owner is None else self._view.get(owner)
+
+    def sent(self, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Return the (event id, template) pairs among ``keys`` that have a delivery."""
+        self._uow.check_open()
+        owner = self._view.owner
+        return {key for key in keys if owner(0, key) is not None}
 
     def get(self, message_id: str) -> EmailDelivery:
         """Return the delivery or raise NotFound."""

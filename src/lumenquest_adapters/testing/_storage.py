@@ -1003,6 +1003,62 @@ class UnitOfWorkContract:
             assert _ids(uow.analytics.list(customer_id="cus_1")) == ["e_2", "e_1"]
             assert _ids(uow.analytics.list(since=T0 + HOUR)) == ["e_3", "e_1"]
 
+    def test_add_new_stores_only_analytics_events_not_stored_yet(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(uow_factory, lambda u: u.analytics.add(analytics_event("e_1", at=T0 + DAY)))
+        with uow_factory() as uow:
+            uow.analytics.add(analytics_event("e_2", at=T0))
+            uow.analytics.add_new(
+                [
+                    analytics_event("e_1", customer_id=None, at=T0),  # stored: skipped
+                    analytics_event("e_2", customer_id=None),  # this unit's own: skipped
+                    analytics_event("e_3", at=T0 + HOUR),
+                    analytics_event("e_3", customer_id=None),  # twice in one call: once
+                ]
+            )
+            uow.analytics.add_new([])
+            uow.commit()
+        with uow_factory() as uow:
+            assert _ids(uow.analytics.list()) == ["e_2", "e_3", "e_1"]
+            assert _ids(uow.analytics.list(customer_id="cus_1")) == ["e_2", "e_3", "e_1"]
+        with uow_factory() as uow:
+            uow.analytics.add_new([analytics_event("e_4")])  # not committed: discarded
+        with uow_factory() as uow:
+            assert len(uow.analytics.list()) == 3
+
+    def test_add_new_stores_only_emails_not_sent_yet_and_sent_names_them(
+        self, uow_factory: UowFactory
+    ) -> None:
+        _commit(
+            uow_factory, lambda u: u.email_deliveries.add(email_delivery("m_1", event_id="evt_1"))
+        )
+        with uow_factory() as uow:
+            uow.email_deliveries.add_new(
+                [
+                    email_delivery("m_9", event_id="evt_1"),  # its email was sent: skipped
+                    email_delivery("m_2", event_id="evt_1", template="receipt"),
+                    email_delivery("m_1", event_id="evt_2"),  # a stored message id: skipped
+                    email_delivery("m_3", event_id="evt_3"),
+                    email_delivery("m_4", event_id="evt_3"),  # twice in one call: the first
+                ]
+            )
+            uow.email_deliveries.add_new([])
+            asked = {
+                ("evt_1", "welcome"),
+                ("evt_1", "receipt"),
+                ("evt_2", "welcome"),
+                ("evt_3", "welcome"),
+            }
+            sent = {("evt_1", "welcome"), ("evt_1", "receipt"), ("evt_3", "welcome")}
+            assert uow.email_deliveries.sent(asked) == sent  # its own writes included
+            assert uow.email_deliveries.sent(set()) == set()
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.email_deliveries.sent(asked) == sent
+            listed = uow.email_deliveries.list(customer_id="cus_1")
+            assert [d.message_id for d in listed] == ["m_1", "m_2", "m_3"]
+
     def test_an_events_email_is_sent_once_per_template(self, uow_factory: UowFactory) -> None:
         _commit(
             uow_factory,
