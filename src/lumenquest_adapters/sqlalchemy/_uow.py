@@ -394,14 +394,18 @@ class SqlAlchemyUnitOfWork:
         with translated(metadata):
             return connection.execute(statement)
 
+    def _reading(self, table: sa.Table) -> Connection:
+        """Return the connection for a read of ``table``, its queued writes to it sent first."""
+        batch = self.batch
+        if batch is not None and batch.writes and table in batch.tables:
+            self.flush()
+        return self._begun()
+
     def read_by_key(
         self, table: sa.Table, key: str, values: Sequence[str], *, for_update: bool = False
     ) -> Sequence[Row]:
         """Return the rows whose ``key`` is one of ``values`` (locked, in key order, if asked)."""
-        batch = self.batch
-        if batch is not None and batch.writes and table in batch.tables:
-            self.flush()
-        connection = self._begun()
+        connection = self._reading(table)
         if not self._sqlite:
             with translated(metadata):
                 return select_by_key(connection, table, key, values, for_update=for_update)
@@ -423,10 +427,7 @@ class SqlAlchemyUnitOfWork:
         limit: int | None = None,
     ) -> Sequence[Row]:
         """Return the rows whose columns equal ``equal``'s values (ordered, limited if asked)."""
-        batch = self.batch
-        if batch is not None and batch.writes and table in batch.tables:
-            self.flush()
-        connection = self._begun()
+        connection = self._reading(table)
         if not self._sqlite:
             with translated(metadata):
                 return select_where(connection, table, equal, order_by=order_by, limit=limit)
