@@ -9,7 +9,8 @@ import pytest
 
 from lumenquest_adapters.memory import RecordingEmailSender
 from lumenquest_core import Billing, EventName, GatewayUnavailable, SubscriptionStatus
-from lumenquest_core.ports import EmailMessage
+from lumenquest_core.ports import DeliveryStatus, EmailDelivery, EmailMessage
+from lumenquest_core.service import EMAIL_TEMPLATES
 from tests.service.scenario import Shop, at
 
 USER = "user:1"
@@ -232,3 +233,30 @@ def test_an_email_outage_does_not_fail_the_billing_run() -> None:
     assert len(shop.invoices(sub.id)) == 2
     shop.billing.dispatch_events()
     assert shop.billing.email.templates().count("invoice_paid") == 2
+
+
+def test_a_round_whose_emails_were_already_recorded_sends_none() -> None:
+    """At least once: emails another dispatcher recorded are not sent again; events still are."""
+    shop = Shop(dispatch_immediately=False)
+    shop.subscribe()
+    pending = shop.billing.list_outbox()
+    recorded = [
+        EmailDelivery(
+            message_id=f"{m.id}.{template}",
+            event_id=m.id,
+            template=template,
+            to="ada@example.com",
+            status=DeliveryStatus.SENT,
+            created_at=m.created_at,
+            customer_id=m.event.customer_id,
+        )
+        for m in pending
+        if (template := EMAIL_TEMPLATES.get(m.event.name)) is not None
+    ]
+    assert recorded
+    with shop.billing._uow() as uow:  # what the other dispatcher left before it stopped
+        uow.email_deliveries.add_new(recorded)
+        uow.commit()
+    assert shop.billing.dispatch_events() == len(pending)
+    assert shop.billing.email.sent == []
+    assert all(m.delivered_at is not None for m in shop.billing.list_outbox())
