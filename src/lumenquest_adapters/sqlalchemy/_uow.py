@@ -675,13 +675,21 @@ class SqlAlchemyUnitOfWork:
         self._write_locked = True
         return count
 
-    def write_returning(self, statement: sa.Executable, postgresql_text: str | None = None) -> Any:
+    def write_returning(
+        self,
+        statement: sa.Executable,
+        postgresql_text: str | None = None,
+        *,
+        after_queued: bool = True,
+    ) -> Any:
         """Run one write and return the first column of its first returned row, if any.
 
         ``postgresql_text``: the same statement as PostgreSQL text, without parameters;
-        PostgreSQL runs it straight through the driver.
+        PostgreSQL runs it straight through the driver. ``after_queued=False``: the write
+        touches no row a queued write does, so those stay queued (sent together at commit).
         """
-        self.flush()
+        if after_queued:
+            self.flush()
         connection = self.connection()
         with translated(metadata):
             if postgresql_text is not None and not self._sqlite:
