@@ -22,7 +22,8 @@ the same run:
   the seeded "Pro" price, which starts a 14-day trial (subscription, events, audit,
   history; nothing is charged), and, as a second figure (``subscribe_paid_*``), to the
   "Business" price, which has no trial (an invoice, a charge through the fake gateway
-  and its settlement as well).
+  and its settlement as well). Under wrk, ``*_server_cpu_ms`` is the server process's
+  CPU time per request: one worker cannot serve more than 1000 / that many a second.
   The database is dropped afterwards. PostgreSQL is ``--postgres-url`` (default
   ``LUMENQUEST_POSTGRES_URL`` or the local ``test`` database); without it this part is
   skipped (``"postgres_skipped": 1``) unless ``LUMENQUEST_REQUIRE_SERVICES=1``.
@@ -214,9 +215,24 @@ def wrk(url: str, seconds: int, concurrency: int, script: Path | None = None) ->
         return float(value[1]) * _WRK_UNITS[value[2]]
 
     per_s = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
-    if per_s is None:
+    count = re.search(r"^\s+(\d+) requests in ", out, re.MULTILINE)
+    if per_s is None or count is None:
         raise SystemExit(f"no Requests/sec in wrk's output:\n{out}")
-    return {"req_per_s": float(per_s[1]), "p50_ms": latency("50"), "p99_ms": latency("99")}
+    return {
+        "req_per_s": float(per_s[1]),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "requests": float(count[1]),
+    }
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """Return the CPU time (user + system) process ``pid`` has used, where /proc tells."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def subscribe_script(directory: Path, tokens: list[str], price_id: str) -> Path:
@@ -299,7 +315,14 @@ async def measure_subscribe(
         if wrk_seconds:
             tokens = [user["Authorization"].removeprefix("Bearer ") for user in users]
             script = subscribe_script(server.log.parent, tokens, price_id)
+            before = cpu_seconds(server.process.pid)
             found = wrk(server.base_url, wrk_seconds, concurrency, script)
+            after = cpu_seconds(server.process.pid)
+            requests = found.pop("requests")
+            if before is not None and after is not None and requests:
+                # The one server process's CPU a request costs: with one worker its
+                # requests/s cannot pass 1000 / this, whatever the database does.
+                found["server_cpu_ms"] = 1000 * (after - before) / requests
             return {f"{prefix}_{k}": v for k, v in found.items()} | {f"{prefix}_users": len(users)}
         per_s, samples = await load(client, n, concurrency, subscribe, 201)
     return {
@@ -341,8 +364,8 @@ def measure_plans(
             plans = wrk(f"{app.base_url}/v1/plans", wrk_seconds, concurrency)
             wrk(f"{hello.base_url}/hello", 2, concurrency)
             bare = wrk(f"{hello.base_url}/hello", wrk_seconds, concurrency)
-            figures = {f"plans_{k}": v for k, v in plans.items()}
-            figures |= {f"hello_{k}": v for k, v in bare.items()}
+            figures = {f"plans_{k}": v for k, v in plans.items() if k != "requests"}
+            figures |= {f"hello_{k}": v for k, v in bare.items() if k != "requests"}
         else:
             figures = asyncio.run(measure_get(app, "/v1/plans", n, concurrency, "plans"))
             figures |= asyncio.run(measure_get(hello, "/hello", n, concurrency, "hello"))
