@@ -34,8 +34,9 @@ def test_a_session_that_planned_on_an_empty_table_reads_no_row_by_sequential_sca
             values = (f"chg_{i}", subscription, f"cus_{i % 20}", i, 1000 + (i % 3 == 0))
             cursor.execute(_INSERT, values)
         cursor.execute(
+            # This schema's table: other tests' schemas have one of the same name.
             "SELECT seq_tup_read, idx_scan FROM pg_stat_xact_user_tables"
-            " WHERE relname = 'subscription_changes'"
+            " WHERE relname = 'subscription_changes' AND schemaname = current_schema()"
         )
         seq_tup_read, idx_scan = cursor.fetchone() or (None, None)
         driver.rollback()
