@@ -88,21 +88,40 @@ def insert_if_new(connection: Connection, table: sa.Table, values: dict[str, Any
 
 
 def insert_new(connection: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING``: rows no unique key holds go in.
+    """``INSERT … ON CONFLICT DO NOTHING``: rows no unique key holds go in.
 
-    One statement per ``_MOST_PARAMETERS`` values (PostgreSQL takes at most 65,535).
+    The rows go as one array per column (``SELECT * FROM unnest(…)``): the statement's
+    text is the same whatever their number, so the driver converts it once and the server
+    can prepare it, where a ``VALUES`` list is new text, converted anew, every time.
     """
     columns = tuple(rows[0])
-    bound = bound_values(connection, table, columns)
-    per_statement = max(1, _MOST_PARAMETERS // len(columns))
-    one = "(" + ", ".join("%s" for _ in columns) + ")"
-    head = insert_sql(connection, table, columns).rpartition(" VALUES ")[0]
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        statement = f"{head} VALUES {', '.join(one for _ in chunk)} ON CONFLICT DO NOTHING"
-        params = [value for row in chunk for value in bound(row)]
-        with driver_cursor(connection, statement) as cursor:
-            cursor.execute(statement, params)
+    literals = array_literals(connection, table, columns)
+    if literals is None:
+        # A column type without an array literal here: a VALUES list, in chunks
+        # (PostgreSQL takes at most 65,535 parameters a statement).
+        bound = bound_values(connection, table, columns)
+        per_statement = max(1, _MOST_PARAMETERS // len(columns))
+        one = "(" + ", ".join("%s" for _ in columns) + ")"
+        head = insert_sql(connection, table, columns).rpartition(" VALUES ")[0]
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            statement = f"{head} VALUES {', '.join(one for _ in chunk)} ON CONFLICT DO NOTHING"
+            params = [value for row in chunk for value in bound(row)]
+            with driver_cursor(connection, statement) as cursor:
+                cursor.execute(statement, params)
+        return
+    statement = _unnest_insert_text(connection.dialect, table, columns) + " ON CONFLICT DO NOTHING"
+    with driver_cursor(connection, statement) as cursor:
+        cursor.execute(statement, literals(rows))
+
+
+@functools.cache
+def _unnest_insert_text(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> str:
+    """``INSERT INTO table (column, …) SELECT * FROM unnest(%s::type[], …)``."""
+    preparer = dialect.identifier_preparer
+    arrays = ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns)
+    names = ", ".join(preparer.quote(name) for name in columns)
+    return f"INSERT INTO {preparer.format_table(table)} ({names}) SELECT * FROM unnest({arrays})"
 
 
 _MOST_PARAMETERS = 60_000

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from lumenquest_adapters.sqlalchemy import _mapping as m
 from lumenquest_adapters.sqlalchemy import _schema as t
@@ -428,6 +429,8 @@ def _cycle_taken(invoice: Invoice) -> Describe:
 
     return describe
 
+
+_ID_ARRAY = postgresql.ARRAY(sa.String())
 
 # Take the next invoice number: built once, not on every invoice.
 _BUMP = (
@@ -869,13 +872,20 @@ class Outbox(_Repository):
         if not ids:
             return
         c = t.outbox.c
-        known = set(self._uow.read(sa.select(c.id).where(c.id.in_(ids))).scalars())
+        # PostgreSQL: one array parameter, the same statement text for any number of ids,
+        # where IN (…) is new text (compiled and converted again) for each count.
+        named = (
+            c.id.in_(ids)
+            if is_sqlite(self._uow.engine)
+            else c.id == sa.func.any(sa.bindparam("ids", ids, type_=_ID_ARRAY))
+        )
+        known = set(self._uow.read(sa.select(c.id).where(named)).scalars())
         for message_id in ids:
             if message_id not in known:
                 raise _not_found(self._kind, message_id)
         statement = (
             sa.update(t.outbox)
-            .where(c.id.in_(ids), c.delivered_at.is_(None))
+            .where(named, c.delivered_at.is_(None))
             .values(delivered_at=at, attempts=c.attempts + 1)
         )
         self._uow.write([statement], None, savepoint=False)
@@ -1205,7 +1215,24 @@ class EmailDeliveries(_Repository):
         wanted = builtins.list(builtins.set(keys))
         c = t.email_deliveries.c
         found: builtins.set[tuple[str, str]] = builtins.set()
-        # One query (per _LOAD_CHUNK pairs), served by the (event_id, template) unique index.
+        if wanted and not is_sqlite(self._uow.engine):
+            # One query whatever the number of pairs (two arrays: the same statement text
+            # each time), served by the (event_id, template) unique index.
+            pairs = (
+                sa.func.unnest(
+                    sa.bindparam("events", [key[0] for key in wanted], type_=_ID_ARRAY),
+                    sa.bindparam("templates", [key[1] for key in wanted], type_=_ID_ARRAY),
+                )
+                .table_valued("event_id", "template")
+                .render_derived()
+            )
+            query = sa.select(c.event_id, c.template).join_from(
+                t.email_deliveries,
+                pairs,
+                sa.and_(c.event_id == pairs.c.event_id, c.template == pairs.c.template),
+            )
+            return {(row.event_id, row.template) for row in self._uow.read(query)}
+        # SQLite: one query per _LOAD_CHUNK pairs.
         for start in range(0, len(wanted), _LOAD_CHUNK):
             chunk = wanted[start : start + _LOAD_CHUNK]
             query = sa.select(c.event_id, c.template).where(

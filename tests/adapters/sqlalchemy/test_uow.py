@@ -19,9 +19,18 @@ from lumenquest_adapters.sqlalchemy import (
     upgrade,
 )
 from lumenquest_adapters.sqlalchemy._schema import subscriptions
-from lumenquest_adapters.testing.samples import T0, customer, invoice, plan, price, subscription
+from lumenquest_adapters.testing.samples import (
+    T0,
+    customer,
+    invoice,
+    outbox_message,
+    plan,
+    price,
+    subscription,
+)
 from lumenquest_core.errors import ConfigurationError, GatewayUnavailable, NotFound
 from lumenquest_core.invoicing import InvoiceStatus
+from lumenquest_core.ports import AnalyticsEvent, DeliveryStatus, EmailDelivery
 from lumenquest_core.subscriptions import SubscriptionStatus, next_action_at
 from tests.adapters.sqlalchemy.databases import sqlite_url
 
@@ -226,3 +235,51 @@ def test_batched_updates_of_many_rows_read_back_as_written(
                     assert read.erased_at.tzinfo is UTC
             assert len(uow.customers.list(limit=500)) == 151 + 120 * round_
     assert len(literals) == (2 if engine.dialect.name == "postgresql" else 0)
+
+
+def test_a_dispatch_rounds_statements_take_many_rows_and_awkward_values(engine: Engine) -> None:
+    # PostgreSQL sends each as one statement whatever the number of rows (arrays, not a
+    # VALUES or IN list): more rows than a pipeline or a load chunk takes, text an array
+    # literal must escape, JSON of every kind, NULLs.
+    texts = ['a "quoted" one', "back\\slash", "{brace}, comma", "NULL", "ünïcode ✓", ""]
+    events = [
+        AnalyticsEvent(
+            id=f"evt_{i:04}",
+            name=texts[i % len(texts)],
+            customer_id=None if i % 3 else "cus_1",
+            occurred_at=T0 + i * HOUR,
+            properties={"n": i, "flag": bool(i % 2), "text": texts[i % len(texts)], "none": None}
+            if i % 5
+            else {},
+        )
+        for i in range(1200)
+    ]
+    messages = [outbox_message(f"evt_{i:04}", created_at=T0) for i in range(1200)]
+    deliveries = [
+        EmailDelivery(
+            message_id=f"msg_{i:04}",
+            event_id=f"evt_{i:04}",
+            template=texts[i % len(texts)],
+            to="someone@example.com",
+            status=DeliveryStatus.SENT,
+            created_at=T0,
+        )
+        for i in range(0, 1200, 2)
+    ]
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        for message in messages:
+            uow.outbox.add(message)
+        uow.analytics.add_new(events)
+        uow.analytics.add_new(events[:10])  # stored already: skipped
+        uow.email_deliveries.add_new(deliveries)
+        uow.commit()
+    asked = {(f"evt_{i:04}", texts[i % len(texts)]) for i in range(1200)}
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        assert list(uow.analytics.list()) == events
+        assert uow.email_deliveries.sent(asked) == {(d.event_id, d.template) for d in deliveries}
+        uow.outbox.mark_delivered([m.id for m in messages], T0 + HOUR)
+        uow.outbox.mark_delivered([messages[0].id], T0 + 2 * HOUR)  # the first time is kept
+        uow.commit()
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        assert uow.outbox.pending(limit=10) == []
+        assert {m.delivered_at for m in uow.outbox.list()} == {T0 + HOUR}
