@@ -36,6 +36,7 @@ from lumenquest_adapters.sqlalchemy._raw import (
     bound_values,
     driver_cursor,
     insert_sql,
+    kept_cursor,
     reraise,
     update_sql,
 )
@@ -237,29 +238,29 @@ def send_pipelined(connection: Connection, writes: list[Write], number: int | No
     driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     statement = f"SAVEPOINT {_SAVEPOINT}"
+    cursor = kept_cursor(connection)
     try:
-        with driver.cursor() as cursor:
-            try:
-                with driver.pipeline():
-                    # Savepoints are not worth preparing: psycopg would after 5 uses.
-                    cursor.execute(statement, prepare=False)
-                    if number is not None:
-                        statement = _COUNTER
-                        cursor.execute(statement, (number,))
-                    for (table, columns), rows in inserts:
-                        statement = insert_sql(connection, table, columns)
-                        bound = bound_values(connection, table, columns)
-                        cursor.executemany(statement, [bound(row) for row in rows])
-                    for table, (key, columns), rows in updates:
-                        statement = update_sql(connection, table, key, columns)
-                        bound = bound_values(connection, table, columns)
-                        cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
-                    statement = f"RELEASE SAVEPOINT {_SAVEPOINT}"
-                    cursor.execute(statement, prepare=False)
-            except psycopg.IntegrityError:
-                statement = f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}"
+        try:
+            with driver.pipeline():
+                # Savepoints are not worth preparing: psycopg would after 5 uses.
                 cursor.execute(statement, prepare=False)
-                return False
+                if number is not None:
+                    statement = _COUNTER
+                    cursor.execute(statement, (number,))
+                for (table, columns), rows in inserts:
+                    statement = insert_sql(connection, table, columns)
+                    bound = bound_values(connection, table, columns)
+                    cursor.executemany(statement, [bound(row) for row in rows])
+                for table, (key, columns), rows in updates:
+                    statement = update_sql(connection, table, key, columns)
+                    bound = bound_values(connection, table, columns)
+                    cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
+                statement = f"RELEASE SAVEPOINT {_SAVEPOINT}"
+                cursor.execute(statement, prepare=False)
+        except psycopg.IntegrityError:
+            statement = f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}"
+            cursor.execute(statement, prepare=False)
+            return False
     except psycopg.Error as exc:
         reraise(connection, statement, exc)
     return True

@@ -40,6 +40,7 @@ __all__ = [
     "insert_many",
     "insert_new",
     "insert_sql",
+    "kept_cursor",
     "reraise",
     "select_by_key",
     "select_where",
@@ -161,23 +162,24 @@ def update_row(
     params = [*bound_values(connection, table, columns)(values), values[key]]
     driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
+    cursor = kept_cursor(connection)
     try:
-        with driver.cursor() as cursor:
-            if not savepoint:
-                cursor.execute(statement, params)
-                return int(cursor.rowcount)
-            with driver.cursor() as control:
-                try:
-                    with driver.pipeline():
-                        # Savepoints are not worth preparing: psycopg would after 5 uses.
-                        control.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
-                        cursor.execute(statement, params)
-                        control.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
-                except psycopg.Error:
-                    if not driver.broken:
-                        control.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", prepare=False)
-                    raise
+        if not savepoint:
+            cursor.execute(statement, params)
             return int(cursor.rowcount)
+        # Its own cursor for the savepoint's statements: the row count is the update's.
+        with driver.cursor() as control:
+            try:
+                with driver.pipeline():
+                    # Savepoints are not worth preparing: psycopg would after 5 uses.
+                    control.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
+                    cursor.execute(statement, params)
+                    control.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
+            except psycopg.Error:
+                if not driver.broken:
+                    control.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", prepare=False)
+                raise
+        return int(cursor.rowcount)
     except psycopg.Error as exc:
         reraise(connection, statement, exc)
 
@@ -254,15 +256,20 @@ def _fetch(
     connection: Connection, table: sa.Table, statement: str, params: Sequence[Any]
 ) -> list[dict[str, Any]]:
     """Run a ``SELECT`` of every column of ``table``; return its rows as column -> value."""
-    with driver_cursor(connection, statement) as cursor:
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    cursor = kept_cursor(connection)
+    try:
         cursor.execute(statement, params)
         fetched = cursor.fetchall()
-        if not fetched:
-            return []
-        # The columns' type oids from the result itself: cursor.description would build
-        # an object per column on every call.
-        result = cursor.pgresult
-        oids = tuple(result.ftype(i) for i in range(result.nfields))
+    except psycopg.Error as exc:
+        reraise(connection, statement, exc)
+    if not fetched:
+        return []
+    # The columns' type oids from the result itself: cursor.description would build an
+    # object per column on every call.
+    result = cursor.pgresult
+    oids = tuple(result.ftype(i) for i in range(result.nfields))
     make = _row_maker(connection.dialect, table, oids)
     return [make(row) for row in fetched]
 
@@ -442,16 +449,34 @@ def _bind_processor(dialect: Dialect, type_: Any) -> Callable[[Any], Any] | None
 
 @contextmanager
 def driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
-    """Yield a psycopg cursor of the connection; its errors come out as SQLAlchemy's would."""
+    """Yield the connection's psycopg cursor; its errors come out as SQLAlchemy's would."""
     import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
 
-    driver = connection.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
     try:
-        with driver.cursor() as cursor:
-            yield cursor
+        yield kept_cursor(connection)
     except psycopg.Error as exc:
         reraise(connection, statement, exc)
+
+
+def kept_cursor(connection: Connection) -> Any:
+    """Return the psycopg cursor kept for this driver connection, made on first use.
+
+    Making a cursor (its adapters and transformer) and closing it cost the driver more
+    than a small statement's own execution; one connection runs one statement at a time
+    and each caller takes its results before the next, so one cursor serves them all.
+    """
+    pooled = connection.connection
+    info = pooled.info
+    cursor = info.get(_KEPT_CURSOR)
+    driver = pooled.driver_connection
+    if cursor is None or cursor.connection is not driver or cursor.closed:
+        # First use, or the pool reconnected this record since: a cursor of the new one.
+        assert driver is not None
+        cursor = info[_KEPT_CURSOR] = driver.cursor()
+    return cursor
+
+
+_KEPT_CURSOR = "lumenquest_kept_cursor"
 
 
 def reraise(connection: Connection, statement: str, error: Exception) -> NoReturn:
