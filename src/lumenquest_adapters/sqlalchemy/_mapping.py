@@ -10,6 +10,7 @@ validated objects when written, and the schema's CHECK constraints hold them the
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -102,11 +103,13 @@ def json_encoder(*, sort_keys: bool = False) -> Callable[[Any], str]:
     encode = c_make_encoder(
         None, read_only_default, encode_basestring_ascii, None, ": ", ", ", sort_keys, False, True
     )
+    # A partial, not a closure: psycopg caches its JSON dumper per dumps function, and
+    # for a closure it makes a new one at every value (and logs a warning about it).
+    return functools.partial(_encoded, encode)
 
-    def dumps(value: Any) -> str:
-        return "".join(encode(value, 0))
 
-    return dumps
+def _encoded(encode: Callable[[Any, int], Sequence[str]], value: Any) -> str:
+    return "".join(encode(value, 0))
 
 
 json_dumps = json_encoder()

@@ -31,3 +31,9 @@ def test_json_dumps_writes_what_the_standard_encoder_writes(value: Any) -> None:
 def test_the_sorted_encoder_writes_what_the_standard_one_writes_sorted(value: Any) -> None:
     expected = json.dumps(value, default=read_only_default, sort_keys=True)
     assert json_encoder(sort_keys=True)(value) == expected
+
+
+def test_the_encoder_is_no_closure_so_psycopg_caches_its_dumper() -> None:
+    """psycopg keys its JSON dumpers on the function; a closure gets a new one per value."""
+    assert getattr(json_dumps, "__closure__", None) is None
+    assert getattr(json_encoder(sort_keys=True), "__closure__", None) is None
