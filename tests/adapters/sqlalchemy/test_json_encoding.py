@@ -14,10 +14,12 @@ from lumenquest_adapters.sqlalchemy._mapping import json_dumps, json_encoder, re
 _atoms = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
 _data = st.recursive(
     _atoms,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(), inner, max_size=4)
-    | st.dictionaries(st.text(), inner, max_size=4).map(MappingProxyType)
-    | st.lists(inner, max_size=4).map(tuple),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(), inner, max_size=4)
+        | st.dictionaries(st.text(), inner, max_size=4).map(MappingProxyType)
+        | st.lists(inner, max_size=4).map(tuple)
+    ),
     max_leaves=20,
 )
 
