@@ -20,7 +20,6 @@ have raised, only later. That is the one thing batch mode changes, and the port 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.util import find_tables
 
 from lumenquest_adapters.sqlalchemy._errors import Describe
-from lumenquest_adapters.sqlalchemy._mapping import plain_json, read_only_default
+from lumenquest_adapters.sqlalchemy._mapping import json_encoder, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
     array_literals,
     bound_values,
@@ -132,7 +131,7 @@ class Batch:
 _ABSENT = object()
 # JSON equal by ``==`` may still differ (1, 1.0 and true are equal): its canonical text,
 # from the C encoder, tells.
-_canonical = json.JSONEncoder(sort_keys=True, default=read_only_default).encode
+_canonical = json_encoder(sort_keys=True)
 
 
 @functools.cache

@@ -10,10 +10,12 @@ validated objects when written, and the schema's CHECK constraints hold them the
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from types import MappingProxyType
 from typing import Any
 
@@ -89,7 +91,28 @@ def read_only_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-json_dumps = json.JSONEncoder(default=read_only_default).encode
+def json_encoder(*, sort_keys: bool = False) -> Callable[[Any], str]:
+    """Return ``json.dumps`` (its defaults, keys sorted if asked) that also takes read-only mappings.
+
+    The C encoder is made once, here, not on every call as ``JSONEncoder.encode`` does
+    (1.5 us of 7 for an event's data), and without a circular-reference check: the
+    domain's data are trees (a cycle would raise RecursionError, not ValueError).
+    """
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(sort_keys=sort_keys, default=read_only_default).encode
+    encode = c_make_encoder(
+        None, read_only_default, encode_basestring_ascii, None, ": ", ", ", sort_keys, False, True
+    )
+    # A partial, not a closure: psycopg caches its JSON dumper per dumps function, and
+    # for a closure it makes a new one at every value (and logs a warning about it).
+    return functools.partial(_encoded, encode)
+
+
+def _encoded(encode: Callable[[Any, int], Sequence[str]], value: Any) -> str:
+    return "".join(encode(value, 0))
+
+
+json_dumps = json_encoder()
 """``json.dumps`` that also takes read-only mappings, met by the C encoder: no Python walk."""
 
 

@@ -32,6 +32,7 @@ from lumenquest_adapters.sqlalchemy._mapping import json_dumps, plain
 
 __all__ = [
     "array_literals",
+    "begin_with",
     "bound_values",
     "driver_cursor",
     "execute",
@@ -132,6 +133,48 @@ def execute(connection: Connection, statement: str, params: Sequence[Any] = ()) 
     """Run a statement whose values are plain driver values (no column to process them)."""
     with driver_cursor(connection, statement) as cursor:
         cursor.execute(statement, params)
+
+
+def begin_with(connection: Connection, settings: dict[str, str]) -> None:
+    """Begin the driver's transaction with ``set_config(name, value, true)`` of each setting.
+
+    psycopg sends a transaction's ``BEGIN`` as a round trip of its own before the first
+    statement (in a pipeline too: it syncs after it). Here ``BEGIN`` and the settings go
+    as one simple query, one round trip, the values quoted by the driver; nothing runs
+    in the transaction before them. A connection that begins some other way (an
+    isolation level or read-only mode set on it) takes the two round trips.
+    """
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+    from psycopg import generators, pq, sql  # noqa: PLC0415
+
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    calls = sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+        for name, value in settings.items()
+    )
+    select = sql.SQL("SELECT {}").format(calls)
+    plain = (
+        driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        and driver.pgconn.pipeline_status == pq.PipelineStatus.OFF
+        and not driver.autocommit
+        and driver.isolation_level is None
+        and driver.read_only is None
+        and driver.deferrable is None
+    )
+    try:
+        if not plain:
+            driver.execute(select)
+            return
+        command = b"BEGIN; " + select.as_bytes(driver)
+        with driver.lock:
+            driver.pgconn.send_query(command)
+            results = driver.wait(generators.execute(driver.pgconn))
+        for result in results:
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                raise psycopg.errors.error_from_result(result, encoding=driver.info.encoding)
+    except psycopg.Error as exc:
+        reraise(connection, "BEGIN; SELECT set_config(…)", exc)
 
 
 def first_value(connection: Connection, statement: str) -> Any:

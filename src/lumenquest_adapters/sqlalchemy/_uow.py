@@ -11,7 +11,7 @@ Row-level security (PostgreSQL): a unit of work made with an :class:`Identity` (
 :meth:`SqlAlchemyStore.acting_as`) begins every transaction with
 ``set_config('lumenquest.customer_id', …, true), set_config('lumenquest.role', …, true)``
 (``SET LOCAL``: gone at commit or rollback, so a pooled connection never carries an
-identity into the next transaction). SQLite has no row-level security: there the
+identity into the next transaction), sent in the same query as ``BEGIN``: one round trip. SQLite has no row-level security: there the
 identity changes nothing.
 """
 
@@ -44,7 +44,7 @@ from lumenquest_adapters.sqlalchemy._engine import BEGIN_KEY, is_sqlite
 from lumenquest_adapters.sqlalchemy._errors import Describe, translated
 from lumenquest_adapters.sqlalchemy._mapping import Row, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
-    execute,
+    begin_with,
     first_value,
     insert_if_new,
     insert_many,
@@ -95,10 +95,6 @@ _TAKE_WRITE_LOCK = (
 
 # SQLite's bound on one statement's parameters (SQLITE_MAX_VARIABLE_NUMBER, from 3.32).
 _SQLITE_MOST_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
-
-_SET_IDENTITY = (
-    "SELECT set_config('lumenquest.customer_id', %s, true), set_config('lumenquest.role', %s, true)"
-)
 
 SessionRole = Literal["user", "admin", "system"]
 """Who a transaction acts as: a customer's ``user``, an ``admin``, or the billing run."""
@@ -369,8 +365,15 @@ class SqlAlchemyUnitOfWork:
             with translated(metadata):
                 connection.begin()
                 if self.identity is not None and not self._sqlite:
-                    identity = (self.identity.customer_id or "", self.identity.role)
-                    execute(connection, _SET_IDENTITY, identity)
+                    # BEGIN and the identity in one round trip: nothing runs between them.
+                    identity = self.identity
+                    begin_with(
+                        connection,
+                        {
+                            "lumenquest.customer_id": identity.customer_id or "",
+                            "lumenquest.role": identity.role,
+                        },
+                    )
         return connection
 
     def take_write_lock(self) -> None:

@@ -575,6 +575,25 @@ def test_the_identity_does_not_survive_its_transaction(db: Seeded) -> None:
         single.dispose()
 
 
+def test_an_identity_begins_its_transaction_in_one_statement_and_verbatim(db: Seeded) -> None:
+    """BEGIN and the identity go as one query, a customer id with quotes quoted as itself."""
+    url = db.app.url.render_as_string(hide_password=False)
+    single = postgres_engine(url, db.schema, poolclass=sa.NullPool)
+    odd = "cus_o'brien\\'); SELECT set_config('lumenquest.role', 'system', true); --"
+    try:
+        with SqlAlchemyStore(single).acting_as(odd)() as uow:
+            assert isinstance(uow, SqlAlchemyUnitOfWork)
+            connection = uow.connection()
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            # The query that began the transaction set the identity and left it open.
+            assert driver.info.transaction_status.name == "INTRANS"
+            assert _settings(connection)[1:] == (odd, "user")
+            assert _visible(connection, metadata.tables["customers"]) == set()
+    finally:
+        single.dispose()
+
+
 def test_an_identity_needs_a_known_role_and_a_user_its_customer() -> None:
     with pytest.raises(ValueError, match="customer_id"):
         Identity("user")
