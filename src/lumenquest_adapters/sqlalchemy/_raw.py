@@ -149,14 +149,10 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
 
     driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
-    calls = sql.SQL(", ").join(
-        sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
-        for name, value in settings.items()
-    )
-    select = sql.SQL("SELECT {}").format(calls)
+    pgconn = driver.pgconn
     plain = (
-        driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
-        and driver.pgconn.pipeline_status == pq.PipelineStatus.OFF
+        pgconn.transaction_status == pq.TransactionStatus.IDLE
+        and pgconn.pipeline_status == pq.PipelineStatus.OFF
         and not driver.autocommit
         and driver.isolation_level is None
         and driver.read_only is None
@@ -164,9 +160,21 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
     )
     try:
         if not plain:
-            driver.execute(select)
+            calls = sql.SQL(", ").join(
+                sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+                for name, value in settings.items()
+            )
+            driver.execute(sql.SQL("SELECT {}").format(calls))
             return
-        command = b"BEGIN; " + select.as_bytes(driver)
+        # libpq's own quoting (PQescapeLiteral): what sql.Literal gives, without building
+        # and rendering a composed statement on every transaction.
+        quote = pq.Escaping(pgconn).escape_literal
+        encoding = driver.info.encoding
+        command = b"BEGIN; SELECT " + b", ".join(
+            b"set_config(%s, %s, true)"
+            % (quote(name.encode(encoding)), quote(value.encode(encoding)))
+            for name, value in settings.items()
+        )
         with driver.lock:
             driver.pgconn.send_query(command)
             results = driver.wait(generators.execute(driver.pgconn))
