@@ -96,7 +96,7 @@ def message_row(message: OutboxMessage) -> MessageRow:
     event = message.event
     return (
         message.id,
-        event.name.value,
+        event.name._value_,  # the plain attribute: .value is a Python-level property
         event.subject_id,
         event.customer_id,
         event.occurred_at,
