@@ -1518,15 +1518,20 @@ class Billing:
                     customer, credit_balance=invoicing.customer_balance_after(invoice, balance)
                 )
             )
+        # The event and the audit row carry the same facts: converted to JSON data once.
+        finalized = to_jsonable(
+            {"number": number, "total": invoice.total, "amount_due": invoice.amount_due}
+        )
         events = [
-            self._event(
-                EventName.INVOICE_FINALIZED,
-                invoice.id,
-                customer.id,
-                at,
-                number=number,
-                total=invoice.total,
-                amount_due=invoice.amount_due,
+            build_trusted(
+                DomainEvent,
+                {
+                    "name": EventName.INVOICE_FINALIZED,
+                    "subject_id": invoice.id,
+                    "customer_id": customer.id,
+                    "occurred_at": at,
+                    "data": MappingProxyType(finalized),
+                },
             )
         ]
         if invoice.status is InvoiceStatus.PAID:
@@ -1539,7 +1544,8 @@ class Billing:
             "invoice",
             invoice.id,
             customer_id=customer.id,
-            after={"number": number, "total": invoice.total, "amount_due": invoice.amount_due},
+            after=dict(finalized),  # its own dict: the event's stays read-only
+            json_ready=True,
         )
         if sub is not None and invoice.discount_coupon_id is not None:
             used = lifecycle.discount_used(sub)
