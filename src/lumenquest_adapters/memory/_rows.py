@@ -111,6 +111,7 @@ def message_from_row(row: MessageRow) -> OutboxMessage:
     """Rebuild an outbox message from its row."""
     message_id, name, subject_id, customer_id, occurred_at, data, created, delivered, tries = row
     # The row holds what a valid message held: the checks ran when it was first built.
+    # The dispatcher reads every waiting message back: the data is unpacked inline.
     event = build_trusted(
         DomainEvent,
         {
@@ -118,12 +119,12 @@ def message_from_row(row: MessageRow) -> OutboxMessage:
             "subject_id": subject_id,
             "customer_id": customer_id,
             "occurred_at": occurred_at,
-            "data": _unpack_mapping(data),
+            "data": MappingProxyType(_loads(data))
+            if type(data) is bytes
+            else _unpack_mapping(data),
         },
     )
-    return OutboxMessage(
-        id=message_id, event=event, created_at=created, delivered_at=delivered, attempts=tries
-    )
+    return OutboxMessage(message_id, event, created, delivered, tries)
 
 
 def message_delivered(row: MessageRow, at: datetime) -> MessageRow:
