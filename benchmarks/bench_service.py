@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python benchmarks/bench_service.py`` (10,000 subscriptions) or with
 ``--subscriptions N``; ``--smoke`` uses 200, to prove the benchmark still works;
-``--profile`` adds the top cProfile costs of one more run. Beside the figure, measured
+``--profile`` adds the top cProfile costs of one more run; ``--callgrind`` runs one run_due
+alone (see :func:`callgrind_run`), to count its instructions. Beside the figure, measured
 in the same process: the pure core doing the same renewals (``renew`` + ``build_invoice``
 + ``finalize`` per subscription, no storage, no payment), the floor run_due stands on;
 the garbage collector's share of run_due; and ``dispatch_events`` delivering the run's
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import io
 import json
@@ -124,15 +126,37 @@ def profile(n: int, top: int = 10) -> str:
     return out.getvalue()
 
 
+def callgrind_run(n: int) -> None:
+    """Run one run_due over ``n`` inside ``functools.reduce``, the marker callgrind toggles on.
+
+    ``valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce
+    .venv/bin/python benchmarks/bench_service.py --callgrind --subscriptions 3000`` counts
+    the instructions of run_due alone (setup excluded): repeatable on a busy machine,
+    where wall-clock figures are not.
+    """
+    billing, _ = setup(n)
+    billing.dispatch_events(limit=10 * n + 100)  # as the untraced run: welcome emails out
+    gc.collect()
+    summary = functools.reduce(lambda _, __: billing.run_due(limit=max(n, 1)), [0], None)
+    assert summary is not None
+    assert summary.renewals == n, summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscriptions", type=int, default=10_000, help="how many are due")
     parser.add_argument("--smoke", action="store_true", help="200 subscriptions only")
     parser.add_argument("--profile", action="store_true", help="print the top 10 costs")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="only one run_due, for callgrind to count"
+    )
     args = parser.parse_args()
     n = 200 if args.smoke else args.subscriptions
     if n < 1:
         parser.error("--subscriptions must be at least 1")
+    if args.callgrind:
+        callgrind_run(n)
+        return
 
     billing, setup_s = setup(n)
     subs = billing.list_subscriptions(limit=1000)

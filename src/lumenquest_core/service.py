@@ -17,7 +17,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -196,17 +196,34 @@ def _fingerprint(operation: str, arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+# isoformat costs a microsecond (C printf underneath); a renewal audits four period
+# bounds, and the subscriptions of a batch mostly share them.
+_ISO_TEXT: dict[datetime, str] = {}
+
+
+def _iso(instant: datetime) -> str:
+    """Return ``instant.isoformat()``, remembered for plain UTC datetimes."""
+    # Equal instants in other zones print differently: only UTC ones are remembered.
+    if instant.tzinfo is not UTC or type(instant) is not datetime:
+        return instant.isoformat()
+    text = _ISO_TEXT.get(instant)
+    if text is None:
+        if len(_ISO_TEXT) >= 1024:
+            _ISO_TEXT.clear()  # bounded: a long run meets ever new instants
+        text = _ISO_TEXT[instant] = instant.isoformat()
+    return text
+
+
 def _snapshot(sub: Subscription) -> dict[str, Any]:
     """Return the audit view of a subscription: what changed, without personal data."""
+    period = sub.current_period
     return {
-        "status": sub.status.value,
+        # _value_ is the member's plain attribute; .value is a Python-level property.
+        "status": sub.status._value_,
         "price_id": sub.price.id,
         "quantity": sub.quantity,
         # Built here rather than through to_jsonable: every renewal audits two snapshots.
-        "period": {
-            "start": sub.current_period.start.isoformat(),
-            "end": sub.current_period.end.isoformat(),
-        },
+        "period": {"start": _iso(period.start), "end": _iso(period.end)},
         "cancel_at_period_end": sub.cancel_at_period_end,
         "scheduled_change": None
         if sub.scheduled_change is None
@@ -329,8 +346,9 @@ class Billing:
         )
 
     def _emit(self, uow: UnitOfWork, events: Iterable[DomainEvent], at: datetime) -> None:
+        add, ids = uow.outbox.add, self._ids
         for event in events:
-            uow.outbox.add(OutboxMessage(id=self._ids("evt"), event=event, created_at=at))
+            add(OutboxMessage(id=ids("evt"), event=event, created_at=at))
 
     def _event(
         self, name: EventName, subject_id: str, customer_id: str, at: datetime, **data: Any
@@ -394,6 +412,8 @@ class Billing:
         else:
             uow.subscriptions.update(sub)
         self._emit(uow, transition.events, at)
+        old = None if before is None else _snapshot(before)
+        new = _snapshot(sub)
         self._audit(
             uow,
             at,
@@ -401,8 +421,8 @@ class Billing:
             "subscription",
             sub.id,
             customer_id=sub.customer_id,
-            before=None if before is None else _snapshot(before),
-            after=_snapshot(sub),
+            before=old,
+            after=new,
             json_ready=True,
         )
         uow.subscription_changes.add(
@@ -412,8 +432,8 @@ class Billing:
                 customer_id=sub.customer_id,
                 kind=action,
                 at=at,
-                from_status=None if before is None else before.status.value,
-                to_status=sub.status.value,
+                from_status=None if old is None else old["status"],
+                to_status=new["status"],
                 from_price_id=None if before is None else before.price.id,
                 to_price_id=sub.price.id,
                 from_quantity=None if before is None else before.quantity,
@@ -1498,15 +1518,20 @@ class Billing:
                     customer, credit_balance=invoicing.customer_balance_after(invoice, balance)
                 )
             )
+        # The event and the audit row carry the same facts: converted to JSON data once.
+        finalized = to_jsonable(
+            {"number": number, "total": invoice.total, "amount_due": invoice.amount_due}
+        )
         events = [
-            self._event(
-                EventName.INVOICE_FINALIZED,
-                invoice.id,
-                customer.id,
-                at,
-                number=number,
-                total=invoice.total,
-                amount_due=invoice.amount_due,
+            build_trusted(
+                DomainEvent,
+                {
+                    "name": EventName.INVOICE_FINALIZED,
+                    "subject_id": invoice.id,
+                    "customer_id": customer.id,
+                    "occurred_at": at,
+                    "data": MappingProxyType(finalized),
+                },
             )
         ]
         if invoice.status is InvoiceStatus.PAID:
@@ -1519,7 +1544,8 @@ class Billing:
             "invoice",
             invoice.id,
             customer_id=customer.id,
-            after={"number": number, "total": invoice.total, "amount_due": invoice.amount_due},
+            after=dict(finalized),  # its own dict: the event's stays read-only
+            json_ready=True,
         )
         if sub is not None and invoice.discount_coupon_id is not None:
             used = lifecycle.discount_used(sub)

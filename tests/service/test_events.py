@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lumenquest_adapters.memory import RecordingEmailSender
-from lumenquest_core import Billing, EventName, GatewayUnavailable, SubscriptionStatus
+from lumenquest_core import Billing, EventName, GatewayUnavailable, SubscriptionStatus, service
 from lumenquest_core.ports import DeliveryStatus, EmailDelivery, EmailMessage
 from lumenquest_core.service import EMAIL_TEMPLATES
 from tests.service.scenario import Shop, at
@@ -260,3 +263,22 @@ def test_a_round_whose_emails_were_already_recorded_sends_none() -> None:
     assert shop.billing.dispatch_events() == len(pending)
     assert shop.billing.email.sent == []
     assert all(m.delivered_at is not None for m in shop.billing.list_outbox())
+
+
+@pytest.mark.memory_only  # a pure helper: no store involved
+@given(
+    instant=st.datetimes(
+        # hypothesis takes naive bounds and adds the zones itself
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
+    )
+)
+def test_audit_instants_print_as_isoformat_whatever_was_printed_before(
+    instant: datetime,
+) -> None:
+    # The audit snapshot remembers printed UTC instants; an equal instant in another
+    # zone must still print with its own offset.
+    utc = instant.astimezone(UTC)
+    assert service._iso(utc) == utc.isoformat()
+    assert service._iso(instant) == instant.isoformat()

@@ -22,8 +22,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-import attrs
-
+from lumenquest_adapters.memory import _rows
+from lumenquest_adapters.memory._rows import ChangeRow, EntryRow, MessageRow
 from lumenquest_adapters.memory._tables import R, Table, UniqueIndex, View
 from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
@@ -133,8 +133,16 @@ def _pending(payment: Payment) -> Hashable | None:
     return True if payment.status is _PENDING else None
 
 
-def _undelivered(message: OutboxMessage) -> Hashable | None:
-    return True if message.delivered_at is None else None
+def _undelivered(row: MessageRow) -> Hashable | None:
+    return True if row[_rows.MESSAGE_DELIVERED_AT] is None else None
+
+
+def _message_customer(row: MessageRow) -> Hashable | None:
+    return row[_rows.MESSAGE_CUSTOMER] or None
+
+
+# The history tables keep compact rows (see _rows): their ids are the first field.
+_row_id = operator.itemgetter(0)
 
 
 class MemoryStore:
@@ -208,25 +216,25 @@ class MemoryStore:
         self.usage: Table[UsageRecord] = Table(
             "usage record", _by_id, indexes={"subscription_id": _subscription_id}
         )
-        self.outbox: Table[OutboxMessage] = Table(
+        self.outbox: Table[MessageRow] = Table(
             "outbox message",
-            _by_id,
+            _row_id,
+            indexes={"undelivered": _undelivered, "customer_id": _message_customer},
+        )
+        self.audit_log: Table[EntryRow] = Table(
+            "audit entry",
+            _row_id,
             indexes={
-                "undelivered": _undelivered,
-                "customer_id": lambda m: m.event.customer_id or None,
+                "subject_id": operator.itemgetter(_rows.ENTRY_SUBJECT),
+                "customer_id": operator.itemgetter(_rows.ENTRY_CUSTOMER),
             },
         )
-        self.audit_log: Table[AuditEntry] = Table(
-            "audit entry",
-            _by_id,
-            indexes={"subject_id": operator.attrgetter("subject_id"), "customer_id": _customer_id},
-        )
-        self.subscription_changes: Table[SubscriptionChange] = Table(
+        self.subscription_changes: Table[ChangeRow] = Table(
             "subscription change",
-            _by_id,
+            _row_id,
             indexes={
-                "subscription_id": _subscription_id,
-                "customer_id": _customer_id,
+                "subscription_id": operator.itemgetter(_rows.CHANGE_SUBSCRIPTION),
+                "customer_id": operator.itemgetter(_rows.CHANGE_CUSTOMER),
             },
         )
         self.analytics: Table[AnalyticsEvent] = Table(
@@ -795,56 +803,56 @@ class _Usage(_Repository):
 
 
 class _Outbox(_Repository):
-    """The outbox."""
+    """The outbox, kept as compact rows (see _rows)."""
 
     __slots__ = ("_view",)
 
-    def __init__(self, uow: MemoryUnitOfWork, view: View[OutboxMessage]) -> None:
+    def __init__(self, uow: MemoryUnitOfWork, view: View[MessageRow]) -> None:
         super().__init__(uow)
         self._view = view
 
     def add(self, message: OutboxMessage) -> None:
         """Store an event; a reused id raises Conflict."""
         self._uow.check_open()
-        self._view.add(message)
+        self._view.add(_rows.message_row(message))
 
     def pending(self, *, limit: int) -> Sequence[OutboxMessage]:
         """Return undelivered messages, oldest first."""
         self._uow.check_open()
-        return self._view.bucket("undelivered", True, _check_limit(limit))
+        rows = self._view.bucket("undelivered", True, _check_limit(limit))
+        return [_rows.message_from_row(row) for row in rows]
 
     def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
         """Record that the messages were delivered; a message delivered before keeps its time."""
         self._uow.check_open()
         at = aware(at, "at")
+        view = self._view
         for message_id in message_ids:
-            message = self._view.get(message_id)
-            if message.delivered_at is None:
-                self._view.update(
-                    attrs.evolve(message, delivered_at=at, attempts=message.attempts + 1)
-                )
+            row = view.get(message_id)
+            if row[_rows.MESSAGE_DELIVERED_AT] is None:
+                view.update(_rows.message_delivered(row, at))
 
     def list(self, *, customer_id: str | None = None) -> Sequence[OutboxMessage]:
         """Return every message, oldest first."""
         self._uow.check_open()
-        if customer_id is None:
-            return list(self._view.scan())
-        return self._view.bucket("customer_id", customer_id)
+        view = self._view
+        rows = view.scan() if customer_id is None else view.bucket("customer_id", customer_id)
+        return [_rows.message_from_row(row) for row in rows]
 
 
 class _AuditLog(_Repository):
-    """The audit trail."""
+    """The audit trail, kept as compact rows (see _rows)."""
 
     __slots__ = ("_view",)
 
-    def __init__(self, uow: MemoryUnitOfWork, view: View[AuditEntry]) -> None:
+    def __init__(self, uow: MemoryUnitOfWork, view: View[EntryRow]) -> None:
         super().__init__(uow)
         self._view = view
 
     def add(self, entry: AuditEntry) -> None:
         """Append an entry; a reused id raises Conflict."""
         self._uow.check_open()
-        self._view.add(entry)
+        self._view.add(_rows.entry_row(entry))
 
     def list(
         self, *, subject_id: str | None = None, customer_id: str | None = None
@@ -853,32 +861,36 @@ class _AuditLog(_Repository):
         self._uow.check_open()
         view = self._view
         if subject_id is not None:
-            rows: Iterable[AuditEntry] = view.bucket("subject_id", subject_id)
+            rows: Iterable[EntryRow] = view.bucket("subject_id", subject_id)
         elif customer_id is not None:
             rows = view.bucket("customer_id", customer_id)
         else:
             rows = view.scan()
         return [
-            e
+            _rows.entry_from_row(e)
             for e in rows
-            if (subject_id is None or e.subject_id == subject_id)
-            and (customer_id is None or e.customer_id == customer_id)
+            if (subject_id is None or e[_rows.ENTRY_SUBJECT] == subject_id)
+            and (customer_id is None or e[_rows.ENTRY_CUSTOMER] == customer_id)
         ]
 
 
+# Fields of a change row that the metrics queries read.
+_AT, _FROM_STATUS, _TO_STATUS, _MRR, _MRR_CURRENCY, _PLAN = 4, 5, 6, 11, 12, 13
+
+
 class _SubscriptionChanges(_Repository):
-    """Subscription history."""
+    """Subscription history, kept as compact rows (see _rows)."""
 
     __slots__ = ("_view",)
 
-    def __init__(self, uow: MemoryUnitOfWork, view: View[SubscriptionChange]) -> None:
+    def __init__(self, uow: MemoryUnitOfWork, view: View[ChangeRow]) -> None:
         super().__init__(uow)
         self._view = view
 
     def add(self, change: SubscriptionChange) -> None:
         """Append a change; a reused id raises Conflict."""
         self._uow.check_open()
-        self._view.add(change)
+        self._view.add(_rows.change_row(change))
 
     def list(
         self,
@@ -888,10 +900,21 @@ class _SubscriptionChanges(_Repository):
         until: datetime | None = None,
     ) -> Sequence[SubscriptionChange]:
         """Return changes ordered by ``at`` (then creation), up to and including ``until``."""
+        rows = self._rows(subscription_id=subscription_id, customer_id=customer_id, until=until)
+        return [_rows.change_from_row(row) for row in rows]
+
+    def _rows(
+        self,
+        *,
+        subscription_id: str | None = None,
+        customer_id: str | None = None,
+        until: datetime | None = None,
+    ) -> Sequence[ChangeRow]:
+        """Return the rows :meth:`list` returns, undecoded (the metrics read a few fields)."""
         self._uow.check_open()
         view = self._view
         if subscription_id is not None:
-            rows: Iterable[SubscriptionChange] = view.bucket("subscription_id", subscription_id)
+            rows: Iterable[ChangeRow] = view.bucket("subscription_id", subscription_id)
         elif customer_id is not None:
             rows = view.bucket("customer_id", customer_id)
         else:
@@ -901,26 +924,27 @@ class _SubscriptionChanges(_Repository):
             (
                 c
                 for c in rows
-                if (subscription_id is None or c.subscription_id == subscription_id)
-                and (customer_id is None or c.customer_id == customer_id)
-                and (until is None or c.at <= until)
+                if (subscription_id is None or c[_rows.CHANGE_SUBSCRIPTION] == subscription_id)
+                and (customer_id is None or c[_rows.CHANGE_CUSTOMER] == customer_id)
+                and (until is None or c[_AT] <= until)
             ),
-            key=lambda c: c.at,
+            key=operator.itemgetter(_AT),
         )
 
     def mrr_snapshots(self, period: Period, currency: str) -> MrrSnapshots:
         """Return each customer's MRR at ``period.start`` and at ``period.end``, and who came back."""
-        at_start: dict[str, SubscriptionChange] = {}
-        at_end: dict[str, SubscriptionChange] = {}
+        at_start: dict[str, ChangeRow] = {}
+        at_end: dict[str, ChangeRow] = {}
         paid_before: set[str] = set()
-        for change in self.list(until=period.end):
-            if change.mrr.currency != currency:
+        for change in self._rows(until=period.end):
+            if change[_MRR_CURRENCY] != currency:
                 continue
-            if change.at <= period.start:
-                at_start[change.subscription_id] = change
-                if change.mrr.amount > 0:
-                    paid_before.add(change.customer_id)
-            at_end[change.subscription_id] = change
+            subscription_id = change[_rows.CHANGE_SUBSCRIPTION]
+            if change[_AT] <= period.start:
+                at_start[subscription_id] = change
+                if change[_MRR] > 0:
+                    paid_before.add(change[_rows.CHANGE_CUSTOMER])
+            at_end[subscription_id] = change
         start = _paying(at_start.values())
         end = _paying(at_end.values())
         return MrrSnapshots(
@@ -935,22 +959,24 @@ class _SubscriptionChanges(_Repository):
         """Return ``(plan_id, converted)`` of each change in ``[start, end)`` leaving ``trialing``."""
         trialing = SubscriptionStatus.TRIALING.value
         return [
-            (c.plan_id, c.to_status in TRIAL_CONVERTED_STATUSES)
-            for c in self.list(until=period.end)
-            if c.mrr.currency == currency
-            and c.at < period.end
-            and c.at >= period.start
-            and c.from_status == trialing
-            and c.to_status != trialing
+            (c[_PLAN], c[_TO_STATUS] in TRIAL_CONVERTED_STATUSES)
+            for c in self._rows(until=period.end)
+            if c[_MRR_CURRENCY] == currency
+            and c[_AT] < period.end
+            and c[_AT] >= period.start
+            and c[_FROM_STATUS] == trialing
+            and c[_TO_STATUS] != trialing
         ]
 
 
-def _paying(changes: Iterable[SubscriptionChange]) -> dict[str, int]:
-    """Sum each customer's positive MRR over the given changes."""
+def _paying(changes: Iterable[ChangeRow]) -> dict[str, int]:
+    """Sum each customer's positive MRR over the given change rows."""
     totals: dict[str, int] = {}
     for change in changes:
-        if change.mrr.amount > 0:
-            totals[change.customer_id] = totals.get(change.customer_id, 0) + change.mrr.amount
+        amount = change[_MRR]
+        if amount > 0:
+            customer_id = change[_rows.CHANGE_CUSTOMER]
+            totals[customer_id] = totals.get(customer_id, 0) + amount
     return totals
 
 

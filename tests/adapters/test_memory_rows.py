@@ -1,0 +1,116 @@
+"""The memory store's compact history rows: exact round trips, no collector tracking."""
+
+import gc
+from datetime import timedelta
+from typing import Any
+
+import attrs
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lumenquest_adapters.memory import MemoryStore, MemoryUnitOfWork, _rows, in_memory_billing
+from lumenquest_adapters.testing.samples import (
+    T0,
+    audit_entry,
+    outbox_message,
+    subscription_change,
+)
+from lumenquest_core import BillingCycle, Interval, Money
+from lumenquest_core.events import DomainEvent, EventName
+from lumenquest_core.ports import OutboxMessage
+
+# What event data, audit snapshots and change data hold: JSON-ready values.
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_data = st.dictionaries(st.text(max_size=6), _json, max_size=4)
+
+
+def _message(data: dict[str, Any], **changes: Any) -> OutboxMessage:
+    event = DomainEvent(
+        name=EventName.INVOICE_PAID,
+        subject_id="in_1",
+        customer_id="cus_1",
+        occurred_at=T0,
+        data=data,
+    )
+    return attrs.evolve(outbox_message("evt_1"), event=event, **changes)
+
+
+@given(data=_data)
+def test_an_outbox_message_comes_back_equal(data: dict[str, Any]) -> None:
+    message = _message(data)
+    assert _rows.message_from_row(_rows.message_row(message)) == message
+
+
+@given(before=st.none() | _data, after=st.none() | _data)
+def test_an_audit_entry_comes_back_equal(
+    before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> None:
+    entry = attrs.evolve(audit_entry("aud_1"), before=before, after=after)
+    assert _rows.entry_from_row(_rows.entry_row(entry)) == entry
+
+
+@given(data=_data)
+def test_a_subscription_change_comes_back_equal(data: dict[str, Any]) -> None:
+    change = attrs.evolve(subscription_change("chg_1"), data=data)
+    assert _rows.change_from_row(_rows.change_row(change)) == change
+
+
+def test_data_that_is_not_plain_is_kept_as_given() -> None:
+    # Plain data is what the service writes; anything else still round-trips, uncopied.
+    entry = attrs.evolve(audit_entry("aud_1"), after={"amount": Money(100, "USD")})
+    assert _rows.entry_from_row(_rows.entry_row(entry)) == entry
+    message = _message({"at": T0})
+    assert _rows.message_from_row(_rows.message_row(message)) == message
+
+
+def test_a_stored_row_is_a_copy_like_a_database_row() -> None:
+    store = MemoryStore()
+    before = {"status": "active", "period": {"start": "a"}}
+    with MemoryUnitOfWork(store) as uow:
+        uow.audit_log.add(attrs.evolve(audit_entry("aud_1"), before=before))
+        uow.commit()
+    before["period"]["start"] = "changed"
+    with MemoryUnitOfWork(store) as uow:
+        (read,) = uow.audit_log.list()
+        assert read.before == {"status": "active", "period": {"start": "a"}}
+        read.before["status"] = "mutated"  # type: ignore[index]
+        assert uow.audit_log.list()[0].before == {"status": "active", "period": {"start": "a"}}
+
+
+def test_a_delivered_message_keeps_its_first_delivery() -> None:
+    store = MemoryStore()
+    with MemoryUnitOfWork(store) as uow:
+        uow.outbox.add(_message({"total": {"amount": 1, "currency": "USD"}}))
+        uow.outbox.mark_delivered(["evt_1"], T0)
+        uow.outbox.mark_delivered(["evt_1"], T0 + timedelta(hours=1))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        (message,) = uow.outbox.list()
+        assert (message.delivered_at, message.attempts) == (T0, 1)
+        assert uow.outbox.pending(limit=10) == []
+
+
+def test_history_rows_leave_nothing_for_the_collector_to_walk() -> None:
+    # Why the rows are compact: a billing run keeps several per subscription, and as
+    # objects they made the cyclic collector walk the whole heap during the run.
+    billing = in_memory_billing(now=T0)
+    customer = billing.create_customer(email="ada@example.com", name="Ada")
+    plan = billing.create_plan(name="Pro", features=["reports"])
+    price = billing.create_price(
+        plan_id=plan.id, unit_amount=Money(1000, "USD"), cycle=BillingCycle(Interval.MONTH)
+    )
+    billing.subscribe(customer_id=customer.id, price_id=price.id)
+    billing.clock.advance(days=40)
+    billing.run_due()
+    gc.collect()
+    store = billing.store
+    tables = (store.outbox, store.audit_log, store.subscription_changes)
+    rows = [row for table in tables for row in table.rows.values()]
+    assert len(rows) > 10
+    assert not any(gc.is_tracked(row) for row in rows)
