@@ -36,12 +36,12 @@ class AppSettings(BaseSettings):
     # PostgreSQL row-level security: migrate as this owner, serve as DATABASE_URL's role.
     owner_database_url: SecretStr | None = None
     # Route bodies (and outbox deliveries) run in at most this many threads at once; more
-    # requests wait their turn in order. A request spends most of its time waiting on the
-    # database (every commit waits for its WAL flush), so a few more threads than cores
-    # keep both busy; past about eight they only add contention for the interpreter lock,
-    # and tail latency (bench_api, 2 cores: 4 -> 8 threads took a paid subscribe from
-    # 92-102 to 107-117 requests/s and a trial one from 224-245 to 262-273).
-    worker_threads: int = pydantic.Field(default=8, ge=1, le=200)
+    # requests wait their turn in order. A few keep the database busy while another runs
+    # Python; past that, each thread adds interpreter-lock handoffs (context switches,
+    # system time) and tail latency. bench_api on a quiet 2-core machine: a trial
+    # subscribe peaks at 3-4 threads (1: 221 requests/s, 2: 267, 3: 374, 4: 349-395,
+    # 8: 292-388), a paid one at 2-4 (1: 122, 2: 151-175, 4: 137-151, 8: 138-148).
+    worker_threads: int = pydantic.Field(default=4, ge=1, le=200)
     # Connections kept open to the database (None: one per worker thread, plus two), so
     # that no request opens (and closes) its own.
     database_pool_size: int | None = pydantic.Field(default=None, ge=1, le=200)
