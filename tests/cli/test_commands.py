@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections.abc import Iterator
@@ -263,3 +264,23 @@ def test_serve_runs_create_app_with_uvicorn(
     result = invoke("serve", "--app-dir", str(tmp_path), "--port", "8123")
     assert result.exit_code == 0, result.output
     assert served == {"app": "the app", "host": "127.0.0.1", "port": 8123}
+
+
+def test_run_due_leaves_the_start_up_heap_out_of_full_collections_while_it_runs(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    due_database(url, 2)
+    frozen_during: list[int] = []
+    real = cli._run_chunks
+
+    def run_chunks(*args: Any) -> None:
+        frozen_during.append(gc.get_freeze_count())
+        real(*args)
+
+    monkeypatch.setattr(cli, "_run_chunks", run_chunks)
+    result = invoke("run-due", "--url", url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["renewals"] == 2
+    assert len(frozen_during) == 1
+    assert frozen_during[0] > 0  # the backend and the modules, at least
+    assert gc.get_freeze_count() == 0  # and given back to the collector afterwards
