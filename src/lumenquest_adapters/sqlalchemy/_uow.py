@@ -534,12 +534,15 @@ class SqlAlchemyUnitOfWork:
         if self.batch is None:
             self.batch = Batch()
         # The unit of work's own repositories (the ports' properties hide these methods).
+        # The payments first: on SQLite their lock is the database's write lock, and a
+        # transaction that read before asking for it fails at once ("database is locked",
+        # no waiting) when another writer commits in between.
+        self._repository("payments", r.Payments).lock(payments_for_update)
         self._repository("customers", r.Customers).load(customers)
         self._repository("subscriptions", r.Subscriptions).load(subscriptions)
         invoice_repository = self._repository("invoices", r.Invoices)
         invoice_repository.load(invoices, known=known_invoices)
         invoice_repository.note_pending_lines(pending_lines_of)
-        self._repository("payments", r.Payments).lock(payments_for_update)
 
     def flush(self) -> None:
         """Send the queued writes, in bulk; a broken constraint raises the unbatched Conflict."""

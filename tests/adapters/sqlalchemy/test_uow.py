@@ -24,6 +24,7 @@ from lumenquest_adapters.testing.samples import (
     customer,
     invoice,
     outbox_message,
+    payment,
     plan,
     price,
     subscription,
@@ -283,3 +284,45 @@ def test_a_dispatch_rounds_statements_take_many_rows_and_awkward_values(engine: 
     with SqlAlchemyUnitOfWork(engine) as uow:
         assert uow.outbox.pending(limit=10) == []
         assert {m.delivered_at for m in uow.outbox.list()} == {T0 + HOUR}
+
+
+def test_a_settlement_batch_on_sqlite_holds_the_write_lock_before_it_reads(
+    tmp_path: Path,
+) -> None:
+    # In WAL mode a transaction that read, then asks for the write lock after another
+    # writer committed, fails at once ("database is locked", no waiting): the settlement
+    # of a billing run read its invoices before locking its payments, and a second
+    # worker's commit in between made the whole run fail and be retried.
+    url = sqlite_url(tmp_path / "billing.db")
+    engine = create_engine_for(url)
+    other = create_engine_for(url, connect_args={"timeout": 0.05})
+    try:
+        upgrade(engine)
+        with SqlAlchemyUnitOfWork(engine) as uow:
+            uow.customers.add(customer("cus_1"))
+            uow.invoices.add(invoice("in_1", subscription_id=None, status=InvoiceStatus.OPEN))
+            uow.payments.add(payment("pay_1"))
+            uow.commit()
+        written: list[str] = []
+
+        def another_writer_commits(*args: object) -> None:
+            if written or not str(args[2]).startswith("SELECT"):
+                return  # once, right after the settlement's first read
+            written.append("tried")
+            try:
+                with SqlAlchemyUnitOfWork(other) as writer:
+                    writer.customers.add(customer("cus_2"))
+                    writer.commit()
+                written.append("committed")
+            except GatewayUnavailable:  # refused: the settlement holds the write lock
+                written.append("refused")
+
+        event.listen(engine, "after_cursor_execute", another_writer_commits)
+        with SqlAlchemyUnitOfWork(engine) as settling:
+            settling.prepare_batch(invoices=["in_1"], payments_for_update=["pay_1"])
+            assert settling.payments.get_for_update("pay_1").id == "pay_1"
+            settling.commit()
+        assert written == ["tried", "refused"]
+    finally:
+        engine.dispose()
+        other.dispose()
