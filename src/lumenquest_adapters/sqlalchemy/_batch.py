@@ -32,6 +32,7 @@ from lumenquest_adapters.sqlalchemy._errors import Describe
 from lumenquest_adapters.sqlalchemy._mapping import json_encoder, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
     array_literals,
+    array_parameters,
     bound_values,
     driver_cursor,
     insert_sql,
@@ -311,7 +312,7 @@ def _set_based_update_sql(
 def _set_based_text(dialect: Dialect, table: sa.Table, key: str, columns: tuple[str, ...]) -> str:
     preparer = dialect.identifier_preparer
     names = [preparer.quote(name) for name in columns]
-    arrays = ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns)
+    arrays = array_parameters(dialect, table, columns)
     assignments = ", ".join(
         f"{quoted} = v.{quoted}" for name, quoted in zip(columns, names, strict=True) if name != key
     )

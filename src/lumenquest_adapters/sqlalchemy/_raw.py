@@ -32,6 +32,7 @@ from lumenquest_adapters.sqlalchemy._mapping import json_dumps, plain
 
 __all__ = [
     "array_literals",
+    "array_parameters",
     "begin_with",
     "bound_values",
     "driver_cursor",
@@ -112,18 +113,24 @@ def insert_new(connection: Connection, table: sa.Table, rows: Sequence[dict[str,
             with driver_cursor(connection, statement) as cursor:
                 cursor.execute(statement, params)
         return
-    statement = _unnest_insert_text(connection.dialect, table, columns) + " ON CONFLICT DO NOTHING"
+    statement = _insert_new_text(connection.dialect, table, columns)
     with driver_cursor(connection, statement) as cursor:
         cursor.execute(statement, literals(rows))
 
 
 @functools.cache
-def _unnest_insert_text(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> str:
-    """``INSERT INTO table (column, …) SELECT * FROM unnest(%s::type[], …)``."""
-    preparer = dialect.identifier_preparer
-    arrays = ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns)
-    names = ", ".join(preparer.quote(name) for name in columns)
-    return f"INSERT INTO {preparer.format_table(table)} ({names}) SELECT * FROM unnest({arrays})"
+def _insert_new_text(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> str:
+    """``INSERT INTO table (column, …) SELECT * FROM unnest(…) ON CONFLICT DO NOTHING``."""
+    names = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
+    return (
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names})"
+        f" SELECT * FROM unnest({array_parameters(dialect, table, columns)}) ON CONFLICT DO NOTHING"
+    )
+
+
+def array_parameters(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> str:
+    """Return ``%s::type[], …``: one array parameter per column, for ``unnest``."""
+    return ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns)
 
 
 _MOST_PARAMETERS = 60_000
@@ -176,11 +183,11 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
             for name, value in settings.items()
         )
         with driver.lock:
-            driver.pgconn.send_query(command)
-            results = driver.wait(generators.execute(driver.pgconn))
+            pgconn.send_query(command)
+            results = driver.wait(generators.execute(pgconn))
         for result in results:
             if result.status == pq.ExecStatus.FATAL_ERROR:
-                raise psycopg.errors.error_from_result(result, encoding=driver.info.encoding)
+                raise psycopg.errors.error_from_result(result, encoding=encoding)
     except psycopg.Error as exc:
         reraise(connection, "BEGIN; SELECT set_config(…)", exc)
 
@@ -309,6 +316,7 @@ def _fetch(
     """Run a ``SELECT`` of every column of ``table``; return its rows as column -> value."""
     import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
 
+    # driver_cursor's translation inline: its context manager costs every read, the hottest.
     cursor = kept_cursor(connection)
     try:
         cursor.execute(statement, params)

@@ -612,7 +612,7 @@ class Invoices(_Repository):
     def _bump(self) -> int:
         # No queued write touches the counter row: they wait for the flush at commit,
         # instead of going as a round trip of their own before this one.
-        value = self._uow.write_returning(_BUMP, _BUMP_POSTGRESQL, after_queued=False)
+        value = self._uow.write_returning(_BUMP, _BUMP_POSTGRESQL)
         if value is None:  # a schema made without its migration: start the counter
             sequence = t.invoice_number_sequence
             self._uow.write([sa.insert(sequence).values(id=1, last_value=1)], None)

@@ -11,8 +11,8 @@ Row-level security (PostgreSQL): a unit of work made with an :class:`Identity` (
 :meth:`SqlAlchemyStore.acting_as`) begins every transaction with
 ``set_config('lumenquest.customer_id', …, true), set_config('lumenquest.role', …, true)``
 (``SET LOCAL``: gone at commit or rollback, so a pooled connection never carries an
-identity into the next transaction), sent in the same query as ``BEGIN``: one round trip. SQLite has no row-level security: there the
-identity changes nothing.
+identity into the next transaction), sent in the same query as ``BEGIN``: one round
+trip. SQLite has no row-level security: there the identity changes nothing.
 """
 
 from __future__ import annotations
@@ -681,21 +681,14 @@ class SqlAlchemyUnitOfWork:
         self._write_locked = True
         return count
 
-    def write_returning(
-        self,
-        statement: sa.Executable,
-        postgresql_text: str | None = None,
-        *,
-        after_queued: bool = True,
-    ) -> Any:
+    def write_returning(self, statement: sa.Executable, postgresql_text: str | None = None) -> Any:
         """Run one write and return the first column of its first returned row, if any.
 
-        ``postgresql_text``: the same statement as PostgreSQL text, without parameters;
-        PostgreSQL runs it straight through the driver. ``after_queued=False``: the write
-        touches no row a queued write does, so those stay queued (sent together at commit).
+        For a write that touches no row a queued write does (the invoice counter): the
+        queued writes stay queued, to go together at commit. ``postgresql_text``: the same
+        statement as PostgreSQL text, without parameters; PostgreSQL runs it straight
+        through the driver.
         """
-        if after_queued:
-            self.flush()
         connection = self.connection()
         with translated(metadata):
             if postgresql_text is not None and not self._sqlite:
