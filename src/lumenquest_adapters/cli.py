@@ -459,16 +459,22 @@ def _retrying(run_due: Callable[..., "RunSummary"], limit: int) -> "RunSummary":
     """Call run_due again after a retryable failure (a busy database, a lost connection).
 
     run_due is safe to repeat: what one call committed is not done twice by the next.
-    Two writers on one SQLite file, in particular, can be told "busy" at once.
+    Two writers on one SQLite file, in particular, can be told "busy" at once. The
+    summary keeps what every attempt committed, and a retry does only the rest.
     """
+    from lumenquest_core.service import RunSummary  # noqa: PLC0415  # the CLI starts light
+
+    summary = RunSummary()
     for attempt in range(_RETRIES):
         try:
-            return run_due(limit=limit)
+            return run_due(limit=limit - summary.subscriptions, summary=summary)
         except LumenquestError as exc:
             if not exc.retryable:
                 raise
+            if summary.subscriptions >= limit:
+                return summary  # the failure came after the last batch had committed
             time.sleep(_RETRY_PAUSE_SECONDS * 2**attempt)
-    return run_due(limit=limit)
+    return run_due(limit=limit - summary.subscriptions, summary=summary)
 
 
 @contextlib.contextmanager

@@ -159,6 +159,15 @@ class RunSummary:
     events_dispatched: int = 0
 
 
+_COUNTS = tuple(field.name for field in attrs.fields(RunSummary))
+
+
+def _add_counts(summary: RunSummary, more: RunSummary) -> None:
+    """Add ``more``'s counts to ``summary``."""
+    for name in _COUNTS:
+        setattr(summary, name, getattr(summary, name) + getattr(more, name))
+
+
 @attrs.frozen
 class _Charge:
     """A payment written as pending, to be sent to the gateway after commit."""
@@ -2341,23 +2350,29 @@ class Billing:
 
     # -- the billing run ------------------------------------------------------------
 
-    def run_due(self, *, limit: int = 10_000) -> RunSummary:
+    def run_due(self, *, limit: int = 10_000, summary: RunSummary | None = None) -> RunSummary:
         """Do every piece of time-driven work due now, in batches; safe to run anywhere, any time.
 
         Trial reminders and trial ends, renewals with their invoices and payments,
         scheduled changes and cancellations, dunning retries and final actions, pause
         ends, and expiry of incomplete subscriptions. Work is claimed per batch so
         concurrent runs never process the same subscription.
+
+        ``summary``, when given, receives the counts as each batch commits and is returned:
+        a caller that catches an error (a lost connection) still knows what was done.
         """
         if limit < 1:
             raise ValidationError("limit must be at least 1")
-        summary = RunSummary()
+        summary = RunSummary() if summary is None else summary
         now = self._now()
         self._retry_pending_payments(now, summary)
         waiting: set[str] = set()  # claimed this run, but waiting on something outside
-        while summary.subscriptions < limit:
-            batch_limit = min(self._batch_size, limit - summary.subscriptions)
+        claimed_so_far = 0
+        while claimed_so_far < limit:
+            batch_limit = min(self._batch_size, limit - claimed_so_far)
             charges: list[_Charge] = []
+            # Counted apart until the batch commits: a batch that fails leaves no counts.
+            counted = RunSummary()
             with self._uow() as uow:
                 # Waiting subscriptions stay due: claim past them so they neither come back
                 # in every batch nor crowd out the rest.
@@ -2371,14 +2386,16 @@ class Billing:
                     pending_lines_of=[sub.id for sub in batch],
                 )
                 for sub in batch:
-                    more, progressed = self._advance(uow, sub, now, summary)
+                    more, progressed = self._advance(uow, sub, now, counted)
                     charges += more
                     if not progressed:
                         waiting.add(sub.id)
                 uow.commit()
-            summary.subscriptions += len(batch)
+            claimed_so_far += len(batch)
+            counted.subscriptions = len(batch)
+            _add_counts(summary, counted)
             self._count(self._collect(charges), charges, summary)
-        summary.events_dispatched = self._dispatch_after_commit()
+        summary.events_dispatched += self._dispatch_after_commit()
         return summary
 
     def _count(

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from lumenquest_adapters import cli
 from lumenquest_adapters.cli import EXIT_REFUSED, EXIT_USAGE, build_app
 from lumenquest_adapters.sqlalchemy import sqlalchemy_billing
+from lumenquest_core.errors import GatewayUnavailable
+from lumenquest_core.service import RunSummary
 from tests.adapters.sqlalchemy.databases import postgres_schema
 from tests.cli.support import due_database
 
@@ -284,3 +286,39 @@ def test_run_due_leaves_the_start_up_heap_out_of_full_collections_while_it_runs(
     assert len(frozen_during) == 1
     assert frozen_during[0] > 0  # the backend and the modules, at least
     assert gc.get_freeze_count() == 0  # and given back to the collector afterwards
+
+
+def test_a_retried_run_due_reports_what_every_attempt_committed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "_RETRY_PAUSE_SECONDS", 0.0)
+    asked: list[int] = []
+
+    def run_due(*, limit: int, summary: RunSummary) -> RunSummary:
+        """Commit 3 renewals, then lose the connection; the retry does the rest."""
+        asked.append(limit)
+        done = 3 if len(asked) == 1 else limit
+        summary.subscriptions += done
+        summary.renewals += done
+        if len(asked) == 1:
+            raise GatewayUnavailable("the database connection was lost")
+        return summary
+
+    summary = cli._retrying(run_due, 10)
+    assert asked == [10, 7]  # the retry asks only for what is left
+    assert (summary.subscriptions, summary.renewals) == (10, 10)
+
+
+def test_a_run_due_that_fails_after_its_last_batch_is_not_called_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "_RETRY_PAUSE_SECONDS", 0.0)
+    asked: list[int] = []
+
+    def run_due(*, limit: int, summary: RunSummary) -> RunSummary:
+        asked.append(limit)
+        summary.subscriptions += limit
+        raise GatewayUnavailable("the email provider is down")
+
+    assert cli._retrying(run_due, 4).subscriptions == 4
+    assert asked == [4]

@@ -17,15 +17,20 @@ from lumenquest_adapters.memory import (
 )
 from lumenquest_core import (
     Billing,
+    BillingCycle,
     Conflict,
     EventName,
+    GatewayUnavailable,
     IdempotencyConflict,
+    Interval,
     InvalidTransition,
     LineKind,
     Role,
     SubscriptionStatus,
     ValidationError,
 )
+from lumenquest_core.ports import UnitOfWork
+from lumenquest_core.service import RunSummary
 from tests.service.scenario import NEW_YEAR, Shop, amounts, at, footprint, usd
 
 
@@ -258,3 +263,77 @@ def test_the_preview_of_a_downgrade_shows_the_next_renewal_at_the_new_price() ->
     renewal = shop.invoices(sub.id)[-1]
     assert amounts(renewal) == amounts(preview)
     assert renewal.total == preview.total == usd(1000)
+
+
+# -- run_due's summary --------------------------------------------------------------------
+
+
+class _CommitFails:
+    """A memory unit of work whose commit fails, as a connection lost mid-run would."""
+
+    def __init__(self, inner: MemoryUnitOfWork) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> _CommitFails:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._inner.__exit__(*exc)  # type: ignore[arg-type]
+
+    def commit(self) -> None:
+        raise GatewayUnavailable("the database connection was lost")
+
+
+def _due_monthly(billing: Billing, count: int) -> None:
+    plan = billing.create_plan(name="Pro")
+    price = billing.create_price(
+        plan_id=plan.id, unit_amount=usd(1000), cycle=BillingCycle(Interval.MONTH)
+    )
+    for i in range(count):
+        customer = billing.create_customer(email=f"user{i}@example.com")
+        billing.subscribe(customer_id=customer.id, price_id=price.id)
+
+
+@pytest.mark.memory_only  # fails one commit of its own memory store
+def test_a_run_that_fails_mid_way_leaves_the_committed_batches_counts_in_the_given_summary() -> (
+    None
+):
+    store = MemoryStore()
+    clock = TestClock(NEW_YEAR)
+    units = 0
+
+    def unit_of_work() -> UnitOfWork:
+        nonlocal units
+        units += 1
+        inner = MemoryUnitOfWork(store)
+        return _CommitFails(inner) if failing and units == fail_at else inner  # type: ignore[return-value]
+
+    failing, fail_at = False, 0
+    billing = Billing(
+        unit_of_work=unit_of_work,
+        clock=clock,
+        gateway=FakeGateway(),
+        email=RecordingEmailSender(),
+        cache=MemoryCache(clock),
+        batch_size=2,
+        dispatch_immediately=False,
+    )
+    _due_monthly(billing, 5)
+    clock.set(at(2, 1, 1))
+    # Units of work of the run: pending payments, then per batch its claim and its
+    # settlement. The third claim (subscriptions 5) fails at commit.
+    failing, units, fail_at = True, 0, 6
+    summary = RunSummary()
+    with pytest.raises(GatewayUnavailable):
+        billing.run_due(limit=10, summary=summary)
+    assert (summary.subscriptions, summary.renewals, summary.invoices) == (4, 4, 4)
+    assert summary.payments_succeeded == 4
+    failing = False
+    again = billing.run_due(limit=10, summary=summary)
+    assert again is summary
+    assert (summary.subscriptions, summary.renewals, summary.payments_succeeded) == (5, 5, 5)
+    assert billing.run_due(limit=10).subscriptions == 0  # nothing was left, nothing twice
