@@ -109,7 +109,9 @@ class UsageRecord:
             )
 
 
-@attrs.frozen
+# Dict-backed, not slotted: a renewal builds several, and adopting a ready dict is the
+# fastest way to make one (lumenquest_core._trusted.build_trusted).
+@attrs.frozen(slots=False)
 class AuditEntry:
     """Who did what to which object, with the state before and after."""
 
@@ -124,7 +126,9 @@ class AuditEntry:
     after: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
 
 
-@attrs.frozen
+# Dict-backed, not slotted: a renewal builds several, and adopting a ready dict is the
+# fastest way to make one (lumenquest_core._trusted.build_trusted).
+@attrs.frozen(slots=False)
 class SubscriptionChange:
     """One row of a subscription's history, with the MRR it contributed from then on."""
 

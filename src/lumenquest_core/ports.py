@@ -85,7 +85,8 @@ class Clock(Protocol):
 # -- records that only exist at the boundary -------------------------------------------
 
 
-@attrs.frozen
+# Dict-backed, not slotted: built for every event (see _trusted.build_trusted).
+@attrs.frozen(slots=False)
 class OutboxMessage:
     """A domain event waiting in the outbox to be delivered, at least once."""
 

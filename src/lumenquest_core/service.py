@@ -26,7 +26,7 @@ import attrs
 
 from lumenquest_core import invoicing, metrics
 from lumenquest_core import subscriptions as lifecycle
-from lumenquest_core._trusted import build_trusted
+from lumenquest_core._trusted import build_trusted, evolve_trusted
 from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
 from lumenquest_core.codec import plan_from_dict, price_from_dict, to_jsonable
 from lumenquest_core.coupons import Coupon, CouponDuration
@@ -208,6 +208,7 @@ def _fingerprint(operation: str, arguments: Mapping[str, Any]) -> str:
 # isoformat costs a microsecond (C printf underneath); a renewal audits four period
 # bounds, and the subscriptions of a batch mostly share them.
 _ISO_TEXT: dict[datetime, str] = {}
+_NO_DATA: Mapping[str, Any] = MappingProxyType({})  # a change row's data, when it has none
 
 
 def _iso(instant: datetime) -> str:
@@ -357,7 +358,18 @@ class Billing:
     def _emit(self, uow: UnitOfWork, events: Iterable[DomainEvent], at: datetime) -> None:
         add, ids = uow.outbox.add, self._ids
         for event in events:
-            add(OutboxMessage(id=ids("evt"), event=event, created_at=at))
+            add(
+                build_trusted(
+                    OutboxMessage,
+                    {
+                        "id": ids("evt"),
+                        "event": event,
+                        "created_at": at,
+                        "delivered_at": None,
+                        "attempts": 0,
+                    },
+                )
+            )
 
     def _event(
         self, name: EventName, subject_id: str, customer_id: str, at: datetime, **data: Any
@@ -393,16 +405,19 @@ class Billing:
             before = None if before is None else to_jsonable(before)
             after = None if after is None else to_jsonable(after)
         uow.audit_log.add(
-            AuditEntry(
-                id=self._ids("aud"),
-                actor=self.actor,
-                action=action,
-                subject_type=subject_type,
-                subject_id=subject_id,
-                at=at,
-                customer_id=customer_id,
-                before=before,
-                after=after,
+            build_trusted(
+                AuditEntry,
+                {
+                    "id": self._ids("aud"),
+                    "actor": self.actor,
+                    "action": action,
+                    "subject_type": subject_type,
+                    "subject_id": subject_id,
+                    "at": at,
+                    "customer_id": customer_id,
+                    "before": before,
+                    "after": after,
+                },
             )
         )
 
@@ -435,20 +450,24 @@ class Billing:
             json_ready=True,
         )
         uow.subscription_changes.add(
-            SubscriptionChange(
-                id=self._ids("chg"),
-                subscription_id=sub.id,
-                customer_id=sub.customer_id,
-                kind=action,
-                at=at,
-                from_status=None if old is None else old["status"],
-                to_status=new["status"],
-                from_price_id=None if before is None else before.price.id,
-                to_price_id=sub.price.id,
-                from_quantity=None if before is None else before.quantity,
-                to_quantity=sub.quantity,
-                mrr=metrics.subscription_mrr(sub),
-                plan_id=sub.price.plan_id,
+            build_trusted(
+                SubscriptionChange,
+                {
+                    "id": self._ids("chg"),
+                    "subscription_id": sub.id,
+                    "customer_id": sub.customer_id,
+                    "kind": action,
+                    "at": at,
+                    "from_status": None if old is None else old["status"],
+                    "to_status": new["status"],
+                    "from_price_id": None if before is None else before.price.id,
+                    "to_price_id": sub.price.id,
+                    "from_quantity": None if before is None else before.quantity,
+                    "to_quantity": sub.quantity,
+                    "mrr": metrics.subscription_mrr(sub),
+                    "plan_id": sub.price.plan_id,
+                    "data": _NO_DATA,
+                },
             )
         )
         return sub
@@ -1734,7 +1753,7 @@ class Billing:
             ) and not self._other_open(uow, sub, invoice.id):
                 transition = lifecycle.payment_succeeded(sub, at)
         uow.payments.update(
-            attrs.evolve(
+            evolve_trusted(
                 payment, status=PaymentStatus.SUCCEEDED, gateway_reference=reference, settled_at=at
             )
         )
