@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from lumenquest_core.errors import CurrencyMismatch, ValidationError
-from lumenquest_core.money import Money, currency_exponent
+from lumenquest_core.money import Money, _money, currency_exponent
 
 __all__ = ["Customer", "Role", "normalize_email"]
 
@@ -76,7 +76,7 @@ class Customer:
         """Return the credit balance, zero in the customer's currency when none is recorded."""
         if self.credit_balance is not None or self.currency is None:
             return self.credit_balance
-        return Money(0, self.currency)
+        return _money(0, self.currency)  # the currency was checked when the customer was made
 
     def with_currency(self, currency: str) -> Customer:
         """Return the customer bound to ``currency``; a customer bills in one currency only."""

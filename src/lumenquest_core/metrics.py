@@ -24,7 +24,7 @@ import attrs
 
 from lumenquest_core.catalog import UsageType
 from lumenquest_core.errors import CurrencyMismatch, ValidationError
-from lumenquest_core.money import Money, currency_exponent, round_half_even
+from lumenquest_core.money import Money, _money, currency_exponent, round_half_even
 from lumenquest_core.periods import Period
 from lumenquest_core.subscriptions import Subscription, SubscriptionStatus
 
@@ -151,7 +151,7 @@ def subscription_mrr(sub: Subscription) -> Money:
     # amount ÷ (p/q) months is amount·q/p: integer arithmetic, no Fraction built per call.
     months = price.cycle.months
     monthly = round_half_even(cycle_amount.amount * months.denominator, months.numerator)
-    return Money(monthly, price.currency)
+    return _money(monthly, price.currency)  # an int in the price's valid currency
 
 
 @overload

@@ -53,7 +53,8 @@ class ChargeResult:
     message: str = ""
 
 
-@attrs.frozen
+# Dict-backed, not slotted: every renewal builds one and settles it (see _trusted).
+@attrs.frozen(slots=False)
 class Payment:
     """One attempt to collect an invoice; ``idempotency_key`` makes its charge happen once."""
 

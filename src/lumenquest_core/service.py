@@ -1638,17 +1638,25 @@ class Billing:
         """Store a pending payment of the invoice's amount due; ``attempt=1`` for a new invoice."""
         if attempt is None:
             attempt = len(uow.payments.list(invoice_id=invoice.id)) + 1
-        payment = Payment(
-            id=self._ids("pay"),
-            invoice_id=invoice.id,
-            customer_id=customer.id,
-            amount=invoice.amount_due,
-            status=PaymentStatus.PENDING,
-            idempotency_key=f"{invoice.id}:{attempt}",
-            attempt=attempt,
-            # When it was sent, not when the work was due: the pending-payment grace must
-            # measure the time in flight, or a late run would hand its own charges to others.
-            created_at=self._now(),
+        payment = build_trusted(
+            Payment,
+            {
+                "id": self._ids("pay"),
+                "invoice_id": invoice.id,
+                "customer_id": customer.id,
+                "amount": invoice.amount_due,
+                "status": PaymentStatus.PENDING,
+                "idempotency_key": f"{invoice.id}:{attempt}",
+                "attempt": attempt,
+                # When it was sent, not when the work was due: the pending-payment grace must
+                # measure the time in flight, or a late run would hand its own charges to others.
+                "created_at": self._now(),
+                "gateway_reference": None,
+                "failure_code": None,
+                "failure_message": "",
+                "amount_refunded": None,
+                "settled_at": None,
+            },
         )
         uow.payments.add(payment)
         return _Charge(
