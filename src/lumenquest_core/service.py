@@ -159,6 +159,15 @@ class RunSummary:
     events_dispatched: int = 0
 
 
+def _store_link(uow: UnitOfWork, linked: Customer) -> None:
+    """Store a customer's gateway reference, unless another call stored one first."""
+    current = uow.customers.get(linked.id)
+    if current.gateway_customer_id is None:
+        uow.customers.update(
+            evolve_trusted(current, gateway_customer_id=linked.gateway_customer_id)
+        )
+
+
 _COUNTS = tuple(field.name for field in attrs.fields(RunSummary))
 
 
@@ -478,15 +487,21 @@ class Billing:
         self,
         charges: Sequence[_Charge],
         settled: dict[str, Subscription] | None = None,
+        link: Customer | None = None,
     ) -> list[_ChargeOutcome]:
         """Collect the charges, record their outcomes, and deliver the events.
 
         ``settled``, when given, receives each subscription whose payment this call recorded,
-        as that record left it.
+        as that record left it. ``link``: a customer just linked to the gateway, whose
+        reference is stored with the outcomes (or alone, when there are none).
         """
         outcomes = self._collect(charges)
         if outcomes:
-            self._settle(outcomes, settled)
+            self._settle(outcomes, settled, link)
+        elif link is not None:
+            with self._uow() as uow:
+                _store_link(uow, link)
+                uow.commit()
         self._dispatch_after_commit()
         return outcomes
 
@@ -1009,38 +1024,28 @@ class Billing:
             uow.commit()
         # Already linked when the transaction read it: the link is never undone, so no
         # need to read the customer again.
-        linked = (
-            None
-            if bound.gateway_customer_id is not None
-            else self._link_gateway_customer(customer_id)
-        )
+        linked = None if bound.gateway_customer_id is not None else self._gateway_link(bound)
         if linked is not None:
             charges = [attrs.evolve(charge, customer=linked) for charge in charges]
         settled: dict[str, Subscription] = {}
-        self._after_commit(charges, settled)
+        self._after_commit(charges, settled, linked)
         if not charges:
             return sub  # nothing was charged: the subscription is as it was committed
         # As the payment's record left it; read again only if someone else recorded it.
         return settled.get(sub.id) or self.get_subscription(sub.id)
 
-    def _link_gateway_customer(self, customer_id: str) -> Customer | None:
-        """Create the customer at the gateway once, before its first charge; return it linked."""
-        with self._uow() as uow:
-            customer = uow.customers.get(customer_id)
-        if customer.gateway_customer_id is not None:
-            return None
+    def _gateway_link(self, customer: Customer) -> Customer | None:
+        """Create the customer at the gateway before its first charge; return it linked, unstored.
+
+        Stored with the charge's outcome (see :func:`_store_link`), not in a transaction of
+        its own: ``ensure_customer`` finds the customer an earlier call made, so a link
+        lost with a failed charge is made again, not twice.
+        """
         try:
             reference = self.gateway.ensure_customer(customer)
         except GatewayUnavailable:
             return None  # the gateway finds or creates the customer when it charges
-        with self._uow() as uow:
-            current = uow.customers.get(customer_id)
-            if current.gateway_customer_id is not None:
-                return None
-            linked = attrs.evolve(current, gateway_customer_id=reference)
-            uow.customers.update(linked)
-            uow.commit()
-        return linked
+        return evolve_trusted(customer, gateway_customer_id=reference)
 
     def preview_change(
         self,
@@ -1690,11 +1695,13 @@ class Billing:
         self,
         outcomes: Sequence[_ChargeOutcome],
         settled: dict[str, Subscription] | None = None,
+        link: Customer | None = None,
     ) -> list[_ChargeOutcome]:
         """Record the outcomes still pending; return those this call recorded.
 
         ``settled``, when given, receives the subscription of each recorded payment as the
-        record left it (the unit of work holds it already: no read).
+        record left it (the unit of work holds it already: no read). ``link``: a customer
+        whose gateway reference is stored too.
         """
         at = self._now()
         recorded: list[_ChargeOutcome] = []
@@ -1703,7 +1710,11 @@ class Billing:
                 payments_for_update=[o.charge.payment.id for o in outcomes],
                 invoices={o.charge.payment.invoice_id for o in outcomes},
                 known_invoices=[o.charge.invoice for o in outcomes if o.charge.invoice],
+                # Read in the batch, so that the link's update waits for the flush.
+                customers=() if link is None else (link.id,),
             )
+            if link is not None:
+                _store_link(uow, link)
             uow.prepare_batch(
                 subscriptions={
                     invoice.subscription_id

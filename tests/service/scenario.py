@@ -8,7 +8,7 @@ picks one. Time moves only through ``shop.clock`` (the billing's ``TestClock``);
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from lumenquest_core import (
     RunSummary,
     Subscription,
 )
+from lumenquest_core.ports import UnitOfWork
 from tests.service.stores import Backend, ScenarioBilling, current_backend, row_counts
 
 __all__ = [
@@ -111,6 +112,22 @@ class Shop:
     def emails(self, template: str) -> list[dict[str, Any]]:
         """Return the data of every email sent with ``template``."""
         return [dict(m.data) for m in self.billing.email.sent if m.template == template]
+
+
+class CountingShop(Shop):
+    """A shop that counts how often the billing opens its store."""
+
+    def __init__(self, **billing_options: Any) -> None:
+        self.opened = 0
+
+        def counting(open_store: Callable[[], UnitOfWork]) -> Callable[[], UnitOfWork]:
+            def unit_of_work() -> UnitOfWork:
+                self.opened += 1
+                return open_store()
+
+            return unit_of_work
+
+        super().__init__(wrap_unit_of_work=counting, **billing_options)
 
 
 def amounts(invoice: Invoice, kind: LineKind | None = None) -> list[int]:

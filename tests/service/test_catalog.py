@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -19,25 +18,7 @@ from lumenquest_core import (
     UsageType,
     ValidationError,
 )
-from lumenquest_core.ports import UnitOfWork
-from tests.service.scenario import Shop, at, footprint, usd
-
-
-class CountingShop(Shop):
-    """A shop that counts how often the billing opens its store."""
-
-    def __init__(self) -> None:
-        self.opened = 0
-
-        def counting(open_store: Callable[[], UnitOfWork]) -> Callable[[], UnitOfWork]:
-            def unit_of_work() -> UnitOfWork:
-                self.opened += 1
-                return open_store()
-
-            return unit_of_work
-
-        super().__init__(wrap_unit_of_work=counting)
-
+from tests.service.scenario import CountingShop, Shop, at, footprint, usd
 
 # -- plans ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from lumenquest_core import (
     SubscriptionStatus,
     ValidationError,
 )
-from tests.service.scenario import Shop, at, footprint, usd
+from tests.service.scenario import CountingShop, Shop, at, footprint, usd
 
 HALF_WAY_THROUGH_JANUARY = at(1, 16, 12)
 
@@ -415,3 +415,35 @@ def test_a_held_change_never_charged_expires_and_its_invoice_is_voided() -> None
     assert payment.status is PaymentStatus.FAILED
     assert [c.amount for c in shop.billing.gateway.charges] == [usd(1000)]
     shop.billing.change_subscription(sub_id, price_id=shop.pro.id)  # free to change again
+
+
+# -- the gateway link --------------------------------------------------------------------
+
+
+def test_a_paid_first_subscription_stores_the_gateway_link_with_its_payment() -> None:
+    shop = CountingShop(dispatch_immediately=False)  # delivering events opens its own
+    opened = shop.opened
+    sub = shop.subscribe()
+    # One unit of work writes the subscription, one records the payment and the link.
+    assert shop.opened == opened + 2
+    assert sub.status is SubscriptionStatus.ACTIVE
+    assert shop.billing.get_customer(shop.ada.id).gateway_customer_id is not None
+
+
+def test_a_trial_links_the_customer_to_the_gateway_although_nothing_is_charged() -> None:
+    shop = Shop()
+    sub = shop.subscribe(trial_days=14)
+    assert sub.status is SubscriptionStatus.TRIALING
+    assert shop.billing.get_customer(shop.ada.id).gateway_customer_id is not None
+    assert shop.billing.gateway.charges == []
+
+
+def test_a_first_charge_that_times_out_still_keeps_the_gateway_link() -> None:
+    shop = Shop()
+    shop.billing.gateway.queue(GatewayOutcome.timeout())
+    sub = shop.subscribe()
+    assert sub.status is SubscriptionStatus.INCOMPLETE  # the charge is pending
+    linked = shop.billing.get_customer(shop.ada.id).gateway_customer_id
+    assert linked is not None
+    shop.subscribe(shop.pro)
+    assert shop.billing.get_customer(shop.ada.id).gateway_customer_id == linked
