@@ -159,6 +159,27 @@ class RunSummary:
     events_dispatched: int = 0
 
 
+def _money_json(money: Money) -> dict[str, Any]:
+    """Return ``money`` as :func:`to_jsonable` would, without its walk (hot events)."""
+    return {"amount": money.amount, "currency": money.currency}
+
+
+def _json_event(
+    name: EventName, subject_id: str, customer_id: str, at: datetime, data: dict[str, Any]
+) -> DomainEvent:
+    """Return an event whose ``data`` is JSON data already, a fresh dict it adopts."""
+    return build_trusted(
+        DomainEvent,
+        {
+            "name": name,
+            "subject_id": subject_id,
+            "customer_id": customer_id,
+            "occurred_at": at,
+            "data": MappingProxyType(data),
+        },
+    )
+
+
 def _store_link(uow: UnitOfWork, linked: Customer) -> None:
     """Store a customer's gateway reference, unless another call stored one first."""
     current = uow.customers.get(linked.id)
@@ -1554,9 +1575,11 @@ class Billing:
                 )
             )
         # The event and the audit row carry the same facts: converted to JSON data once.
-        finalized = to_jsonable(
-            {"number": number, "total": invoice.total, "amount_due": invoice.amount_due}
-        )
+        finalized = {
+            "number": number,
+            "total": _money_json(invoice.total),
+            "amount_due": _money_json(invoice.amount_due),
+        }
         events = [
             build_trusted(
                 DomainEvent,
@@ -1590,17 +1613,20 @@ class Billing:
         return invoice, sub
 
     def _paid_event(self, invoice: Invoice, at: datetime) -> DomainEvent:
-        return self._event(
+        return _json_event(
             EventName.INVOICE_PAID,
             invoice.id,
             invoice.customer_id,
             at,
-            number=invoice.number,
-            total=invoice.total,
-            amount_paid=invoice.amount_paid,
-            lines=[
-                {"description": line.description, "amount": line.amount} for line in invoice.lines
-            ],
+            {
+                "number": invoice.number,
+                "total": _money_json(invoice.total),
+                "amount_paid": _money_json(invoice.amount_paid),
+                "lines": [
+                    {"description": line.description, "amount": _money_json(line.amount)}
+                    for line in invoice.lines
+                ],
+            },
         )
 
     def _bill(
@@ -1778,14 +1804,14 @@ class Billing:
                 payment, status=PaymentStatus.SUCCEEDED, gateway_reference=reference, settled_at=at
             )
         )
+        amount = _money_json(payment.amount)
         events = [
-            self._event(
+            _json_event(
                 EventName.PAYMENT_SUCCEEDED,
                 payment.id,
                 payment.customer_id,
                 at,
-                invoice_id=invoice.id,
-                amount=payment.amount,
+                {"invoice_id": invoice.id, "amount": amount},
             )
         ]
         if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
@@ -1800,7 +1826,8 @@ class Billing:
             "payment",
             payment.id,
             customer_id=payment.customer_id,
-            after={"amount": payment.amount},
+            after={"amount": dict(amount)},  # its own dict: the event's stays read-only
+            json_ready=True,
         )
         if sub is not None and transition is not None:
             self._apply(uow, sub, transition, action, at)
