@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
+import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
 
+from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, _batch, upgrade
 from lumenquest_adapters.sqlalchemy._batch import Batch, _canonical, _same_json
 from lumenquest_adapters.sqlalchemy._schema import customers
+from lumenquest_adapters.testing.samples import T0, customer
+
+HOUR = timedelta(hours=1)
 
 _atoms = (
     st.none()
@@ -95,3 +103,42 @@ def test_json_equal_by_eq_but_not_the_same_is_a_change() -> None:
         changed = {**stored, "metadata": metadata}
         assert batch.changed(customers, "id", changed) == {"id": "cus_1", "metadata": metadata}
     assert batch.changed(customers, "id", {**stored, "name": "B"}) == {"id": "cus_1", "name": "B"}
+
+
+def test_rows_copied_in_bulk_read_back_as_written(postgres_empty: Engine) -> None:
+    # More rows than a pipeline takes: COPY, JSON as text the driver escapes (tabs,
+    # newlines, backslashes, quotes, non-ASCII), numbers of each JSON type, instants
+    # in UTC and in another zone.
+    upgrade(postgres_empty)
+    zone = timezone(timedelta(hours=-5))
+    texts = ["tab\there", "new\nline", "back\\slash", 'a "quote"', "ünï ✓", "\\N", ""]
+    written = [
+        attrs.evolve(
+            customer(f"cus_{i:03}"),
+            metadata={
+                "text": texts[i % len(texts)],
+                "n": [1, 1.0, True, None, 2.5][i % 5],
+                "nested": {"list": [texts[(i + 1) % len(texts)], {"deep": i}]},
+            },
+            erased_at=(T0 + i * HOUR).astimezone(zone) if i % 2 else T0 + i * HOUR,
+        )
+        for i in range(130)
+    ]
+    copied: list[object] = []
+    real = _batch._copy
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:
+        uow.prepare_batch()
+        for one in written:
+            uow.customers.add(one)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_batch, "_copy", lambda *a: copied.append(a[1]) or real(*a))
+            uow.commit()
+    assert copied == [customers]
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:
+        for one in written:
+            read = uow.customers.get(one.id)
+            assert read == one
+            assert read.metadata == one.metadata
+            assert _canonical(read.metadata) == _canonical(one.metadata)
+            assert read.erased_at is not None
+            assert read.erased_at.tzinfo is UTC
