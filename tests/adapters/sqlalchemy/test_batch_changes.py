@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, _batch, upgrade
+from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, _batch, _raw, upgrade
 from lumenquest_adapters.sqlalchemy._batch import Batch, _canonical, _same_json
 from lumenquest_adapters.sqlalchemy._schema import customers
 from lumenquest_adapters.testing.samples import T0, customer
@@ -105,10 +105,14 @@ def test_json_equal_by_eq_but_not_the_same_is_a_change() -> None:
     assert batch.changed(customers, "id", {**stored, "name": "B"}) == {"id": "cus_1", "name": "B"}
 
 
-def test_rows_copied_in_bulk_read_back_as_written(postgres_empty: Engine) -> None:
+@pytest.mark.parametrize("instants_kept", [4096, 2])
+def test_rows_copied_in_bulk_read_back_as_written(
+    postgres_empty: Engine, instants_kept: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # More rows than a pipeline takes: COPY, JSON as text the driver escapes (tabs,
     # newlines, backslashes, quotes, non-ASCII), numbers of each JSON type, instants
-    # in UTC and in another zone.
+    # in UTC and in another zone, the memo of their text emptied when full or not.
+    monkeypatch.setattr(_raw, "_INSTANT_TEXTS_KEPT", instants_kept)
     upgrade(postgres_empty)
     zone = timezone(timedelta(hours=-5))
     texts = ["tab\there", "new\nline", "back\\slash", 'a "quote"', "ünï ✓", "\\N", ""]
@@ -140,5 +144,61 @@ def test_rows_copied_in_bulk_read_back_as_written(postgres_empty: Engine) -> Non
             assert read == one
             assert read.metadata == one.metadata
             assert _canonical(read.metadata) == _canonical(one.metadata)
+            assert read.erased_at is not None
+            assert read.erased_at.tzinfo is UTC
+
+
+def test_rows_loaded_by_many_ids_are_found_whatever_their_ids_hold(postgres_empty: Engine) -> None:
+    # A batch reads its rows by id in one statement, the ids as one array literal: ids
+    # it must quote and escape (quotes, backslashes, braces, commas, spaces, NULL, "").
+    upgrade(postgres_empty)
+    ids = ['cus_"q"', "cus_\\b", "cus_{x}", "cus_a,b", "cus_ sp", "NULL", "cus_ü✓", "", "cus_1"]
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:
+        for i, customer_id in enumerate(ids):
+            uow.customers.add(customer(customer_id, email=f"c{i}@example.com"))
+        uow.commit()
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:
+        uow.prepare_batch(customers=[*ids, "cus_missing"])
+        assert {c.id for c in (uow.recall(customers, i) for i in ids) if c is not None} == set(ids)
+        assert uow.recall(customers, "cus_missing") is None
+
+
+@pytest.mark.parametrize("instants_kept", [4096, 2])
+def test_rows_updated_set_based_read_back_as_written(
+    postgres_empty: Engine, instants_kept: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Enough updates of one shape for one set-based statement (in a bulk flush), its
+    # instants as array elements from the memo (emptied when full or not), some in
+    # another zone.
+    monkeypatch.setattr(_raw, "_INSTANT_TEXTS_KEPT", instants_kept)
+    upgrade(postgres_empty)
+    zone = timezone(timedelta(hours=3))
+    ids = [f"cus_{i:02}" for i in range(25)]
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:
+        for customer_id in ids:
+            uow.customers.add(customer(customer_id))
+        uow.commit()
+    literals: list[object] = []
+    real = _batch.array_literals
+    monkeypatch.setattr(_batch, "array_literals", lambda *a: literals.append(a) or real(*a))
+    expected = {}
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:
+        uow.prepare_batch(customers=ids)
+        for i in range(110):  # more new rows than a pipeline takes: the bulk flush
+            uow.customers.add(customer(f"cus_n{i:03}"))
+        for i, customer_id in enumerate(ids):
+            erased = T0 + (i % 4) * HOUR
+            changed = attrs.evolve(
+                uow.customers.get(customer_id),
+                erased_at=erased.astimezone(zone) if i % 3 else erased,
+            )
+            uow.customers.update(changed)
+            expected[customer_id] = changed
+        uow.commit()
+    assert len(literals) == 1
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:
+        for customer_id, wanted in expected.items():
+            read = uow.customers.get(customer_id)
+            assert read == wanted
             assert read.erased_at is not None
             assert read.erased_at.tzinfo is UTC
