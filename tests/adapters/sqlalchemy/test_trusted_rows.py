@@ -8,8 +8,9 @@ import attrs
 import pytest
 
 from lumenquest_adapters.sqlalchemy import _mapping as m
-from lumenquest_adapters.testing.samples import T0, customer
+from lumenquest_adapters.testing.samples import T0, customer, invoice
 from lumenquest_core.customers import Customer, Role
+from lumenquest_core.invoicing import InvoiceStatus
 from lumenquest_core.money import Money
 
 
@@ -38,3 +39,11 @@ def test_a_customer_row_rebuilds_what_the_constructor_makes(written: Customer) -
         assert type(getattr(read, field.name)) is type(getattr(written, field.name))
     assert isinstance(read.metadata, MappingProxyType)
     assert read.metadata is not row["metadata"]  # the row's dict is not shared
+
+
+def test_an_invoice_row_holds_every_amount_of_the_invoice() -> None:
+    written = invoice("in_1", subscription_id=None, status=InvoiceStatus.OPEN)
+    row = m.invoice_row(written)
+    for name in m._INVOICE_AMOUNTS:
+        assert row[name] == getattr(written, name).amount
+    assert m.invoice_from_rows({**row, "seq": 1}, m.invoice_line_rows(written)) == written
