@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.util import find_tables
 
-from lumenquest_adapters.sqlalchemy._errors import Describe
+from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow
 from lumenquest_adapters.sqlalchemy._mapping import json_encoder, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
     array_literals,
@@ -67,7 +67,7 @@ class Write:
 
     table: sa.Table
     values: dict[str, Any]
-    describe: Describe | None
+    describe: Describe | DescribeRow | None  # a DescribeRow describes the row of values
     key: str | None = None
 
 

@@ -41,7 +41,7 @@ from lumenquest_adapters.sqlalchemy._batch import (
     touches,
 )
 from lumenquest_adapters.sqlalchemy._engine import BEGIN_KEY, is_sqlite
-from lumenquest_adapters.sqlalchemy._errors import Describe, translated
+from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow, described, translated
 from lumenquest_adapters.sqlalchemy._mapping import Row, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
     begin_with,
@@ -403,18 +403,24 @@ class SqlAlchemyUnitOfWork:
         with translated(metadata):
             return connection.execute(query).mappings().all()
 
-    def insert(self, table: sa.Table, values: dict[str, Any], describe: Describe | None) -> None:
+    def insert(
+        self, table: sa.Table, values: dict[str, Any], describe: Describe | DescribeRow | None
+    ) -> None:
         """Insert a row, or queue it in batch mode; a taken unique key raises ``describe``'s Conflict."""
-        if self.batch is not None:
-            self.batch.queue(Write(table, values, describe))
+        batch = self.batch
+        if batch is not None:
+            # Batch.queue inline: ten inserts a renewal.
+            batch.writes.append(Write(table, values, describe))
+            batch.tables.add(table)
             return
-        self._insert_now(table, values, describe)
+        self._insert_now(table, values, described(describe, values))
 
     def insert_rows(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         """Insert rows that can break a constraint only on a bug (an invoice's lines)."""
-        if self.batch is not None:
+        batch = self.batch
+        if batch is not None:
             for row in rows:
-                self.batch.queue(Write(table, row, None))
+                batch.queue(Write(table, row, None))
             return
         if not rows:
             return
@@ -450,7 +456,11 @@ class SqlAlchemyUnitOfWork:
         self._write_locked = True
 
     def defer_update(
-        self, table: sa.Table, key: str, values: dict[str, Any], describe: Describe | None
+        self,
+        table: sa.Table,
+        key: str,
+        values: dict[str, Any],
+        describe: Describe | DescribeRow | None,
     ) -> bool:
         """Queue the update of a row this unit of work holds; say whether it was queued."""
         batch = self.batch
@@ -554,8 +564,9 @@ class SqlAlchemyUnitOfWork:
         batch, self.batch = self.batch, None
         try:
             for write in writes:
+                describe = described(write.describe, write.values)
                 if write.key is None:
-                    self._insert_now(write.table, write.values, write.describe)
+                    self._insert_now(write.table, write.values, describe)
                 else:
                     key = write.table.c[write.key]
                     statement = (
@@ -563,7 +574,7 @@ class SqlAlchemyUnitOfWork:
                         .where(key == write.values[write.key])
                         .values(plain_json(write.table.name, write.values))
                     )
-                    self.write([statement], write.describe)
+                    self.write([statement], describe)
         finally:
             self.batch = batch
 

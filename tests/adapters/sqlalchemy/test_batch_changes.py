@@ -14,8 +14,10 @@ from sqlalchemy.engine import Engine
 
 from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, _batch, _raw, upgrade
 from lumenquest_adapters.sqlalchemy._batch import Batch, _canonical, _same_json
+from lumenquest_adapters.sqlalchemy._errors import DescribeRow, described
 from lumenquest_adapters.sqlalchemy._schema import customers
 from lumenquest_adapters.testing.samples import T0, customer
+from lumenquest_core.errors import Conflict
 
 HOUR = timedelta(hours=1)
 
@@ -202,3 +204,61 @@ def test_rows_updated_set_based_read_back_as_written(
             assert read == wanted
             assert read.erased_at is not None
             assert read.erased_at.tzinfo is UTC
+
+
+def _add_and_commit(uow: SqlAlchemyUnitOfWork, one: Any) -> None:
+    uow.customers.add(one)  # raises here unbatched, at commit batched
+    uow.commit()
+
+
+@pytest.mark.parametrize(
+    ("second", "message", "details"),
+    [
+        (
+            customer("cus_1", email="other@example.com"),
+            "customer 'cus_1' already exists",
+            {"kind": "customer", "id": "cus_1", "constraint": "primary_key"},
+        ),
+        (
+            customer("cus_2", email="cus_1@example.com"),
+            "a customer with this email already exists",
+            {"kind": "customer", "constraint": "customer_email", "field": "email"},
+        ),
+    ],
+)
+def test_a_queued_write_that_breaks_a_rule_raises_its_own_conflict(
+    empty_engine: Engine, second: Any, message: str, details: dict[str, str]
+) -> None:
+    # The Conflict is described from the queued row only when the bulk write fails and
+    # the writes are replayed one by one: the same error as without a batch.
+    upgrade(empty_engine)
+    with SqlAlchemyUnitOfWork(empty_engine) as uow:
+        uow.customers.add(customer("cus_1"))
+        uow.commit()
+    for batch in (True, False):
+        with SqlAlchemyUnitOfWork(empty_engine) as uow:
+            if batch:
+                uow.prepare_batch()
+            with pytest.raises(Conflict) as raised:
+                _add_and_commit(uow, second)
+        assert str(raised.value) == message
+        assert raised.value.details == details
+    with SqlAlchemyUnitOfWork(empty_engine) as uow:
+        uow.customers.add(customer("cus_3"))
+        uow.commit()
+    with SqlAlchemyUnitOfWork(empty_engine) as uow:  # an update's, queued, then replayed
+        uow.prepare_batch(customers=["cus_3"])
+        taken = attrs.evolve(uow.customers.get("cus_3"), email="cus_1@example.com")
+        uow.customers.update(taken)  # queued
+        with pytest.raises(Conflict, match="a customer with this email already exists"):
+            uow.commit()
+
+
+def test_a_plain_describe_is_used_as_it_is() -> None:
+    def describe(name: str | None) -> Conflict | None:
+        return None
+
+    assert described(describe, {"id": "x"}) is describe
+    assert described(None, {"id": "x"}) is None
+    with pytest.raises(NotImplementedError):
+        DescribeRow().of({"id": "x"})
