@@ -46,6 +46,7 @@ __all__ = [
     "kept_cursor",
     "reraise",
     "select_by_key",
+    "select_due",
     "select_where",
     "update_row",
     "update_sql",
@@ -276,6 +277,36 @@ def select_by_key(
     else:
         param = list(values)
     return _fetch(connection, table, statement, (param,))
+
+
+def select_due(
+    connection: Connection,
+    table: sa.Table,
+    column: str,
+    at: datetime,
+    *,
+    key: str,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Return up to ``limit`` rows whose ``column`` is at or before ``at``, as column -> value.
+
+    Earliest first, then by ``key``; locked, skipping the rows other transactions hold
+    (``FOR UPDATE SKIP LOCKED``).
+    """
+    statement = _select_due_text(connection.dialect.identifier_preparer, table, column, key)
+    params = bound_values(connection, table, (column,))({column: at})
+    params.append(limit)
+    return _fetch(connection, table, statement, params)
+
+
+@functools.cache
+def _select_due_text(preparer: IdentifierPreparer, table: sa.Table, column: str, key: str) -> str:
+    names = ", ".join(preparer.quote(c.name) for c in table.c)
+    due = preparer.quote(column)
+    return (
+        f"SELECT {names} FROM {preparer.format_table(table)} WHERE {due} <= %s"
+        f" ORDER BY {due}, {preparer.quote(key)} LIMIT %s FOR UPDATE SKIP LOCKED"
+    )
 
 
 def select_where(

@@ -435,17 +435,10 @@ class Subscriptions(_Repository):
         """
         at = aware(at, "at")
         limit = _check_limit(limit)
-        c = t.subscriptions.c
-        query = (
-            sa.select(t.subscriptions)
-            .where(c.next_action_at <= at)
-            .order_by(c.next_action_at, c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         self._uow.take_write_lock()
         claimed: builtins.list[Subscription] = []
-        for row in self._rows(query):
+        rows = self._uow.read_due(self._table, "next_action_at", at, key="id", limit=limit)
+        for row in rows:
             subscription = m.subscription_from_row(row)
             claimed.append(subscription)
             self._uow.claimed[subscription.id] = (subscription, row)

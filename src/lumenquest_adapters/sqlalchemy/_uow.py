@@ -50,6 +50,7 @@ from lumenquest_adapters.sqlalchemy._raw import (
     insert_many,
     insert_new,
     select_by_key,
+    select_due,
     select_where,
     update_row,
 )
@@ -379,6 +380,30 @@ class SqlAlchemyUnitOfWork:
         )
         if for_update:
             query = query.order_by(column).with_for_update()
+        with translated(metadata):
+            return connection.execute(query).mappings().all()
+
+    def read_due(
+        self, table: sa.Table, column: str, at: datetime, *, key: str, limit: int
+    ) -> Sequence[Row]:
+        """Return up to ``limit`` rows due by ``at`` in ``column``, earliest first, locked.
+
+        Ties go by ``key``; rows other transactions hold are skipped (``FOR UPDATE SKIP
+        LOCKED``; SQLite has one writer, and ignores it). PostgreSQL reads them straight
+        through the driver: a billing batch claims 500.
+        """
+        connection = self._reading(table)
+        if not self._sqlite:
+            with translated(metadata):
+                return select_due(connection, table, column, at, key=key, limit=limit)
+        due = table.c[column]
+        query = (
+            sa.select(table)
+            .where(due <= at)
+            .order_by(due, table.c[key])
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         with translated(metadata):
             return connection.execute(query).mappings().all()
 

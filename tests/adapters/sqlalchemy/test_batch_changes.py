@@ -16,7 +16,7 @@ from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, _batch, _raw, u
 from lumenquest_adapters.sqlalchemy._batch import Batch, _canonical, _same_json
 from lumenquest_adapters.sqlalchemy._errors import DescribeRow, described
 from lumenquest_adapters.sqlalchemy._schema import customers
-from lumenquest_adapters.testing.samples import T0, customer
+from lumenquest_adapters.testing.samples import T0, customer, plan, price, subscription
 from lumenquest_core.errors import Conflict
 
 HOUR = timedelta(hours=1)
@@ -262,3 +262,20 @@ def test_a_plain_describe_is_used_as_it_is() -> None:
     assert described(None, {"id": "x"}) is None
     with pytest.raises(NotImplementedError):
         DescribeRow().of({"id": "x"})
+
+
+def test_a_claim_takes_the_earliest_due_first_ties_by_id(empty_engine: Engine) -> None:
+    upgrade(empty_engine)
+    dues = {"sub_c": T0 + HOUR, "sub_a": T0 + 2 * HOUR, "sub_b": T0 + HOUR, "sub_d": T0 + 9 * HOUR}
+    with SqlAlchemyUnitOfWork(empty_engine) as uow:
+        uow.customers.add(customer("cus_1"))
+        uow.plans.add(plan("plan_1"))
+        uow.prices.add(price("price_1"))
+        for sub_id, due in dues.items():
+            uow.subscriptions.add(subscription(sub_id, due=due))
+        uow.commit()
+    with SqlAlchemyUnitOfWork(empty_engine) as uow:
+        claimed = uow.subscriptions.claim_due(T0 + 2 * HOUR, limit=10)
+        assert [s.id for s in claimed] == ["sub_b", "sub_c", "sub_a"]  # sub_d not yet due
+        assert claimed[0] == subscription("sub_b", due=T0 + HOUR)
+        assert uow.subscriptions.claim_due(T0 + 2 * HOUR, limit=2)[-1].id == "sub_c"
