@@ -92,9 +92,9 @@ def _not_found(kind: str, row_id: str) -> NotFound:
 class _Duplicate:
     """Describe a broken constraint: the row's key's own, or one ``specific`` knows.
 
-    An object of four slots, not a closure: a billing run makes one per write, and a
-    closure's function, cells and tuple are six objects for the garbage collector to
-    follow while the batch lives (its full collections are most of their cost).
+    An object of four slots, not a closure (a closure's function, cells and tuple are
+    six objects for the garbage collector to follow). A queued write makes one only
+    when it broke a rule (see :class:`_Duplicates`); an unbatched write, one each.
     """
 
     __slots__ = ("_kind", "_names", "_row_id", "_specific")
