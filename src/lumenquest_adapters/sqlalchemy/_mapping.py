@@ -139,6 +139,14 @@ def plain_json(table: str, values: Values) -> Values:
 _set = object.__setattr__
 _new = object.__new__
 
+# Enum members by stored value, for the rows read by the thousand: a dict lookup where
+# the enum's call costs 0.3 us (CHECK constraints hold the values to the members).
+_ROLES = {member.value: member for member in Role}
+_SUBSCRIPTION_STATUSES = {member.value: member for member in SubscriptionStatus}
+_INVOICE_STATUSES = {member.value: member for member in InvoiceStatus}
+_BILLING_REASONS = {member.value: member for member in BillingReason}
+_PAYMENT_STATUSES = {member.value: member for member in PaymentStatus}
+
 
 def _cash(amount: int, currency: str) -> Money:
     """Return Money read from a row, whose CHECK constraints already hold it valid."""
@@ -323,20 +331,27 @@ def customer_row(customer: Customer) -> Values:
 
 
 def customer_from_row(row: Row) -> Customer:
-    """Rebuild a customer."""
-    return Customer(
+    """Rebuild a customer, without its validators (a batch loads one per renewal).
+
+    Its row was a valid customer when written: the email normalised (a regex the
+    constructor runs again), role and currency held by CHECK constraints.
+    """
+    currency = row["currency"]
+    customer: Customer = new_trusted(
+        Customer,
         id=row["id"],
         email=row["email"],
         created_at=row["created_at"],
         name=row["name"],
-        currency=row["currency"],
-        credit_balance=_money(row["credit_balance"], row["currency"]),
-        role=Role(row["role"]),
+        currency=currency,
+        credit_balance=_money(row["credit_balance"], currency),
+        role=_ROLES[row["role"]],
         gateway_customer_id=row["gateway_customer_id"],
         email_deliverable=bool(row["email_deliverable"]),
         erased_at=row["erased_at"],
-        metadata=row["metadata"],
+        metadata=MappingProxyType(dict(row["metadata"] or {})),  # as the constructor keeps it
     )
+    return customer
 
 
 def _discount_json(discount: Discount) -> dict[str, Any]:
@@ -440,7 +455,7 @@ def subscription_from_row(row: Row) -> Subscription:
             "customer_id": row["customer_id"],
             "price": price_from_row(row["price"]),
             "quantity": int(row["quantity"]),
-            "status": SubscriptionStatus(row["status"]),
+            "status": _SUBSCRIPTION_STATUSES[row["status"]],
             "anchor": row["anchor"],
             "current_period": _span(row["current_period_start"], row["current_period_end"]),
             "created_at": row["created_at"],
@@ -571,9 +586,19 @@ def invoice_row(invoice: Invoice) -> Values:
         "paid_at": invoice.paid_at,
         "voided_at": invoice.voided_at,
         "marked_uncollectible_at": invoice.marked_uncollectible_at,
+        # Spelled out, not a loop of getattr over _INVOICE_AMOUNTS: three invoice rows a
+        # renewal (its insert, its update, the settlement's check of the stored row).
+        "subtotal": invoice.subtotal.amount,
+        "discount": invoice.discount.amount,
+        "tax": invoice.tax.amount,
+        "inclusive_tax": invoice.inclusive_tax.amount,
+        "total": invoice.total.amount,
+        "credit_applied": invoice.credit_applied.amount,
+        "amount_due": invoice.amount_due.amount,
+        "amount_paid": invoice.amount_paid.amount,
+        "amount_credited": invoice.amount_credited.amount,
+        "amount_refunded": invoice.amount_refunded.amount,
     }
-    for name in _INVOICE_AMOUNTS:
-        values[name] = getattr(invoice, name).amount
     return values
 
 
@@ -600,9 +625,9 @@ def invoice_from_rows(row: Row, lines: Sequence[Row]) -> Invoice:
         "id": row["id"],
         "customer_id": row["customer_id"],
         "currency": currency,
-        "status": InvoiceStatus(row["status"]),
+        "status": _INVOICE_STATUSES[row["status"]],
         "lines": tuple(line_from_row(line) for line in lines),
-        "billing_reason": BillingReason(row["billing_reason"]),
+        "billing_reason": _BILLING_REASONS[row["billing_reason"]],
         "created_at": row["created_at"],
         "line_discounts": tuple(_cash(int(line["discount_amount"]), currency) for line in lines),
         "line_taxes": tuple(tuple(_line_tax_from_json(t) for t in line["taxes"]) for line in lines),
@@ -677,7 +702,7 @@ def payment_from_row(row: Row) -> Payment:
         invoice_id=row["invoice_id"],
         customer_id=row["customer_id"],
         amount=_cash(int(row["amount"]), currency),
-        status=PaymentStatus(row["status"]),
+        status=_PAYMENT_STATUSES[row["status"]],
         idempotency_key=row["idempotency_key"],
         attempt=int(row["attempt"]),
         created_at=row["created_at"],

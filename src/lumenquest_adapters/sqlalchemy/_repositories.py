@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from lumenquest_adapters.sqlalchemy import _mapping as m
 from lumenquest_adapters.sqlalchemy import _schema as t
 from lumenquest_adapters.sqlalchemy._engine import is_sqlite
-from lumenquest_adapters.sqlalchemy._errors import Describe
+from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow
 from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
@@ -92,9 +92,9 @@ def _not_found(kind: str, row_id: str) -> NotFound:
 class _Duplicate:
     """Describe a broken constraint: the row's key's own, or one ``specific`` knows.
 
-    An object of four slots, not a closure: a billing run makes one per write, and a
-    closure's function, cells and tuple are six objects for the garbage collector to
-    follow while the batch lives (its full collections are most of their cost).
+    An object of four slots, not a closure (a closure's function, cells and tuple are
+    six objects for the garbage collector to follow). A queued write makes one only
+    when it broke a rule (see :class:`_Duplicates`); an unbatched write, one each.
     """
 
     __slots__ = ("_kind", "_names", "_row_id", "_specific")
@@ -117,10 +117,28 @@ class _Duplicate:
         return None if self._specific is None else self._specific(name)
 
 
+class _Duplicates(DescribeRow):
+    """Make the :class:`_Duplicate` of any row of a table, from its values, when needed."""
+
+    __slots__ = ("_key", "_kind", "_names", "_specific")
+
+    def __init__(
+        self, names: tuple[str, str], kind: str, key: str, specific: Describe | None
+    ) -> None:
+        self._names = names
+        self._kind = kind
+        self._key = key
+        self._specific = specific
+
+    def of(self, values: dict[str, Any]) -> Describe:
+        """Return the row's Describe: its key's own constraints, or one ``specific`` knows."""
+        return _Duplicate(self._names, self._kind, str(values[self._key]), self._specific)
+
+
 class _Repository:
     """Common plumbing: the unit of work, the table, what its rows are called."""
 
-    __slots__ = ("_key", "_kind", "_names", "_table", "_uow")
+    __slots__ = ("_duplicates", "_key", "_kind", "_names", "_table", "_uow")
 
     def __init__(
         self, uow: SqlAlchemyUnitOfWork, table: sa.Table, kind: str, key: str = "id"
@@ -131,22 +149,26 @@ class _Repository:
         self._key = key
         # The constraints that say "this key is taken": the primary key, or the unique id.
         self._names = (f"pk_{table.name}", f"uq_{table.name}_{key}")
+        self._duplicates = _Duplicates(self._names, kind, key, None)
 
     def _duplicate(self, row_id: str, specific: Describe | None = None) -> Describe:
         """Describe a broken constraint: the key's own, or one ``specific`` knows."""
         return _Duplicate(self._names, self._kind, row_id, specific)
 
+    def _duplicates_of(self, specific: Describe | None) -> _Duplicates:
+        """Describe the broken constraints of any row: the shared one, or one with ``specific``."""
+        if specific is None:
+            return self._duplicates
+        return _Duplicates(self._names, self._kind, self._key, specific)
+
     def _insert(self, values: dict[str, Any], specific: Describe | None = None) -> None:
-        row_id = str(values[self._key])
-        self._uow.insert(self._table, values, self._duplicate(row_id, specific))
+        self._uow.insert(self._table, values, self._duplicates_of(specific))
 
     def _update(self, values: dict[str, Any], specific: Describe | None = None) -> None:
         """Replace a row; only a table with a unique key besides its own pays for a savepoint."""
-        row_id = str(values[self._key])
-        if self._uow.defer_update(
-            self._table, self._key, values, self._duplicate(row_id, specific)
-        ):
+        if self._uow.defer_update(self._table, self._key, values, self._duplicates_of(specific)):
             return  # batch mode, and the row is known to exist: no NotFound to check for
+        row_id = str(values[self._key])
         count = self._uow.update_row(
             self._table,
             self._key,
@@ -413,17 +435,10 @@ class Subscriptions(_Repository):
         """
         at = aware(at, "at")
         limit = _check_limit(limit)
-        c = t.subscriptions.c
-        query = (
-            sa.select(t.subscriptions)
-            .where(c.next_action_at <= at)
-            .order_by(c.next_action_at, c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         self._uow.take_write_lock()
         claimed: builtins.list[Subscription] = []
-        for row in self._rows(query):
+        rows = self._uow.read_due(self._table, "next_action_at", at, key="id", limit=limit)
+        for row in rows:
             subscription = m.subscription_from_row(row)
             claimed.append(subscription)
             self._uow.claimed[subscription.id] = (subscription, row)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
@@ -41,7 +41,7 @@ from lumenquest_adapters.sqlalchemy._batch import (
     touches,
 )
 from lumenquest_adapters.sqlalchemy._engine import BEGIN_KEY, is_sqlite
-from lumenquest_adapters.sqlalchemy._errors import Describe, translated
+from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow, described, translated
 from lumenquest_adapters.sqlalchemy._mapping import Row, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
     begin_with,
@@ -50,29 +50,15 @@ from lumenquest_adapters.sqlalchemy._raw import (
     insert_many,
     insert_new,
     select_by_key,
+    select_due,
     select_where,
     update_row,
 )
 from lumenquest_adapters.sqlalchemy._schema import invoice_number_sequence, metadata
 from lumenquest_core.invoicing import Invoice
 from lumenquest_core.ports import (
-    AnalyticsRepository,
-    AuditLog,
-    CouponRepository,
-    CreditNoteRepository,
-    CustomerRepository,
-    EmailDeliveryRepository,
     IdempotencyRecord,
-    IdempotencyStore,
-    InvoiceRepository,
-    OutboxRepository,
-    PaymentRepository,
-    PlanRepository,
-    PriceRepository,
-    SubscriptionChangeRepository,
-    SubscriptionRepository,
     UnitOfWork,
-    UsageRepository,
 )
 
 __all__ = [
@@ -82,8 +68,6 @@ __all__ = [
     "SqlAlchemyStore",
     "SqlAlchemyUnitOfWork",
 ]
-
-_R = TypeVar("_R")
 
 # A write that changes nothing but takes SQLite's write lock for a deferred transaction.
 _TAKE_WRITE_LOCK = (
@@ -148,7 +132,6 @@ class SqlAlchemyUnitOfWork:
         self._write_locked = False
         # Whether the transaction ran nothing but the unit of work's own reads so far.
         self._only_read = True
-        self._repositories: dict[str, object] = {}
         self.batch: Batch | None = None  # set by prepare_batch, until the transaction ends
         # What claim_due locked this transaction (id -> the subscription and its row), so
         # that prepare_batch need not read it again.
@@ -156,106 +139,85 @@ class SqlAlchemyUnitOfWork:
 
     # -- the repositories ------------------------------------------------------------
 
-    def _repository(self, name: str, factory: Callable[[SqlAlchemyUnitOfWork], _R]) -> _R:
-        # Each property assigns the result to its port's type: mypy checks the match.
-        repository = self._repositories.get(name)
-        if repository is None:
-            repository = self._repositories[name] = factory(self)
-        return repository  # type: ignore[return-value]  # stored under its own name only
+    # Each made on first use and kept in the instance's __dict__: the core asks for one
+    # 19 times a renewal, and a property's two calls each time cost
+    # 12,000 instructions a renewal (5,512M -> 5,488M over 2,000). The concrete types are checked against the port where the unit of
+    # work is returned as one (SqlAlchemyStore.unit_of_work).
 
-    @property
-    def customers(self) -> CustomerRepository:
+    @functools.cached_property
+    def customers(self) -> r.Customers:
         """The customers of this unit of work."""
-        repository: CustomerRepository = self._repository("customers", r.Customers)
-        return repository
+        return r.Customers(self)
 
-    @property
-    def plans(self) -> PlanRepository:
+    @functools.cached_property
+    def plans(self) -> r.Plans:
         """The plans of this unit of work."""
-        repository: PlanRepository = self._repository("plans", r.Plans)
-        return repository
+        return r.Plans(self)
 
-    @property
-    def prices(self) -> PriceRepository:
+    @functools.cached_property
+    def prices(self) -> r.Prices:
         """The prices of this unit of work."""
-        repository: PriceRepository = self._repository("prices", r.Prices)
-        return repository
+        return r.Prices(self)
 
-    @property
-    def coupons(self) -> CouponRepository:
+    @functools.cached_property
+    def coupons(self) -> r.Coupons:
         """The coupons of this unit of work."""
-        repository: CouponRepository = self._repository("coupons", r.Coupons)
-        return repository
+        return r.Coupons(self)
 
-    @property
-    def subscriptions(self) -> SubscriptionRepository:
+    @functools.cached_property
+    def subscriptions(self) -> r.Subscriptions:
         """The subscriptions of this unit of work."""
-        repository: SubscriptionRepository = self._repository("subscriptions", r.Subscriptions)
-        return repository
+        return r.Subscriptions(self)
 
-    @property
-    def invoices(self) -> InvoiceRepository:
+    @functools.cached_property
+    def invoices(self) -> r.Invoices:
         """The invoices of this unit of work."""
-        repository: InvoiceRepository = self._repository("invoices", r.Invoices)
-        return repository
+        return r.Invoices(self)
 
-    @property
-    def payments(self) -> PaymentRepository:
+    @functools.cached_property
+    def payments(self) -> r.Payments:
         """The payments of this unit of work."""
-        repository: PaymentRepository = self._repository("payments", r.Payments)
-        return repository
+        return r.Payments(self)
 
-    @property
-    def credit_notes(self) -> CreditNoteRepository:
+    @functools.cached_property
+    def credit_notes(self) -> r.CreditNotes:
         """The credit notes of this unit of work."""
-        repository: CreditNoteRepository = self._repository("credit_notes", r.CreditNotes)
-        return repository
+        return r.CreditNotes(self)
 
-    @property
-    def usage(self) -> UsageRepository:
+    @functools.cached_property
+    def usage(self) -> r.Usage:
         """The usage of this unit of work."""
-        repository: UsageRepository = self._repository("usage", r.Usage)
-        return repository
+        return r.Usage(self)
 
-    @property
-    def outbox(self) -> OutboxRepository:
+    @functools.cached_property
+    def outbox(self) -> r.Outbox:
         """The outbox of this unit of work."""
-        repository: OutboxRepository = self._repository("outbox", r.Outbox)
-        return repository
+        return r.Outbox(self)
 
-    @property
-    def audit_log(self) -> AuditLog:
+    @functools.cached_property
+    def audit_log(self) -> r.AuditLog:
         """The audit log of this unit of work."""
-        repository: AuditLog = self._repository("audit_log", r.AuditLog)
-        return repository
+        return r.AuditLog(self)
 
-    @property
-    def subscription_changes(self) -> SubscriptionChangeRepository:
+    @functools.cached_property
+    def subscription_changes(self) -> r.SubscriptionChanges:
         """The subscription changes of this unit of work."""
-        repository: SubscriptionChangeRepository = self._repository(
-            "subscription_changes", r.SubscriptionChanges
-        )
-        return repository
+        return r.SubscriptionChanges(self)
 
-    @property
-    def analytics(self) -> AnalyticsRepository:
+    @functools.cached_property
+    def analytics(self) -> r.Analytics:
         """The analytics of this unit of work."""
-        repository: AnalyticsRepository = self._repository("analytics", r.Analytics)
-        return repository
+        return r.Analytics(self)
 
-    @property
-    def email_deliveries(self) -> EmailDeliveryRepository:
+    @functools.cached_property
+    def email_deliveries(self) -> r.EmailDeliveries:
         """The email deliveries of this unit of work."""
-        repository: EmailDeliveryRepository = self._repository(
-            "email_deliveries", r.EmailDeliveries
-        )
-        return repository
+        return r.EmailDeliveries(self)
 
-    @property
-    def idempotency(self) -> IdempotencyStore:
+    @functools.cached_property
+    def idempotency(self) -> r.Idempotency:
         """The idempotency of this unit of work."""
-        repository: IdempotencyStore = self._repository("idempotency", r.Idempotency)
-        return repository
+        return r.Idempotency(self)
 
     # -- the transaction -------------------------------------------------------------
 
@@ -421,6 +383,30 @@ class SqlAlchemyUnitOfWork:
         with translated(metadata):
             return connection.execute(query).mappings().all()
 
+    def read_due(
+        self, table: sa.Table, column: str, at: datetime, *, key: str, limit: int
+    ) -> Sequence[Row]:
+        """Return up to ``limit`` rows due by ``at`` in ``column``, earliest first, locked.
+
+        Ties go by ``key``; rows other transactions hold are skipped (``FOR UPDATE SKIP
+        LOCKED``; SQLite has one writer, and ignores it). PostgreSQL reads them straight
+        through the driver: a billing batch claims 500.
+        """
+        connection = self._reading(table)
+        if not self._sqlite:
+            with translated(metadata):
+                return select_due(connection, table, column, at, key=key, limit=limit)
+        due = table.c[column]
+        query = (
+            sa.select(table)
+            .where(due <= at)
+            .order_by(due, table.c[key])
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with translated(metadata):
+            return connection.execute(query).mappings().all()
+
     def read_where(
         self,
         table: sa.Table,
@@ -442,18 +428,24 @@ class SqlAlchemyUnitOfWork:
         with translated(metadata):
             return connection.execute(query).mappings().all()
 
-    def insert(self, table: sa.Table, values: dict[str, Any], describe: Describe | None) -> None:
+    def insert(
+        self, table: sa.Table, values: dict[str, Any], describe: Describe | DescribeRow | None
+    ) -> None:
         """Insert a row, or queue it in batch mode; a taken unique key raises ``describe``'s Conflict."""
-        if self.batch is not None:
-            self.batch.queue(Write(table, values, describe))
+        batch = self.batch
+        if batch is not None:
+            # Batch.queue inline: ten inserts a renewal.
+            batch.writes.append(Write(table, values, describe))
+            batch.tables.add(table)
             return
-        self._insert_now(table, values, describe)
+        self._insert_now(table, values, described(describe, values))
 
     def insert_rows(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         """Insert rows that can break a constraint only on a bug (an invoice's lines)."""
-        if self.batch is not None:
+        batch = self.batch
+        if batch is not None:
             for row in rows:
-                self.batch.queue(Write(table, row, None))
+                batch.queue(Write(table, row, None))
             return
         if not rows:
             return
@@ -489,7 +481,11 @@ class SqlAlchemyUnitOfWork:
         self._write_locked = True
 
     def defer_update(
-        self, table: sa.Table, key: str, values: dict[str, Any], describe: Describe | None
+        self,
+        table: sa.Table,
+        key: str,
+        values: dict[str, Any],
+        describe: Describe | DescribeRow | None,
     ) -> bool:
         """Queue the update of a row this unit of work holds; say whether it was queued."""
         batch = self.batch
@@ -533,14 +529,13 @@ class SqlAlchemyUnitOfWork:
         """Read the named rows in bulk (locking the payments) and queue writes from now on."""
         if self.batch is None:
             self.batch = Batch()
-        # The unit of work's own repositories (the ports' properties hide these methods).
         # The payments first: on SQLite their lock is the database's write lock, and a
         # transaction that read before asking for it fails at once ("database is locked",
         # no waiting) when another writer commits in between.
-        self._repository("payments", r.Payments).lock(payments_for_update)
-        self._repository("customers", r.Customers).load(customers)
-        self._repository("subscriptions", r.Subscriptions).load(subscriptions)
-        invoice_repository = self._repository("invoices", r.Invoices)
+        self.payments.lock(payments_for_update)
+        self.customers.load(customers)
+        self.subscriptions.load(subscriptions)
+        invoice_repository = self.invoices
         invoice_repository.load(invoices, known=known_invoices)
         invoice_repository.note_pending_lines(pending_lines_of)
 
@@ -594,8 +589,9 @@ class SqlAlchemyUnitOfWork:
         batch, self.batch = self.batch, None
         try:
             for write in writes:
+                describe = described(write.describe, write.values)
                 if write.key is None:
-                    self._insert_now(write.table, write.values, write.describe)
+                    self._insert_now(write.table, write.values, describe)
                 else:
                     key = write.table.c[write.key]
                     statement = (
@@ -603,7 +599,7 @@ class SqlAlchemyUnitOfWork:
                         .where(key == write.values[write.key])
                         .values(plain_json(write.table.name, write.values))
                     )
-                    self.write([statement], write.describe)
+                    self.write([statement], describe)
         finally:
             self.batch = batch
 

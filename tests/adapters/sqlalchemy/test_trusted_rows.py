@@ -1,0 +1,49 @@
+"""Rows read back become the very objects the validating constructors make of them."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import attrs
+import pytest
+
+from lumenquest_adapters.sqlalchemy import _mapping as m
+from lumenquest_adapters.testing.samples import T0, customer, invoice
+from lumenquest_core.customers import Customer, Role
+from lumenquest_core.invoicing import InvoiceStatus
+from lumenquest_core.money import Money
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        customer("cus_1"),
+        attrs.evolve(
+            customer("cus_2"),
+            currency="EUR",
+            credit_balance=Money(250, "EUR"),
+            role=Role.ADMIN,
+            gateway_customer_id="gw_2",
+            email_deliverable=False,
+            erased_at=T0,
+            metadata={"n": 1, "nested": {"ok": True}},
+        ),
+    ],
+)
+def test_a_customer_row_rebuilds_what_the_constructor_makes(written: Customer) -> None:
+    row = {**m.customer_row(written), "seq": 1}
+    read = m.customer_from_row(row)
+    assert read == written  # written: made by the constructor (attrs.evolve runs it too)
+    for field in attrs.fields(Customer):  # metadata too, which == leaves out
+        assert getattr(read, field.name) == getattr(written, field.name)
+        assert type(getattr(read, field.name)) is type(getattr(written, field.name))
+    assert isinstance(read.metadata, MappingProxyType)
+    assert read.metadata is not row["metadata"]  # the row's dict is not shared
+
+
+def test_an_invoice_row_holds_every_amount_of_the_invoice() -> None:
+    written = invoice("in_1", subscription_id=None, status=InvoiceStatus.OPEN)
+    row = m.invoice_row(written)
+    for name in m._INVOICE_AMOUNTS:
+        assert row[name] == getattr(written, name).amount
+    assert m.invoice_from_rows({**row, "seq": 1}, m.invoice_line_rows(written)) == written
