@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, metadata, translate, upgrade
+from lumenquest_adapters.sqlalchemy import (
+    SqlAlchemyUnitOfWork,
+    create_engine_for,
+    metadata,
+    translate,
+    upgrade,
+)
 from lumenquest_adapters.testing.samples import (
     T0,
     analytics_event,
@@ -126,3 +132,19 @@ def test_an_unreachable_database_raises_the_retryable_error() -> None:
     engine = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
     with pytest.raises(GatewayUnavailable), SqlAlchemyUnitOfWork(engine):
         pass
+
+
+def test_a_postgresql_session_runs_in_utc_whatever_the_server_zone(postgres_url: str) -> None:
+    # The connection asks for another zone; the engine puts the session back on UTC.
+    engine = create_engine_for(postgres_url, connect_args={"options": "-c TimeZone=Asia/Tokyo"})
+    try:
+        with engine.connect() as connection:
+            zone = connection.exec_driver_sql("SHOW TIME ZONE").scalar()
+            instant = connection.exec_driver_sql(
+                "SELECT timestamptz '2026-03-01 12:00:00+09'"
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert zone == "UTC"
+    assert instant == datetime(2026, 3, 1, 3, tzinfo=UTC)
+    assert instant.utcoffset() == timedelta(0)
