@@ -408,16 +408,7 @@ class Billing:
     ) -> DomainEvent:
         # Built without the converter's defensive copy: ``data`` is a fresh dict only the
         # event holds, so the read-only view over it is all the freezing it needs.
-        return build_trusted(
-            DomainEvent,
-            {
-                "name": name,
-                "subject_id": subject_id,
-                "customer_id": customer_id,
-                "occurred_at": at,
-                "data": MappingProxyType(to_jsonable(data)),
-            },
-        )
+        return _json_event(name, subject_id, customer_id, at, to_jsonable(data))
 
     def _audit(
         self,

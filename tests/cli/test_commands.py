@@ -288,23 +288,29 @@ def test_run_due_leaves_the_start_up_heap_out_of_full_collections_while_it_runs(
     assert gc.get_freeze_count() == 0  # and given back to the collector afterwards
 
 
+def run_due_failing_once(committed: int | None, asked: list[int]) -> Any:
+    """A run_due whose first call commits ``committed`` renewals (all it was asked: None),
+    then loses its connection; later calls do all they are asked."""
+
+    def run_due(*, limit: int, summary: RunSummary) -> RunSummary:
+        asked.append(limit)
+        first = len(asked) == 1
+        done = committed if first and committed is not None else limit
+        summary.subscriptions += done
+        summary.renewals += done
+        if first:
+            raise GatewayUnavailable("the database connection was lost")
+        return summary
+
+    return run_due
+
+
 def test_a_retried_run_due_reports_what_every_attempt_committed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cli, "_RETRY_PAUSE_SECONDS", 0.0)
     asked: list[int] = []
-
-    def run_due(*, limit: int, summary: RunSummary) -> RunSummary:
-        """Commit 3 renewals, then lose the connection; the retry does the rest."""
-        asked.append(limit)
-        done = 3 if len(asked) == 1 else limit
-        summary.subscriptions += done
-        summary.renewals += done
-        if len(asked) == 1:
-            raise GatewayUnavailable("the database connection was lost")
-        return summary
-
-    summary = cli._retrying(run_due, 10)
+    summary = cli._retrying(run_due_failing_once(3, asked), 10)
     assert asked == [10, 7]  # the retry asks only for what is left
     assert (summary.subscriptions, summary.renewals) == (10, 10)
 
@@ -314,11 +320,5 @@ def test_a_run_due_that_fails_after_its_last_batch_is_not_called_again(
 ) -> None:
     monkeypatch.setattr(cli, "_RETRY_PAUSE_SECONDS", 0.0)
     asked: list[int] = []
-
-    def run_due(*, limit: int, summary: RunSummary) -> RunSummary:
-        asked.append(limit)
-        summary.subscriptions += limit
-        raise GatewayUnavailable("the email provider is down")
-
-    assert cli._retrying(run_due, 4).subscriptions == 4
+    assert cli._retrying(run_due_failing_once(None, asked), 4).subscriptions == 4
     assert asked == [4]
