@@ -91,6 +91,10 @@ __all__ = [
 ]
 
 _Status = SubscriptionStatus
+# Bound once: each Enum member lookup costs a metaclass hook in Python 3.11, and these are
+# asked at every settled payment.
+_ACTIVATED_BY_PAYMENT = frozenset({_Status.INCOMPLETE, _Status.PAST_DUE, _Status.UNPAID})
+_PAYABLE = frozenset({InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE})
 
 SYSTEM_ACTOR = "system"
 _DISPATCH_LOCK = "lumenquest:dispatch-events"
@@ -1784,11 +1788,7 @@ class Billing:
             pending = sub.pending_update
             if pending is not None and pending.invoice_id == invoice.id:
                 transition, action = lifecycle.apply_pending_update(sub), "changed"
-            elif sub.status in (
-                _Status.INCOMPLETE,
-                _Status.PAST_DUE,
-                _Status.UNPAID,
-            ) and not self._other_open(uow, sub, invoice.id):
+            elif sub.status in _ACTIVATED_BY_PAYMENT and not self._other_open(uow, sub, invoice.id):
                 transition = lifecycle.payment_succeeded(sub, at)
         uow.payments.update(
             evolve_trusted(
@@ -1805,7 +1805,7 @@ class Billing:
                 {"invoice_id": invoice.id, "amount": amount},
             )
         ]
-        if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
+        if invoice.status in _PAYABLE:
             paid = invoicing.pay(invoice, at=at)
             uow.invoices.update(paid)
             events.append(self._paid_event(paid, at))
