@@ -205,6 +205,89 @@ def _customer_ids(store: MemoryStore, customer_id: str) -> list[str]:
         return [i.id for i in uow.invoices.list(customer_id=customer_id)]
 
 
+def _due_store(store: MemoryStore, count: int) -> list[str]:
+    with MemoryUnitOfWork(store) as uow:
+        for i in range(count):
+            uow.subscriptions.add(subscription(f"sub_{i}", due=T0 + timedelta(hours=i)))
+        uow.commit()
+    return [f"sub_{i}" for i in range(count)]
+
+
+def test_a_second_claim_in_one_unit_of_work_finds_the_first_claims_subscriptions_again(
+    store: MemoryStore,
+) -> None:
+    ids = _due_store(store, 4)
+    with MemoryUnitOfWork(store) as uow:
+        assert [s.id for s in uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=2)] == ids[
+            :2
+        ]
+        claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+        assert [s.id for s in claimed] == ids
+
+
+def test_claimed_subscriptions_stay_due_after_a_rollback_or_a_commit_that_leaves_them(
+    store: MemoryStore,
+) -> None:
+    ids = _due_store(store, 3)
+    with MemoryUnitOfWork(store) as uow:
+        uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)  # rolled back
+    with MemoryUnitOfWork(store) as uow:
+        uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+        uow.customers.add(customer("cus_1"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+        assert [s.id for s in claimed] == ids
+    assert sorted(store.due_heap) == sorted((due, sid) for sid, due in store.due_of.items())
+
+
+def test_a_claimed_subscription_moved_by_the_commit_is_due_again_at_its_new_time_only(
+    store: MemoryStore,
+) -> None:
+    _due_store(store, 2)
+    with MemoryUnitOfWork(store) as uow:
+        [sub] = uow.subscriptions.claim_due(T0, limit=10)
+        uow.subscriptions.update(subscription(sub.id, due=T0 + timedelta(days=2)))
+        uow.commit()
+    assert store.due_claimed == []
+    with MemoryUnitOfWork(store) as uow:
+        assert [s.id for s in uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)] == [
+            "sub_1"
+        ]
+        assert [s.id for s in uow.subscriptions.claim_due(T0 + timedelta(days=2), limit=10)] == [
+            "sub_1",
+            "sub_0",
+        ]
+
+
+def test_a_nested_unit_of_work_claims_what_the_outer_one_claimed(store: MemoryStore) -> None:
+    ids = _due_store(store, 2)
+    with MemoryUnitOfWork(store) as outer:
+        assert [
+            s.id for s in outer.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+        ] == ids
+        with MemoryUnitOfWork(store) as nested:
+            claimed = nested.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+            assert [s.id for s in claimed] == ids
+        outer.commit()
+    assert sorted(store.due_heap) == sorted((due, sid) for sid, due in store.due_of.items())
+
+
+def test_a_heap_rebuilt_while_entries_are_claimed_holds_each_once(store: MemoryStore) -> None:
+    _due_store(store, 2)
+    # Stale entries (of no subscription) enough for the next commit to rebuild the heap;
+    # later than every live one, so that the list stays a heap.
+    store.due_heap.extend((T0 + timedelta(days=400), "gone") for _ in range(1100))
+    with MemoryUnitOfWork(store) as uow:
+        [first] = uow.subscriptions.claim_due(T0, limit=1)
+        assert first.id == "sub_0"
+        uow.subscriptions.update(subscription("sub_1", due=T0 + timedelta(days=3)))
+        uow.commit()
+    assert sorted(store.due_heap) == sorted((due, sid) for sid, due in store.due_of.items())
+    with MemoryUnitOfWork(store) as uow:
+        assert [s.id for s in uow.subscriptions.claim_due(T0, limit=10)] == ["sub_0"]
+
+
 def test_an_index_read_late_files_rows_moved_before_and_after_its_first_read(
     store: MemoryStore,
 ) -> None:
