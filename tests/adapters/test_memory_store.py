@@ -464,3 +464,31 @@ def test_a_row_a_nested_commit_deleted_is_created_again_by_the_outer_update() ->
     view: View[_Row] = View(table, lambda _: None)
     assert [r.id for r in view.bucket("group", "h")] == ["r1"]
     assert [r.id for r in view.scan()] == ["r1"]
+
+
+def _one_key_table() -> Table[_Row]:
+    return Table("row", lambda row: row.id, uniques=[UniqueIndex("a", lambda r: r.a, _taken)])
+
+
+def test_a_key_its_committed_owner_gave_up_in_this_unit_of_work_can_be_claimed() -> None:
+    table = _one_key_table()
+    _commit(table, ("add", _Row("r1", a="x")), ("add", _Row("r2", a="y")))
+    view: View[_Row] = View(table, lambda _: None)
+    view.delete("r1")
+    view.add(_Row("r3", a="x"))  # r1, deleted, holds x no more
+    view.update(_Row("r2", a="z"))
+    view.add(_Row("r4", a="y"))  # r2 moved off y
+    overlay = view.take_overlay()
+    assert overlay is not None
+    table.apply(overlay)
+    assert table.unique_owners[0] == {"x": "r3", "y": "r4", "z": "r2"}
+
+
+def test_a_committed_owner_updated_but_keeping_its_key_still_holds_it() -> None:
+    table = _one_key_table()
+    _commit(table, ("add", _Row("r1", a="x")))
+    view: View[_Row] = View(table, lambda _: None)
+    view.update(_Row("r1", a="x", group="g"))
+    with pytest.raises(Conflict) as taken:
+        view.add(_Row("r2", a="x"))
+    assert taken.value.details["existing_id"] == "r1"
