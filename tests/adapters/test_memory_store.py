@@ -1,7 +1,9 @@
 """The memory store's own promises, beyond the UnitOfWork contract it shares with SQL."""
 
+import inspect
 import threading
 from datetime import timedelta
+from unittest.mock import MagicMock
 
 import attrs
 import pytest
@@ -29,6 +31,44 @@ def test_a_repository_used_outside_its_with_block_refuses(store: MemoryStore) ->
     uow = MemoryUnitOfWork(store)
     with pytest.raises(RuntimeError, match="with"):
         uow.customers.get("cus_1")
+
+
+_REPOSITORY_NAMES = [
+    "customers",
+    "plans",
+    "prices",
+    "coupons",
+    "subscriptions",
+    "invoices",
+    "payments",
+    "credit_notes",
+    "usage",
+    "outbox",
+    "audit_log",
+    "subscription_changes",
+    "analytics",
+    "email_deliveries",
+    "idempotency",
+]
+
+
+@pytest.mark.parametrize("name", _REPOSITORY_NAMES)
+def test_every_repository_method_refuses_outside_the_with_block(
+    store: MemoryStore, name: str
+) -> None:
+    uow = MemoryUnitOfWork(store)
+    with uow:
+        pass
+    repository = getattr(uow, name)  # built inside the block, used after it
+    methods = [m for m in dir(repository) if not m.startswith("_")]
+    assert methods
+    for method in methods:
+        function = getattr(repository, method)
+        parameters = inspect.signature(function).parameters.values()
+        args = [MagicMock() for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+        kwargs = {p.name: MagicMock() for p in parameters if p.kind is p.KEYWORD_ONLY}
+        with pytest.raises(RuntimeError, match="with"):
+            function(*args, **kwargs)
 
 
 def test_a_unit_of_work_cannot_be_entered_twice(store: MemoryStore) -> None:
@@ -504,3 +544,15 @@ def test_a_committed_owner_updated_but_keeping_its_key_still_holds_it() -> None:
     with pytest.raises(Conflict) as taken:
         view.add(_Row("r2", a="x"))
     assert taken.value.details["existing_id"] == "r1"
+
+
+def test_a_row_deleted_in_this_unit_of_work_is_not_found_by_id() -> None:
+    table = _one_key_table()
+    _commit(table, ("add", _Row("r1", a="x")), ("add", _Row("r2", a="y")))
+    view: View[_Row] = View(table, lambda _: None)
+    view.delete("r1")
+    with pytest.raises(NotFound):
+        view.get("r1")
+    assert view.get("r2") == _Row("r2", a="y")  # committed, under a live overlay
+    view.add(_Row("r1", a="z"))
+    assert view.get("r1") == _Row("r1", a="z")
