@@ -64,14 +64,6 @@ _EVENT_NAMES: Mapping[str, EventName] = {name.value: name for name in EventName}
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-def _pack(data: Any) -> Any:
-    """Return ``data`` marshalled (bytes), or as given if it is not plain data."""
-    try:
-        return _dumps(data)
-    except ValueError:
-        return data
-
-
 def _pack_mapping(data: Mapping[str, Any]) -> Any:
     """Return a mapping marshalled as a plain dict, None when empty, or as given."""
     if not data:
@@ -144,6 +136,13 @@ def message_delivered(row: MessageRow, at: datetime) -> MessageRow:
 def entry_row(entry: AuditEntry) -> EntryRow:
     """Return an audit entry as a compact row."""
     before, after = entry.before, entry.after
+    packed: Any = None
+    if before is not None or after is not None:
+        snapshots: Any = (before, after)
+        try:  # marshalled, or kept as given if it is not plain data
+            packed = _dumps(snapshots)
+        except ValueError:
+            packed = snapshots
     return (
         entry.id,
         entry.actor,
@@ -152,7 +151,7 @@ def entry_row(entry: AuditEntry) -> EntryRow:
         entry.subject_id,
         entry.at,
         entry.customer_id,
-        None if before is None and after is None else _pack((before, after)),
+        packed,
     )
 
 

@@ -83,9 +83,14 @@ _subscription_id = operator.attrgetter("subscription_id")
 _invoice_id = operator.attrgetter("invoice_id")
 
 
+# Bound once: on Python 3.11 an enum class has a __getattr__, which makes every
+# ``BillingReason.SUBSCRIPTION_CYCLE`` go through the slot wrapper of __getattribute__.
+_SUBSCRIPTION_CYCLE = BillingReason.SUBSCRIPTION_CYCLE
+
+
 def _cycle_key(invoice: Invoice) -> Hashable | None:
     if (
-        invoice.billing_reason is BillingReason.SUBSCRIPTION_CYCLE
+        invoice.billing_reason is _SUBSCRIPTION_CYCLE
         and invoice.period is not None
         and invoice.subscription_id is not None
     ):
@@ -697,7 +702,9 @@ class _Payments(_Repository):
 
     def get_for_update(self, payment_id: str) -> Payment:
         """Return the payment; the store's lock already serializes units of work."""
-        return self.get(payment_id)
+        if not self._uow._open:
+            raise _outside()
+        return self._view.get(payment_id)  # get()'s body, without a call more per settlement
 
     def find(
         self, *, idempotency_key: str | None = None, gateway_reference: str | None = None

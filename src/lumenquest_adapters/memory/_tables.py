@@ -323,7 +323,16 @@ class View(Generic[R]):
 
     def get(self, row_id: str) -> R:
         """Return the row or raise NotFound."""
-        row = self.find(row_id)
+        # find(), inlined: a renewal reads six rows by id (with the other small inlines of
+        # the same change, run_due over 3,000: 2,445 -> 2,424 million instructions).
+        overlay = self.overlay
+        if overlay is not None:
+            row = overlay.rows.get(row_id)
+            if row is not None:
+                return row
+            if overlay.deleted and row_id in overlay.deleted:
+                raise self.table.not_found(row_id)
+        row = self.table.rows.get(row_id)
         if row is None:
             raise self.table.not_found(row_id)
         return row
