@@ -74,6 +74,18 @@ def test_a_default_of_decline_declines_everything_unscripted() -> None:
     assert charge(gateway, "k1").decline_code == "do_not_honor"
 
 
+def test_a_ledger_entry_gives_the_answer_its_charge_gave() -> None:
+    gateway = FakeGateway(default=GatewayOutcome.decline("do_not_honor", "No."))
+    answer = charge(gateway, "k1")
+    [entry] = gateway.charges
+    assert entry == LedgerCharge(
+        "k1", "cus_1", usd(1000), ChargeStatus.DECLINED, "ch_fake_1", "d", "do_not_honor", "No."
+    )
+    assert answer == ChargeResult(ChargeStatus.DECLINED, "ch_fake_1", "do_not_honor", "No.")
+    assert entry.result() == answer
+    assert gateway.find_charge(customer("cus_1"), "k1") == answer
+
+
 def test_a_customers_own_queue_goes_first() -> None:
     gateway = FakeGateway(GatewayOutcome.decline())
     gateway.queue_for("cus_2", GatewayOutcome.decline("lost_card"))

@@ -1,10 +1,14 @@
 """The memory store's compact history rows: exact round trips, no collector tracking."""
 
 import gc
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -114,3 +118,43 @@ def test_history_rows_leave_nothing_for_the_collector_to_walk() -> None:
     rows = [row for table in tables for row in table.rows.values()]
     assert len(rows) > 10
     assert not any(gc.is_tracked(row) for row in rows)
+
+
+class _Plain(Mapping[str, Any]):
+    """A read-only mapping with no copy() of its own."""
+
+    def __init__(self, items: dict[str, Any]) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@pytest.mark.parametrize(
+    "underlying",
+    [
+        pytest.param(dict, id="dict"),
+        pytest.param(OrderedDict, id="copy-not-a-dict"),
+        pytest.param(_Plain, id="no-copy"),
+    ],
+)
+def test_read_only_data_over_any_mapping_is_stored_as_a_plain_copy(
+    underlying: Callable[[dict[str, Any]], Mapping[str, Any]],
+) -> None:
+    data = {"total": {"amount": 1000, "currency": "USD"}, "lines": [1, 2]}
+    packed = _rows._pack_mapping(MappingProxyType(underlying(data)))
+    assert type(packed) is bytes
+    unpacked = _rows._unpack_mapping(packed)
+    assert unpacked == data
+    assert type(unpacked) is MappingProxyType
+
+
+def test_read_only_data_that_is_not_plain_is_kept_as_the_proxy_given() -> None:
+    proxy = MappingProxyType({"at": T0})
+    assert _rows._pack_mapping(proxy) is proxy

@@ -1,7 +1,9 @@
 """The memory store's own promises, beyond the UnitOfWork contract it shares with SQL."""
 
+import inspect
 import threading
 from datetime import timedelta
+from unittest.mock import MagicMock
 
 import attrs
 import pytest
@@ -31,6 +33,44 @@ def test_a_repository_used_outside_its_with_block_refuses(store: MemoryStore) ->
         uow.customers.get("cus_1")
 
 
+_REPOSITORY_NAMES = [
+    "customers",
+    "plans",
+    "prices",
+    "coupons",
+    "subscriptions",
+    "invoices",
+    "payments",
+    "credit_notes",
+    "usage",
+    "outbox",
+    "audit_log",
+    "subscription_changes",
+    "analytics",
+    "email_deliveries",
+    "idempotency",
+]
+
+
+@pytest.mark.parametrize("name", _REPOSITORY_NAMES)
+def test_every_repository_method_refuses_outside_the_with_block(
+    store: MemoryStore, name: str
+) -> None:
+    uow = MemoryUnitOfWork(store)
+    with uow:
+        pass
+    repository = getattr(uow, name)  # built inside the block, used after it
+    methods = [m for m in dir(repository) if not m.startswith("_")]
+    assert methods
+    for method in methods:
+        function = getattr(repository, method)
+        parameters = inspect.signature(function).parameters.values()
+        args = [MagicMock() for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+        kwargs = {p.name: MagicMock() for p in parameters if p.kind is p.KEYWORD_ONLY}
+        with pytest.raises(RuntimeError, match="with"):
+            function(*args, **kwargs)
+
+
 def test_a_unit_of_work_cannot_be_entered_twice(store: MemoryStore) -> None:
     with MemoryUnitOfWork(store) as uow, pytest.raises(RuntimeError, match="already open"):
         uow.__enter__()
@@ -39,6 +79,18 @@ def test_a_unit_of_work_cannot_be_entered_twice(store: MemoryStore) -> None:
 def test_an_unknown_attribute_is_an_attribute_error(store: MemoryStore) -> None:
     with pytest.raises(AttributeError, match="carts"):
         MemoryUnitOfWork(store).carts  # noqa: B018
+
+
+def test_a_repository_is_built_once_per_unit_of_work_and_kept_as_its_attribute(
+    store: MemoryStore,
+) -> None:
+    uow, other = MemoryUnitOfWork(store), MemoryUnitOfWork(store)
+    customers = uow.customers
+    assert uow.customers is customers
+    assert vars(uow)["customers"] is customers
+    assert other.customers is not customers
+    assert "plans" not in vars(uow)  # only what is used is built
+    assert not isinstance(MemoryUnitOfWork.customers, type(customers))  # the class's builder
 
 
 def test_the_store_lock_is_released_when_the_block_raises(store: MemoryStore) -> None:
@@ -203,6 +255,89 @@ def test_a_claim_leaves_unprocessed_subscriptions_due(store: MemoryStore) -> Non
 def _customer_ids(store: MemoryStore, customer_id: str) -> list[str]:
     with MemoryUnitOfWork(store) as uow:
         return [i.id for i in uow.invoices.list(customer_id=customer_id)]
+
+
+def _due_store(store: MemoryStore, count: int) -> list[str]:
+    with MemoryUnitOfWork(store) as uow:
+        for i in range(count):
+            uow.subscriptions.add(subscription(f"sub_{i}", due=T0 + timedelta(hours=i)))
+        uow.commit()
+    return [f"sub_{i}" for i in range(count)]
+
+
+def test_a_second_claim_in_one_unit_of_work_finds_the_first_claims_subscriptions_again(
+    store: MemoryStore,
+) -> None:
+    ids = _due_store(store, 4)
+    with MemoryUnitOfWork(store) as uow:
+        assert [s.id for s in uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=2)] == ids[
+            :2
+        ]
+        claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+        assert [s.id for s in claimed] == ids
+
+
+def test_claimed_subscriptions_stay_due_after_a_rollback_or_a_commit_that_leaves_them(
+    store: MemoryStore,
+) -> None:
+    ids = _due_store(store, 3)
+    with MemoryUnitOfWork(store) as uow:
+        uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)  # rolled back
+    with MemoryUnitOfWork(store) as uow:
+        uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+        uow.customers.add(customer("cus_1"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+        assert [s.id for s in claimed] == ids
+    assert sorted(store.due_heap) == sorted((due, sid) for sid, due in store.due_of.items())
+
+
+def test_a_claimed_subscription_moved_by_the_commit_is_due_again_at_its_new_time_only(
+    store: MemoryStore,
+) -> None:
+    _due_store(store, 2)
+    with MemoryUnitOfWork(store) as uow:
+        [sub] = uow.subscriptions.claim_due(T0, limit=10)
+        uow.subscriptions.update(subscription(sub.id, due=T0 + timedelta(days=2)))
+        uow.commit()
+    assert store.due_claimed == []
+    with MemoryUnitOfWork(store) as uow:
+        assert [s.id for s in uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)] == [
+            "sub_1"
+        ]
+        assert [s.id for s in uow.subscriptions.claim_due(T0 + timedelta(days=2), limit=10)] == [
+            "sub_1",
+            "sub_0",
+        ]
+
+
+def test_a_nested_unit_of_work_claims_what_the_outer_one_claimed(store: MemoryStore) -> None:
+    ids = _due_store(store, 2)
+    with MemoryUnitOfWork(store) as outer:
+        assert [
+            s.id for s in outer.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+        ] == ids
+        with MemoryUnitOfWork(store) as nested:
+            claimed = nested.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+            assert [s.id for s in claimed] == ids
+        outer.commit()
+    assert sorted(store.due_heap) == sorted((due, sid) for sid, due in store.due_of.items())
+
+
+def test_a_heap_rebuilt_while_entries_are_claimed_holds_each_once(store: MemoryStore) -> None:
+    _due_store(store, 2)
+    # Stale entries (of no subscription) enough for the next commit to rebuild the heap;
+    # later than every live one, so that the list stays a heap.
+    store.due_heap.extend((T0 + timedelta(days=400), "gone") for _ in range(1100))
+    with MemoryUnitOfWork(store) as uow:
+        [first] = uow.subscriptions.claim_due(T0, limit=1)
+        assert first.id == "sub_0"
+        uow.subscriptions.update(subscription("sub_1", due=T0 + timedelta(days=3)))
+        uow.commit()
+    assert sorted(store.due_heap) == sorted((due, sid) for sid, due in store.due_of.items())
+    with MemoryUnitOfWork(store) as uow:
+        assert [s.id for s in uow.subscriptions.claim_due(T0, limit=10)] == ["sub_0"]
 
 
 def test_an_index_read_late_files_rows_moved_before_and_after_its_first_read(
@@ -381,3 +516,43 @@ def test_a_row_a_nested_commit_deleted_is_created_again_by_the_outer_update() ->
     view: View[_Row] = View(table, lambda _: None)
     assert [r.id for r in view.bucket("group", "h")] == ["r1"]
     assert [r.id for r in view.scan()] == ["r1"]
+
+
+def _one_key_table() -> Table[_Row]:
+    return Table("row", lambda row: row.id, uniques=[UniqueIndex("a", lambda r: r.a, _taken)])
+
+
+def test_a_key_its_committed_owner_gave_up_in_this_unit_of_work_can_be_claimed() -> None:
+    table = _one_key_table()
+    _commit(table, ("add", _Row("r1", a="x")), ("add", _Row("r2", a="y")))
+    view: View[_Row] = View(table, lambda _: None)
+    view.delete("r1")
+    view.add(_Row("r3", a="x"))  # r1, deleted, holds x no more
+    view.update(_Row("r2", a="z"))
+    view.add(_Row("r4", a="y"))  # r2 moved off y
+    overlay = view.take_overlay()
+    assert overlay is not None
+    table.apply(overlay)
+    assert table.unique_owners[0] == {"x": "r3", "y": "r4", "z": "r2"}
+
+
+def test_a_committed_owner_updated_but_keeping_its_key_still_holds_it() -> None:
+    table = _one_key_table()
+    _commit(table, ("add", _Row("r1", a="x")))
+    view: View[_Row] = View(table, lambda _: None)
+    view.update(_Row("r1", a="x", group="g"))
+    with pytest.raises(Conflict) as taken:
+        view.add(_Row("r2", a="x"))
+    assert taken.value.details["existing_id"] == "r1"
+
+
+def test_a_row_deleted_in_this_unit_of_work_is_not_found_by_id() -> None:
+    table = _one_key_table()
+    _commit(table, ("add", _Row("r1", a="x")), ("add", _Row("r2", a="y")))
+    view: View[_Row] = View(table, lambda _: None)
+    view.delete("r1")
+    with pytest.raises(NotFound):
+        view.get("r1")
+    assert view.get("r2") == _Row("r2", a="y")  # committed, under a live overlay
+    view.add(_Row("r1", a="z"))
+    assert view.get("r1") == _Row("r1", a="z")

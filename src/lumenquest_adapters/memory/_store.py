@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar, overload
 
 from lumenquest_adapters.memory import _rows
 from lumenquest_adapters.memory._rows import ChangeRow, EntryRow, MessageRow
@@ -83,9 +83,14 @@ _subscription_id = operator.attrgetter("subscription_id")
 _invoice_id = operator.attrgetter("invoice_id")
 
 
+# Bound once: on Python 3.11 an enum class has a __getattr__, which makes every
+# ``BillingReason.SUBSCRIPTION_CYCLE`` go through the slot wrapper of __getattribute__.
+_SUBSCRIPTION_CYCLE = BillingReason.SUBSCRIPTION_CYCLE
+
+
 def _cycle_key(invoice: Invoice) -> Hashable | None:
     if (
-        invoice.billing_reason is BillingReason.SUBSCRIPTION_CYCLE
+        invoice.billing_reason is _SUBSCRIPTION_CYCLE
         and invoice.period is not None
         and invoice.subscription_id is not None
     ):
@@ -173,6 +178,12 @@ class MemoryStore:
         # that no longer match ``due_of`` are stale and dropped when they surface.
         self.due_of: dict[str, datetime] = {}
         self.due_heap: list[tuple[datetime, str]] = []
+        # The live entries claim_due took off the heap, put back (those still matching
+        # ``due_of``) when the claiming unit of work ends or before the next claim: a
+        # renewal's entry then leaves the heap once instead of being pushed back and
+        # popped again as stale: two heap operations a renewal instead of four (run_due
+        # over 3,000: 2,673 -> 2,644 million instructions).
+        self.due_claimed: list[tuple[datetime, str]] = []
         self.invoices: Table[Invoice] = Table(
             "invoice",
             _by_id,
@@ -296,6 +307,17 @@ class MemoryStore:
             # Stale entries outnumber live ones: rebuild rather than let the heap grow.
             self.due_heap = [(due, sid) for sid, due in due_of.items()]
             heapq.heapify(self.due_heap)
+            self.due_claimed.clear()  # the rebuilt heap holds them already
+
+    def release_claims(self) -> None:
+        """Put the entries claim_due took off the due heap back, those still live."""
+        claimed = self.due_claimed
+        if claimed:
+            due_of, heap = self.due_of, self.due_heap
+            for entry in claimed:
+                if due_of.get(entry[1]) == entry[0]:
+                    heapq.heappush(heap, entry)
+            claimed.clear()
 
 
 def _check_limit(limit: int) -> int:
@@ -323,8 +345,18 @@ def _take(rows: Iterator[R] | Iterable[R], limit: int) -> list[R]:
     return result
 
 
+def _outside() -> RuntimeError:
+    """Return the error of a repository used outside its unit of work's ``with`` block."""
+    return RuntimeError("use the unit of work inside a `with` block")
+
+
 class _Repository:
-    """Common plumbing: the unit of work (to check it is open) and the table view."""
+    """Common plumbing: the unit of work (to check it is open) and the table view.
+
+    Each public method checks ``self._uow._open`` inline rather than calling
+    ``check_open``: a billing run makes twenty repository calls a renewal, and the call
+    cost more than the check (run_due over 3,000: 2,491 -> 2,469 million instructions).
+    """
 
     __slots__ = ("_uow",)
 
@@ -343,28 +375,33 @@ class _Customers(_Repository):
 
     def add(self, customer: Customer) -> None:
         """Store a new customer."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(customer)
 
     def get(self, customer_id: str) -> Customer:
         """Return the customer or raise NotFound."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return self._view.get(customer_id)
 
     def find_by_email(self, email: str) -> Customer | None:
         """Return the customer with this (normalised) email, if any."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         owner = self._view.owner(0, email.strip().lower())
         return None if owner is None else self._view.get(owner)
 
     def update(self, customer: Customer) -> None:
         """Replace a stored customer."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.update(customer)
 
     def list(self, *, limit: int = 100, after: str | None = None) -> Sequence[Customer]:
         """Return customers ordered by id, after the cursor ``after``."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return _take(self._view.scan_by_id(after), _check_limit(limit))
 
 
@@ -379,22 +416,26 @@ class _Plans(_Repository):
 
     def add(self, plan: Plan) -> None:
         """Store a new plan."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(plan)
 
     def get(self, plan_id: str) -> Plan:
         """Return the plan or raise NotFound."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return self._view.get(plan_id)
 
     def update(self, plan: Plan) -> None:
         """Replace a stored plan."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.update(plan)
 
     def list(self, *, active_only: bool = False) -> Sequence[Plan]:
         """Return plans ordered by id."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return [p for p in self._view.scan_by_id() if p.active or not active_only]
 
 
@@ -409,22 +450,26 @@ class _Prices(_Repository):
 
     def add(self, price: Price) -> None:
         """Store a new price."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(price)
 
     def get(self, price_id: str) -> Price:
         """Return the price or raise NotFound."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return self._view.get(price_id)
 
     def update(self, price: Price) -> None:
         """Replace a stored price (its active flag or nickname)."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.update(price)
 
     def list(self, *, plan_id: str | None = None, active_only: bool = False) -> Sequence[Price]:
         """Return prices ordered by id."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         if plan_id is None:
             rows: Iterable[Price] = self._view.scan_by_id()
         else:
@@ -443,17 +488,20 @@ class _Coupons(_Repository):
 
     def add(self, coupon: Coupon) -> None:
         """Store a new coupon."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(coupon)
 
     def get(self, coupon_id: str) -> Coupon:
         """Return the coupon or raise NotFound."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return self._view.get(coupon_id)
 
     def list(self) -> Sequence[Coupon]:
         """Return coupons ordered by id."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return list(self._view.scan_by_id())
 
 
@@ -469,17 +517,20 @@ class _Subscriptions(_Repository):
 
     def add(self, subscription: Subscription) -> None:
         """Store a new subscription."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(subscription)
 
     def get(self, subscription_id: str) -> Subscription:
         """Return the subscription or raise NotFound."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return self._view.get(subscription_id)
 
     def update(self, subscription: Subscription) -> None:
         """Replace a stored subscription."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.update(subscription)
 
     def list(
@@ -491,7 +542,8 @@ class _Subscriptions(_Repository):
         after: str | None = None,
     ) -> Sequence[Subscription]:
         """Return subscriptions ordered by id, after the cursor ``after``."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         limit = _check_limit(limit)
         if customer_id is None:
             rows: Iterable[Subscription] = self._view.scan_by_id(after)
@@ -509,27 +561,32 @@ class _Subscriptions(_Repository):
         The store lock, held for the whole unit of work, is what makes the claim
         exclusive; the heap makes it O(k log n) instead of a scan.
         """
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         at = aware(at, "at")
         limit = _check_limit(limit)
         store = self._store
+        store.release_claims()  # an earlier claim's entries are due as much as the rest
         overlay = self._view.overlay
         changed: dict[str, Subscription] = {} if overlay is None else overlay.rows
         deleted: set[str] = set() if overlay is None else overlay.deleted
         heap, due_of = store.due_heap, store.due_of
         found: list[tuple[datetime, str]] = []
-        live: list[tuple[datetime, str]] = []
+        # The live entries popped stay off the heap until the unit of work ends (see
+        # MemoryStore.due_claimed); a claimed subscription it renews is pushed again
+        # under its new due by the commit.
+        live = store.due_claimed
         seen: set[str] = set()
+        pop = heapq.heappop
         while heap and heap[0][0] <= at and len(found) < limit:
-            due, sid = heapq.heappop(heap)
+            entry = pop(heap)
+            due, sid = entry
             if sid in seen or due_of.get(sid) != due:
                 continue  # stale or duplicate: dropped for good
             seen.add(sid)
-            live.append((due, sid))
+            live.append(entry)
             if sid not in changed and sid not in deleted:
-                found.append((due, sid))
-        for entry in live:
-            heapq.heappush(heap, entry)
+                found.append(entry)
         # This unit of work's own changes decide for the subscriptions it touched.
         for sid, sub in changed.items():
             own_due = next_action_at(sub)
@@ -553,17 +610,20 @@ class _Invoices(_Repository):
 
     def add(self, invoice: Invoice) -> None:
         """Store a new invoice; a second cycle invoice for the same period raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(invoice)
 
     def get(self, invoice_id: str) -> Invoice:
         """Return the invoice or raise NotFound."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return self._view.get(invoice_id)
 
     def update(self, invoice: Invoice) -> None:
         """Replace a stored invoice."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.update(invoice)
 
     def list(
@@ -576,7 +636,8 @@ class _Invoices(_Repository):
         after: str | None = None,
     ) -> Sequence[Invoice]:
         """Return invoices in creation order, strictly after the invoice ``after``."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
         if subscription_id is None and customer_id is None:
             # The scan starts after the cursor itself: nothing left for _page to skip.
@@ -597,17 +658,20 @@ class _Invoices(_Repository):
 
     def next_number(self) -> int:
         """Take the next invoice number (gapless; rolled back with the unit of work)."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return self._uow.take_number()
 
     def add_pending_line(self, pending: PendingLine) -> None:
         """Keep a proration line for the subscription's next invoice."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._lines.add(pending)
 
     def take_pending_lines(self, subscription_id: str) -> Sequence[PendingLine]:
         """Remove and return the subscription's waiting lines, oldest first."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         lines = self._lines.bucket("subscription_id", subscription_id)
         for line in lines:
             self._lines.delete(line.id)
@@ -626,23 +690,28 @@ class _Payments(_Repository):
 
     def add(self, payment: Payment) -> None:
         """Store a new payment; a reused idempotency key raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(payment)
 
     def get(self, payment_id: str) -> Payment:
         """Return the payment or raise NotFound."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return self._view.get(payment_id)
 
     def get_for_update(self, payment_id: str) -> Payment:
         """Return the payment; the store's lock already serializes units of work."""
-        return self.get(payment_id)
+        if not self._uow._open:
+            raise _outside()
+        return self._view.get(payment_id)  # get()'s body, without a call more per settlement
 
     def find(
         self, *, idempotency_key: str | None = None, gateway_reference: str | None = None
     ) -> Payment | None:
         """Return the payment with this idempotency key or gateway reference, if any."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         if idempotency_key is not None:
             # The key is unique: its unique index answers, no secondary index needed.
             owner = self._view.owner(0, idempotency_key)
@@ -653,7 +722,8 @@ class _Payments(_Repository):
 
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.update(payment)
 
     def list(
@@ -665,7 +735,8 @@ class _Payments(_Repository):
         after: str | None = None,
     ) -> Sequence[Payment]:
         """Return payments in creation order: at most ``limit``, those after ``after``."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
         if invoice_id is not None:
             rows: Iterable[Payment] = view.bucket("invoice_id", invoice_id)
@@ -683,7 +754,8 @@ class _Payments(_Repository):
 
     def pending(self, *, created_before: datetime, limit: int) -> Sequence[Payment]:
         """Return pending payments created before ``created_before``, oldest first."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         created_before = aware(created_before, "created_before")
         rows = [p for p in self._view.bucket("pending", True) if p.created_at < created_before]
         rows.sort(key=lambda p: p.created_at)  # stable: creation order breaks ties
@@ -691,7 +763,8 @@ class _Payments(_Repository):
 
     def add_refund(self, refund: Refund) -> None:
         """Store a refund; a reused id raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._refunds.add(refund)
 
     def refunds(
@@ -703,7 +776,8 @@ class _Payments(_Repository):
         after: str | None = None,
     ) -> Sequence[Refund]:
         """Return refunds in creation order: at most ``limit``, those after ``after``."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._refunds
         if payment_id is not None:
             rows: Iterable[Refund] = view.bucket("payment_id", payment_id)
@@ -731,7 +805,8 @@ class _CreditNotes(_Repository):
 
     def add(self, note: CreditNote) -> None:
         """Store a credit note; a reused id raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(note)
 
     def list(
@@ -743,7 +818,8 @@ class _CreditNotes(_Repository):
         after: str | None = None,
     ) -> Sequence[CreditNote]:
         """Return credit notes in creation order: at most ``limit``, those after ``after``."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
         if invoice_id is not None:
             rows: Iterable[CreditNote] = view.bucket("invoice_id", invoice_id)
@@ -771,12 +847,14 @@ class _Usage(_Repository):
 
     def add(self, record: UsageRecord) -> None:
         """Store a usage record; a reused id raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(record)
 
     def total(self, subscription_id: str, period: Period) -> int:
         """Return the quantity used in ``period`` (half-open)."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         start, end = period.start, period.end
         return sum(
             r.quantity
@@ -788,7 +866,8 @@ class _Usage(_Repository):
         self, subscription_id: str, *, limit: int | None = None, after: str | None = None
     ) -> Sequence[UsageRecord]:
         """Return the subscription's usage records ordered by time, paged by ``after``."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
 
         # Ordered by time, then creation: the cursor is that pair, not the creation rank.
@@ -813,18 +892,21 @@ class _Outbox(_Repository):
 
     def add(self, message: OutboxMessage) -> None:
         """Store an event; a reused id raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(_rows.message_row(message))
 
     def pending(self, *, limit: int) -> Sequence[OutboxMessage]:
         """Return undelivered messages, oldest first."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         rows = self._view.bucket("undelivered", True, _check_limit(limit))
         return [_rows.message_from_row(row) for row in rows]
 
     def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
         """Record that the messages were delivered; a message delivered before keeps its time."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         at = aware(at, "at")
         view = self._view
         for message_id in message_ids:
@@ -834,7 +916,8 @@ class _Outbox(_Repository):
 
     def list(self, *, customer_id: str | None = None) -> Sequence[OutboxMessage]:
         """Return every message, oldest first."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
         rows = view.scan() if customer_id is None else view.bucket("customer_id", customer_id)
         return [_rows.message_from_row(row) for row in rows]
@@ -851,14 +934,16 @@ class _AuditLog(_Repository):
 
     def add(self, entry: AuditEntry) -> None:
         """Append an entry; a reused id raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(_rows.entry_row(entry))
 
     def list(
         self, *, subject_id: str | None = None, customer_id: str | None = None
     ) -> Sequence[AuditEntry]:
         """Return entries oldest first."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
         if subject_id is not None:
             rows: Iterable[EntryRow] = view.bucket("subject_id", subject_id)
@@ -889,7 +974,8 @@ class _SubscriptionChanges(_Repository):
 
     def add(self, change: SubscriptionChange) -> None:
         """Append a change; a reused id raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(_rows.change_row(change))
 
     def list(
@@ -911,7 +997,8 @@ class _SubscriptionChanges(_Repository):
         until: datetime | None = None,
     ) -> Sequence[ChangeRow]:
         """Return the rows :meth:`list` returns, undecoded (the metrics read a few fields)."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
         if subscription_id is not None:
             rows: Iterable[ChangeRow] = view.bucket("subscription_id", subscription_id)
@@ -991,12 +1078,14 @@ class _Analytics(_Repository):
 
     def add(self, event: AnalyticsEvent) -> None:
         """Store an event; a reused id raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(event)
 
     def add_new(self, events: Sequence[AnalyticsEvent]) -> None:
         """Store each event whose id is not stored yet; skip the others."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
         for event in events:
             if view.find(event.id) is None:
@@ -1006,7 +1095,8 @@ class _Analytics(_Repository):
         self, *, customer_id: str | None = None, since: datetime | None = None
     ) -> Sequence[AnalyticsEvent]:
         """Return events ordered by ``occurred_at`` (then creation), from ``since`` on."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
         rows = view.scan() if customer_id is None else iter(view.bucket("customer_id", customer_id))
         since = None if since is None else aware(since, "since")
@@ -1027,12 +1117,14 @@ class _EmailDeliveries(_Repository):
 
     def add(self, delivery: EmailDelivery) -> None:
         """Store a delivery; the same event and template twice raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.add(delivery)
 
     def add_new(self, deliveries: Sequence[EmailDelivery]) -> None:
         """Store each delivery whose event and template (and message id) are new; skip the others."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         view = self._view
         for delivery in deliveries:
             key = (delivery.event_id, delivery.template)
@@ -1041,29 +1133,34 @@ class _EmailDeliveries(_Repository):
 
     def find(self, event_id: str, template: str) -> EmailDelivery | None:
         """Return the delivery of this event's email, if it was sent."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         owner = self._view.owner(0, (event_id, template))
         return None if owner is None else self._view.get(owner)
 
     def sent(self, keys: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return the (event id, template) pairs among ``keys`` that have a delivery."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         owner = self._view.owner
         return {key for key in keys if owner(0, key) is not None}
 
     def get(self, message_id: str) -> EmailDelivery:
         """Return the delivery or raise NotFound."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         return self._view.get(message_id)
 
     def update(self, delivery: EmailDelivery) -> None:
         """Replace a stored delivery."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         self._view.update(delivery)
 
     def list(self, *, customer_id: str | None = None) -> Sequence[EmailDelivery]:
         """Return deliveries oldest first."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         if customer_id is None:
             return list(self._view.scan())
         return self._view.bucket("customer_id", customer_id)
@@ -1080,13 +1177,15 @@ class _Idempotency(_Repository):
 
     def get(self, key: str, at: datetime) -> IdempotencyRecord | None:
         """Return the unexpired record for ``key``, if any."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         record = self._view.find(key)
         return record if record is not None and record.expires_at > aware(at, "at") else None
 
     def put(self, record: IdempotencyRecord) -> None:
         """Store a record; an unexpired record with the same key raises Conflict."""
-        self._uow.check_open()
+        if not self._uow._open:
+            raise _outside()
         existing = self._view.find(record.key)
         if existing is not None and existing.expires_at > record.created_at:
             raise Conflict(
@@ -1159,45 +1258,60 @@ def _idempotency(u: MemoryUnitOfWork) -> IdempotencyStore:
     return _Idempotency(u, u.view(u.store.idempotency))
 
 
-_REPOSITORIES: dict[str, Callable[[MemoryUnitOfWork], object]] = {
-    "customers": _customers,
-    "plans": _plans,
-    "prices": _prices,
-    "coupons": _coupons,
-    "subscriptions": _subscriptions,
-    "invoices": _invoices,
-    "payments": _payments,
-    "credit_notes": _credit_notes,
-    "usage": _usage,
-    "outbox": _outbox,
-    "audit_log": _audit_log,
-    "subscription_changes": _subscription_changes,
-    "analytics": _analytics,
-    "email_deliveries": _email_deliveries,
-    "idempotency": _idempotency,
-}
+_T = TypeVar("_T")
+
+
+class _Built(Generic[_T]):
+    """A repository of a unit of work, built on first access and kept in its ``__dict__``.
+
+    A non-data descriptor: once built, the instance's own attribute shadows it, and every
+    later access is a plain attribute read. (A ``__getattr__`` hook on the class, which
+    built them before, made every attribute read of a unit of work, ``uow.outbox`` and
+    ``self._uow.check_open`` alike, go through the slot wrapper of ``__getattribute__``:
+    run_due over 3,000, 2,526 -> 2,491 million instructions.)
+    """
+
+    __slots__ = ("_factory", "_name")
+
+    def __init__(self, factory: Callable[[MemoryUnitOfWork], _T]) -> None:
+        self._factory = factory
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, instance: MemoryUnitOfWork, owner: type) -> _T: ...
+    def __get__(self, instance: MemoryUnitOfWork | None, owner: type) -> _T | Self:
+        """Build the repository of ``instance`` and keep it there."""
+        if instance is None:
+            return self
+        repository = self._factory(instance)
+        instance.__dict__[self._name] = repository
+        return repository
 
 
 class MemoryUnitOfWork:
     """One transaction over a :class:`MemoryStore`: nothing is kept unless ``commit`` is called."""
 
-    # Built on first use (see __getattr__): most units of work touch two or three of them,
-    # and a billing run opens several units of work per subscription.
-    customers: CustomerRepository
-    plans: PlanRepository
-    prices: PriceRepository
-    coupons: CouponRepository
-    subscriptions: SubscriptionRepository
-    invoices: InvoiceRepository
-    payments: PaymentRepository
-    credit_notes: CreditNoteRepository
-    usage: UsageRepository
-    outbox: OutboxRepository
-    audit_log: AuditLog
-    subscription_changes: SubscriptionChangeRepository
-    analytics: AnalyticsRepository
-    email_deliveries: EmailDeliveryRepository
-    idempotency: IdempotencyStore
+    # Built on first use (see _Built): most units of work touch two or three of them.
+    customers = _Built(_customers)
+    plans = _Built(_plans)
+    prices = _Built(_prices)
+    coupons = _Built(_coupons)
+    subscriptions = _Built(_subscriptions)
+    invoices = _Built(_invoices)
+    payments = _Built(_payments)
+    credit_notes = _Built(_credit_notes)
+    usage = _Built(_usage)
+    outbox = _Built(_outbox)
+    audit_log = _Built(_audit_log)
+    subscription_changes = _Built(_subscription_changes)
+    analytics = _Built(_analytics)
+    email_deliveries = _Built(_email_deliveries)
+    idempotency = _Built(_idempotency)
     store: MemoryStore
 
     def __init__(self, store: MemoryStore) -> None:
@@ -1207,15 +1321,6 @@ class MemoryUnitOfWork:
         self._numbers_taken = 0
         self._number_base = 0
         self._touched: list[View[Any]] = []  # the views with uncommitted writes
-
-    def __getattr__(self, name: str) -> Any:
-        """Build a repository on first access."""
-        factory = _REPOSITORIES.get(name)
-        if factory is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        repository = factory(self)
-        setattr(self, name, repository)
-        return repository
 
     def view(self, table: Table[R]) -> View[R]:
         """Return a new view of ``table`` that reports its first write to this unit of work."""
@@ -1246,7 +1351,7 @@ class MemoryUnitOfWork:
     def check_open(self) -> None:
         """Raise unless the unit of work is inside its ``with`` block (and holds the lock)."""
         if not self._open:
-            raise RuntimeError("use the unit of work inside a `with` block")
+            raise _outside()
 
     def take_number(self) -> int:
         """Hand out the next invoice number of this transaction."""
@@ -1282,6 +1387,7 @@ class MemoryUnitOfWork:
             changed = True
         if changed:
             store.version += 1
+        store.release_claims()
         self._begin()
 
     def prepare_batch(
@@ -1302,6 +1408,7 @@ class MemoryUnitOfWork:
         self.check_open()
         for view in self._touched:
             view.take_overlay()
+        self.store.release_claims()
         self._begin()
 
     def _begin(self) -> None:

@@ -48,7 +48,10 @@ def in_memory_billing(now: datetime | None = None, **billing_options: Any) -> In
         "gateway": FakeGateway(),
         "email": RecordingEmailSender(),
         "cache": MemoryCache(clock),
-        "ids": SequentialIds(),
+        # The bound method, not the instance: Python calls a bound method's function
+        # directly, while calling an instance goes through type(ids).__call__'s slot
+        # first (ten ids a renewal: run_due over 3,000, 2,469 -> 2,445 million instructions).
+        "ids": SequentialIds().__call__,
         # No round trips to save here: a smaller batch lets its short-lived objects die
         # young instead of reaching the collector's oldest generation, whose full passes
         # walk the whole store (run_due over 10,000: ~4,700/s at 100, ~3,400/s at 500).
