@@ -14,7 +14,7 @@ from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
 from lumenquest_core.money import Money
 from lumenquest_core.periods import BillingCycle, Interval, Period
 
-__all__ = ["plan_from_dict", "price_from_dict", "to_jsonable"]
+__all__ = ["money_json", "plan_from_dict", "price_from_dict", "to_jsonable"]
 
 
 _PLAIN = frozenset({str, int, bool, float})
@@ -30,7 +30,7 @@ def to_jsonable(value: Any) -> Any:
     if kind is dict:
         return _jsonable_dict(value)
     if kind is Money or isinstance(value, Money):
-        return {"amount": value.amount, "currency": value.currency}
+        return money_json(value)
     if isinstance(value, Period):
         return {"start": value.start.isoformat(), "end": value.end.isoformat()}
     if isinstance(value, BillingCycle):
@@ -48,6 +48,11 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [to_jsonable(v) for v in value]
     return value
+
+
+def money_json(money: Money) -> dict[str, Any]:
+    """Return Money as JSON data: ``{"amount": 1000, "currency": "USD"}``."""
+    return {"amount": money.amount, "currency": money.currency}
 
 
 def _jsonable_dict(value: dict[Any, Any]) -> dict[str, Any]:

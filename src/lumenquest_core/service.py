@@ -28,7 +28,7 @@ from lumenquest_core import invoicing, metrics
 from lumenquest_core import subscriptions as lifecycle
 from lumenquest_core._trusted import build_trusted, evolve_trusted
 from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
-from lumenquest_core.codec import plan_from_dict, price_from_dict, to_jsonable
+from lumenquest_core.codec import money_json, plan_from_dict, price_from_dict, to_jsonable
 from lumenquest_core.coupons import Coupon, CouponDuration
 from lumenquest_core.customers import Customer, Role, normalize_email
 from lumenquest_core.dunning import DunningPolicy
@@ -161,11 +161,6 @@ class RunSummary:
     payments_failed: int = 0
     payments_pending: int = 0
     events_dispatched: int = 0
-
-
-def _money_json(money: Money) -> dict[str, Any]:
-    """Return ``money`` as :func:`to_jsonable` would, without its walk (hot events)."""
-    return {"amount": money.amount, "currency": money.currency}
 
 
 def _json_event(
@@ -1572,8 +1567,8 @@ class Billing:
         # The event and the audit row carry the same facts: converted to JSON data once.
         finalized = {
             "number": number,
-            "total": _money_json(invoice.total),
-            "amount_due": _money_json(invoice.amount_due),
+            "total": money_json(invoice.total),
+            "amount_due": money_json(invoice.amount_due),
         }
         events = [
             build_trusted(
@@ -1615,10 +1610,10 @@ class Billing:
             at,
             {
                 "number": invoice.number,
-                "total": _money_json(invoice.total),
-                "amount_paid": _money_json(invoice.amount_paid),
+                "total": money_json(invoice.total),
+                "amount_paid": money_json(invoice.amount_paid),
                 "lines": [
-                    {"description": line.description, "amount": _money_json(line.amount)}
+                    {"description": line.description, "amount": money_json(line.amount)}
                     for line in invoice.lines
                 ],
             },
@@ -1795,7 +1790,7 @@ class Billing:
                 payment, status=PaymentStatus.SUCCEEDED, gateway_reference=reference, settled_at=at
             )
         )
-        amount = _money_json(payment.amount)
+        amount = money_json(payment.amount)
         events = [
             _json_event(
                 EventName.PAYMENT_SUCCEEDED,

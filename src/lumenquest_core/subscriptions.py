@@ -22,6 +22,7 @@ import attrs
 
 from lumenquest_core._trusted import build_trusted, evolve_trusted
 from lumenquest_core.catalog import PlanChange, Price, UsageType, compare
+from lumenquest_core.codec import money_json
 from lumenquest_core.coupons import Coupon, Discount
 from lumenquest_core.dunning import DunningPolicy, FinalAction, next_retry_at
 from lumenquest_core.errors import CurrencyMismatch, InvalidTransition, ValidationError
@@ -276,7 +277,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _money_json(value: Money | None) -> dict[str, Any] | None:
-    return None if value is None else {"amount": value.amount, "currency": value.currency}
+    return None if value is None else money_json(value)
 
 
 def _event(sub: Subscription, name: EventName, at: datetime, **data: Any) -> DomainEvent:
