@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
+import attrs
 import pytest
 
-from lumenquest_adapters.memory import GatewayOutcome
+from lumenquest_adapters.memory import FakeGateway, GatewayOutcome, MemoryUnitOfWork
 from lumenquest_core import (
     CreditNoteOutcome,
+    Customer,
     EventName,
     GatewayUnavailable,
     InvalidTransition,
@@ -447,3 +450,47 @@ def test_a_first_charge_that_times_out_still_keeps_the_gateway_link() -> None:
     assert linked is not None
     shop.subscribe(shop.pro)
     assert shop.billing.get_customer(shop.ada.id).gateway_customer_id == linked
+
+
+class _UnreachableForCustomers(FakeGateway):
+    """A gateway that cannot create customers, but charges (it makes them as it charges)."""
+
+    def ensure_customer(self, customer: Customer) -> str:
+        raise GatewayUnavailable("the gateway's customer API is down")
+
+
+class _LinkedMeanwhile(FakeGateway):
+    """A gateway during whose customer call another request links the customer first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.link_first: Callable[[str], None] = lambda customer_id: None
+
+    def ensure_customer(self, customer: Customer) -> str:
+        self.link_first(customer.id)
+        return super().ensure_customer(customer)
+
+
+@pytest.mark.memory_only  # scripts its own gateway
+def test_a_first_charge_goes_through_when_the_gateway_cannot_create_the_customer() -> None:
+    shop = Shop(gateway=_UnreachableForCustomers())
+    sub = shop.subscribe()
+    assert sub.status is SubscriptionStatus.ACTIVE
+    assert shop.billing.get_customer(shop.ada.id).gateway_customer_id is None
+    assert len(shop.billing.gateway.charges) == 1
+
+
+@pytest.mark.memory_only  # scripts its own gateway and writes to the memory store
+def test_a_gateway_link_stored_by_another_request_first_is_kept() -> None:
+    gateway = _LinkedMeanwhile()
+    shop = Shop(gateway=gateway)
+
+    def link_first(customer_id: str) -> None:
+        with MemoryUnitOfWork(shop.billing.store) as uow:
+            customer = uow.customers.get(customer_id)
+            uow.customers.update(attrs.evolve(customer, gateway_customer_id="cus_theirs"))
+            uow.commit()
+
+    gateway.link_first = link_first
+    shop.subscribe()
+    assert shop.billing.get_customer(shop.ada.id).gateway_customer_id == "cus_theirs"
