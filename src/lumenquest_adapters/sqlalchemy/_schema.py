@@ -1,9 +1,15 @@
 """The tables, as SQLAlchemy Core ``Table`` objects on one ``MetaData``.
 
 Money is a BIGINT of minor units beside a CHAR(3) currency; every instant is a
-``timestamptz`` (naive UTC text on SQLite); every relation is a foreign key, checked
-at commit (``DEFERRABLE INITIALLY DEFERRED``) so that a unit of work may write rows in
-any order. Tables whose rows are listed in creation order have a ``seq`` key.
+``timestamptz`` (naive UTC text on SQLite); every relation between records is a foreign
+key, checked at commit (``DEFERRABLE INITIALLY DEFERRED``) so that a unit of work may
+write rows in any order. Logs and history (outbox, audit trail, analytics events, email
+deliveries, subscription changes) name the customer, prices and plan they describe
+without one (migration 0008): they record what was, are written only beside the change
+they describe, and a key would lock those rows at every write (a popular price once a
+renewal, in every worker). Each keeps the key to its own subject (a change's
+subscription, a delivery's event). Tables whose rows are listed in creation order have
+a ``seq`` key.
 
 Exactly-once billing is enforced here, whatever the code above does: one
 subscription-cycle invoice per subscription and period (a partial unique index), one
@@ -393,7 +399,7 @@ outbox = sa.Table(
     sa.Column("id", ID(), nullable=False, unique=True),
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("subject_id", ID(), nullable=False),
-    sa.Column("customer_id", ID(), _fk("customers.id"), nullable=True, index=True),
+    sa.Column("customer_id", ID(), nullable=True, index=True),  # a log: no foreign key
     sa.Column("occurred_at", Timestamp(), nullable=False),
     sa.Column("data", JSONType(), nullable=False),
     sa.Column("created_at", Timestamp(), nullable=False),
@@ -418,7 +424,7 @@ audit_logs = sa.Table(
     sa.Column("subject_type", sa.String(64), nullable=False),
     sa.Column("subject_id", ID(), nullable=False, index=True),
     sa.Column("at", Timestamp(), nullable=False),
-    sa.Column("customer_id", ID(), _fk("customers.id"), nullable=True, index=True),
+    sa.Column("customer_id", ID(), nullable=True, index=True),  # a log: no foreign key
     sa.Column("before", JSONType(), nullable=True),
     sa.Column("after", JSONType(), nullable=True),
 )
@@ -429,18 +435,19 @@ subscription_changes = sa.Table(
     _seq(),
     sa.Column("id", ID(), nullable=False, unique=True),
     sa.Column("subscription_id", ID(), _fk("subscriptions.id"), nullable=False),
-    sa.Column("customer_id", ID(), _fk("customers.id"), nullable=False, index=True),
+    # History: the customer, prices and plan as they were, without foreign keys.
+    sa.Column("customer_id", ID(), nullable=False, index=True),
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("at", Timestamp(), nullable=False, index=True),
     sa.Column("from_status", sa.String(24), nullable=True),
     sa.Column("to_status", sa.String(24), nullable=False),
-    sa.Column("from_price_id", ID(), _fk("prices.id"), nullable=True),
-    sa.Column("to_price_id", ID(), _fk("prices.id"), nullable=False),
+    sa.Column("from_price_id", ID(), nullable=True),
+    sa.Column("to_price_id", ID(), nullable=False),
     sa.Column("from_quantity", sa.Integer(), nullable=True),
     sa.Column("to_quantity", sa.Integer(), nullable=False),
     sa.Column("mrr", sa.BigInteger(), nullable=False),
     _currency("mrr_currency"),
-    sa.Column("plan_id", ID(), _fk("plans.id"), nullable=True),
+    sa.Column("plan_id", ID(), nullable=True),
     sa.Column("data", JSONType(), nullable=False),
     # Written by triggers (migration 0005), never by the code: when this paying change
     # stopped holding; NULL while it holds, ``at`` for a repeat of the MRR before it.
@@ -493,7 +500,7 @@ analytics_events = sa.Table(
     _seq(),
     sa.Column("id", ID(), nullable=False, unique=True),
     sa.Column("name", sa.String(64), nullable=False),
-    sa.Column("customer_id", ID(), _fk("customers.id"), nullable=True, index=True),
+    sa.Column("customer_id", ID(), nullable=True, index=True),  # a log: no foreign key
     # The seed's created_at: when the event happened.
     sa.Column("occurred_at", Timestamp(), nullable=False, index=True),
     sa.Column("properties", JSONType(), nullable=False),
@@ -509,7 +516,7 @@ email_deliveries = sa.Table(
     sa.Column("recipient", sa.String(254), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", Timestamp(), nullable=False),
-    sa.Column("customer_id", ID(), _fk("customers.id"), nullable=True, index=True),
+    sa.Column("customer_id", ID(), nullable=True, index=True),  # a log: no foreign key
     sa.Column("provider_id", sa.String(255), nullable=True),
     sa.Column("updated_at", Timestamp(), nullable=True),
     sa.CheckConstraint(one_of("status", DeliveryStatus), name="status"),
