@@ -14,7 +14,7 @@ In a throwaway schema: N + M due monthly subscriptions (cloned in SQL from one m
 * ``run_due`` scaled out: W more due subscriptions shared by two worker processes (this
   machine's two cores, PostgreSQL's included), each claiming its own batches;
 * this process's CPU time a renewal beside its wall time (the difference waits on the
-  server);
+  server), and the share of the run its garbage collector took;
 * the process's peak RSS after a tenth of the run and after all of it. The run charges
   through a gateway that approves every charge and keeps nothing (a FakeGateway's
   ledger grows by ~500 bytes a charge: it is the fake's memory, not the library's).
@@ -31,6 +31,7 @@ prints ``{"skipped": 1}`` (and fails when ``LUMENQUEST_REQUIRE_SERVICES=1``).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -251,17 +252,29 @@ def copy_floor(engine: sa.Engine, before: dict[str, int]) -> tuple[float, int]:
     return seconds, rows
 
 
-def run_in_tenths(engine: sa.Engine, billing: Any, n: int) -> tuple[float, float, float]:
-    """Renew ``n`` in tenths; return the run's wall and CPU seconds and the RSS after a tenth."""
+def run_in_tenths(engine: sa.Engine, billing: Any, n: int) -> tuple[float, float, float, float]:
+    """Renew ``n`` in tenths; return the run's wall, CPU and collector seconds, and the RSS
+    after a tenth."""
     run_seconds = cpu_seconds = rss_tenth = 0.0
+    collecting = [0.0, 0.0]  # the collector's seconds so far, when its pass started
+
+    def on_collect(phase: str, _: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            collecting[1] = now
+        else:
+            collecting[0] += now - collecting[1]
+
     for k, share in enumerate(tenths(n)):
         cpu_started = time.process_time()
+        gc.callbacks.append(on_collect)
         run_seconds += share / timed_run(billing, share)
+        gc.callbacks.remove(on_collect)
         cpu_seconds += time.process_time() - cpu_started
         if k == 0:
             rss_tenth = peak_rss_mib()
         analyze(engine)  # not timed: what autovacuum would do as the tables grow
-    return run_seconds, cpu_seconds, rss_tenth
+    return run_seconds, cpu_seconds, collecting[0], rss_tenth
 
 
 def peak_rss_mib() -> float:
@@ -303,7 +316,7 @@ def main() -> None:
         before = last_seqs(engine)
         billing = billing_for(engine, naive=False)
         rss_start = peak_rss_mib()
-        run_seconds, cpu_seconds, rss_tenth = run_in_tenths(engine, billing, n)
+        run_seconds, cpu_seconds, gc_seconds, rss_tenth = run_in_tenths(engine, billing, n)
         rss_all = peak_rss_mib()
         run_per_s = n / run_seconds
         floor_seconds, floor_rows = copy_floor(engine, before)
@@ -325,6 +338,10 @@ def main() -> None:
         # the server (its statements, foreign keys, commits).
         "run_due_cpu_us_per_sub": round(1e6 * cpu_seconds / n),
         "run_due_wall_us_per_sub": round(1e6 * run_seconds / n),
+        # Python's cyclic garbage collector within it: a batch keeps its rows alive, so
+        # full passes come often, each walking the whole heap (the CLI freezes its
+        # start-up heap for this; the library leaves the collector alone).
+        "run_due_gc_share_pct": round(100 * gc_seconds / run_seconds, 1),
         "floor_rows_per_sub": round(floor_rows / n, 2),
         "rss_growth_first_tenth_mib": round(rss_tenth - rss_start, 1),
         "rss_growth_other_nine_tenths_mib": round(rss_all - rss_tenth, 1),
