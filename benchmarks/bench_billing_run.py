@@ -31,7 +31,6 @@ prints ``{"skipped": 1}`` (and fails when ``LUMENQUEST_REQUIRE_SERVICES=1``).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import multiprocessing
 import os
@@ -43,6 +42,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from _collector import CollectorTime
 from lumenquest_adapters.memory import TestClock
 from lumenquest_adapters.sqlalchemy import SqlAlchemyStore, create_engine_for, sqlalchemy_billing
 from lumenquest_adapters.sqlalchemy._uow import SqlAlchemyUnitOfWork
@@ -256,25 +256,16 @@ def run_in_tenths(engine: sa.Engine, billing: Any, n: int) -> tuple[float, float
     """Renew ``n`` in tenths; return the run's wall, CPU and collector seconds, and the RSS
     after a tenth."""
     run_seconds = cpu_seconds = rss_tenth = 0.0
-    collecting = [0.0, 0.0]  # the collector's seconds so far, when its pass started
-
-    def on_collect(phase: str, _: dict[str, int]) -> None:
-        now = time.perf_counter()
-        if phase == "start":
-            collecting[1] = now
-        else:
-            collecting[0] += now - collecting[1]
-
+    collector = CollectorTime()
     for k, share in enumerate(tenths(n)):
         cpu_started = time.process_time()
-        gc.callbacks.append(on_collect)
-        run_seconds += share / timed_run(billing, share)
-        gc.callbacks.remove(on_collect)
+        with collector:
+            run_seconds += share / timed_run(billing, share)
         cpu_seconds += time.process_time() - cpu_started
         if k == 0:
             rss_tenth = peak_rss_mib()
         analyze(engine)  # not timed: what autovacuum would do as the tables grow
-    return run_seconds, cpu_seconds, collecting[0], rss_tenth
+    return run_seconds, cpu_seconds, collector.seconds, rss_tenth
 
 
 def peak_rss_mib() -> float:

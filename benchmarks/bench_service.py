@@ -24,6 +24,7 @@ import time
 import tracemalloc
 from datetime import UTC, datetime
 
+from _collector import CollectorTime
 from lumenquest_adapters.memory import InMemoryBilling, in_memory_billing
 from lumenquest_core import BillingCycle, Interval, Money, Subscription, invoicing, subscriptions
 from lumenquest_core.invoicing import BillingReason
@@ -71,25 +72,15 @@ def time_run_due_untraced(n: int) -> tuple[float, float, float, int]:
     billing, _ = setup(n)
     billing.dispatch_events(limit=10 * n + 100)  # the setup's own welcome emails
     gc.collect()
-    collecting = [0.0, 0.0]
-
-    def on_collect(phase: str, _: dict[str, int]) -> None:
-        now = time.perf_counter()
-        if phase == "start":
-            collecting[1] = now
-        else:
-            collecting[0] += now - collecting[1]
-
-    gc.callbacks.append(on_collect)
-    began = time.perf_counter()
-    summary = billing.run_due(limit=max(n, 1))
-    seconds = time.perf_counter() - began
-    gc.callbacks.remove(on_collect)
+    with CollectorTime() as collector:
+        began = time.perf_counter()
+        summary = billing.run_due(limit=max(n, 1))
+        seconds = time.perf_counter() - began
     assert summary.renewals == n, summary
     began = time.perf_counter()
     delivered = billing.dispatch_events(limit=10 * n + 100)
     dispatch_seconds = time.perf_counter() - began
-    return seconds, collecting[0], dispatch_seconds, delivered
+    return seconds, collector.seconds, dispatch_seconds, delivered
 
 
 def time_core_only(subs: list[Subscription]) -> float:
