@@ -331,11 +331,21 @@ def _check_lines(lines: Iterable[InvoiceLine], currency: str) -> tuple[InvoiceLi
     return checked
 
 
+_ONE_UNDISCOUNTED: dict[str, tuple[Money]] = {}  # (zero,) per currency: see _line_discounts
+
+
 def _line_discounts(
     lines: Sequence[InvoiceLine], zero: Money, discount: Discount | None
 ) -> tuple[Money, ...]:
     """Return each line's share of ``discount``, which applies to this invoice (or is None)."""
     if discount is None:
+        if len(lines) == 1:
+            # A renewal's case: one tuple per currency serves every such invoice, instead of
+            # one more tuple per invoice for the garbage collector to walk.
+            one = _ONE_UNDISCOUNTED.get(zero.currency)
+            if one is None:
+                one = _ONE_UNDISCOUNTED[zero.currency] = (zero,)
+            return one
         return (zero,) * len(lines)
     currency = zero.currency
     # Only positive discountable lines are discounted: a credit line is never made larger.
