@@ -1070,9 +1070,14 @@ def drop_pending_update(sub: Subscription) -> Subscription:
 def next_action_at(sub: Subscription) -> datetime | None:
     """Return the earliest instant time-driven work is due, or None if none ever will be."""
     status = sub.status
-    candidates: list[datetime | None] = []
     # The billed states first: nearly every subscription a billing run meets is one, and
     # each Enum member lookup on the way (Status.X) costs a metaclass hook in Python 3.11.
+    if status in _BILLED and sub.pending_update is None:
+        # The usual case, without the lists below: asked three times a renewal.
+        end = sub.current_period.end
+        retry = sub.next_payment_retry_at
+        return end if retry is None or end <= retry else retry
+    candidates: list[datetime | None] = []
     if status in _BILLED:
         candidates += [sub.current_period.end, sub.next_payment_retry_at]
     elif status is _Status.INCOMPLETE:
