@@ -186,11 +186,27 @@ _set_currency = Money.__dict__["currency"].__set__
 _new = object.__new__
 
 
+# The Money the hot paths build, shared per value: Money is immutable, so one object serves
+# every equal amount, and a billing run mostly meets the same few (its prices, their sums,
+# zero). A renewal used to leave three new ones alive in its invoice, each an object the
+# cyclic garbage collector walks on every collection of its generation.
+_SHARED: dict[str, dict[int, Money]] = {}
+_SHARED_PER_CURRENCY = 1024  # bounded: amounts past this many are built anew again
+
+
 def _money(amount: int, currency: str) -> Money:
     """Build Money from values already known valid, skipping validation on hot paths."""
-    money = _new(Money)
-    _set_amount(money, amount)
-    _set_currency(money, currency)
+    shared = _SHARED.get(currency)
+    if shared is None:
+        shared = _SHARED.setdefault(currency, {})
+    money = shared.get(amount)
+    if money is None:
+        money = _new(Money)
+        _set_amount(money, amount)
+        _set_currency(money, currency)
+        if len(shared) >= _SHARED_PER_CURRENCY:
+            shared.clear()  # a long run meets ever new amounts: start over
+        shared[amount] = money
     return money
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "Period",
     "add_cycles",
     "aware",
+    "iso_text",
     "period_at",
     "period_from",
 ]
@@ -35,6 +36,24 @@ def aware(value: datetime, name: str = "datetime") -> datetime:
             details={"field": name, "value": value.isoformat()},
         )
     return value.astimezone(UTC)
+
+
+# isoformat costs a couple of thousand instructions (C printf underneath), and a billing
+# run prints the same few period bounds for every subscription renewed on them.
+_ISO_TEXT: dict[datetime, str] = {}
+
+
+def iso_text(instant: datetime) -> str:
+    """Return ``instant.isoformat()``, remembered for plain UTC datetimes."""
+    # Equal instants in other zones print differently: only UTC ones are remembered.
+    if instant.tzinfo is not UTC or type(instant) is not datetime:
+        return instant.isoformat()
+    text = _ISO_TEXT.get(instant)
+    if text is None:
+        if len(_ISO_TEXT) >= 1024:
+            _ISO_TEXT.clear()  # bounded: a long run meets ever new instants
+        text = _ISO_TEXT[instant] = instant.isoformat()
+    return text
 
 
 class Interval(enum.StrEnum):

@@ -29,7 +29,15 @@ from lumenquest_core.errors import CurrencyMismatch, InvalidTransition, Validati
 from lumenquest_core.events import DomainEvent, EventName
 from lumenquest_core.lines import InvoiceLine, LineKind
 from lumenquest_core.money import Money
-from lumenquest_core.periods import BillingCycle, Period, add_cycles, aware, period_at, period_from
+from lumenquest_core.periods import (
+    BillingCycle,
+    Period,
+    add_cycles,
+    aware,
+    iso_text,
+    period_at,
+    period_from,
+)
 from lumenquest_core.proration import (
     ChangeTiming,
     Granularity,
@@ -295,6 +303,9 @@ def _event(sub: Subscription, name: EventName, at: datetime, **data: Any) -> Dom
 
 
 _LICENSED = UsageType.LICENSED
+# Bound once: each ``Enum.X`` costs a metaclass hook in Python 3.11 (~1,000 instructions).
+_SUBSCRIPTION_LINE = LineKind.SUBSCRIPTION
+_RENEWED = EventName.SUBSCRIPTION_RENEWED
 
 
 def _licensed(price: Price) -> bool:
@@ -312,7 +323,7 @@ def _advance_lines(sub: Subscription) -> tuple[InvoiceLine, ...]:
         build_trusted(
             InvoiceLine,
             {
-                "kind": LineKind.SUBSCRIPTION,
+                "kind": _SUBSCRIPTION_LINE,
                 "description": _label(price, quantity),
                 "amount": price.amount_for(quantity),
                 "quantity": quantity,
@@ -649,12 +660,12 @@ def renew(sub: Subscription, at: datetime) -> Transition:
     lines = _advance_lines(updated)
     renewed = _event(
         updated,
-        EventName.SUBSCRIPTION_RENEWED,
+        _RENEWED,
         at,
         price_id=updated.price.id,
         quantity=updated.quantity,
-        period_start=period.start.isoformat(),
-        period_end=period.end.isoformat(),
+        period_start=iso_text(period.start),
+        period_end=iso_text(period.end),
         amount=_money_json(lines[0].amount if lines else None),
     )
     return _transition(updated, lines, (*events, renewed))
@@ -1059,9 +1070,14 @@ def drop_pending_update(sub: Subscription) -> Subscription:
 def next_action_at(sub: Subscription) -> datetime | None:
     """Return the earliest instant time-driven work is due, or None if none ever will be."""
     status = sub.status
-    candidates: list[datetime | None] = []
     # The billed states first: nearly every subscription a billing run meets is one, and
     # each Enum member lookup on the way (Status.X) costs a metaclass hook in Python 3.11.
+    if status in _BILLED and sub.pending_update is None:
+        # The usual case, without the lists below: asked three times a renewal.
+        end = sub.current_period.end
+        retry = sub.next_payment_retry_at
+        return end if retry is None or end <= retry else retry
+    candidates: list[datetime | None] = []
     if status in _BILLED:
         candidates += [sub.current_period.end, sub.next_payment_retry_at]
     elif status is _Status.INCOMPLETE:

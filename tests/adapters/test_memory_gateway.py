@@ -156,3 +156,42 @@ def test_a_replayed_refund_key_with_another_amount_is_an_idempotency_conflict() 
     gateway.refund(reference=reference, amount=usd(100), idempotency_key="r1")
     with pytest.raises(IdempotencyConflict):
         gateway.refund(reference=reference, amount=usd(200), idempotency_key="r1")
+
+
+def test_a_replayed_key_in_another_currency_is_an_idempotency_conflict() -> None:
+    gateway = FakeGateway()
+    charge(gateway, "k1", 1000)
+    with pytest.raises(IdempotencyConflict):
+        gateway.charge(
+            customer=customer("cus_1"),
+            amount=Money(1000, "EUR"),
+            idempotency_key="k1",
+            description="d",
+            metadata={},
+        )
+
+
+def test_the_ledger_is_a_fresh_list_of_charges_each_time() -> None:
+    gateway = FakeGateway(GatewayOutcome.decline("expired_card", "Expired."))
+    charge(gateway, "k1", 1000)
+    charge(gateway, "k2", 500)
+    ledger = gateway.charges
+    assert ledger == [
+        LedgerCharge(
+            "k1",
+            "cus_1",
+            usd(1000),
+            ChargeStatus.DECLINED,
+            "ch_fake_1",
+            "d",
+            "expired_card",
+            "Expired.",
+        ),
+        LedgerCharge("k2", "cus_1", usd(500), ChargeStatus.SUCCEEDED, "ch_fake_2", "d"),
+    ]
+    ledger.clear()  # the caller's copy: the gateway's ledger is untouched
+    assert len(gateway.charges) == 2
+    assert gateway.find_charge(customer("cus_1"), "k1") == ChargeResult(
+        ChargeStatus.DECLINED, "ch_fake_1", "expired_card", "Expired."
+    )
+    assert gateway.find_charge(customer("cus_2"), "k1") is None

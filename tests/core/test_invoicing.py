@@ -636,3 +636,35 @@ def test_usage_lines_refuse_negative_quantities_licensed_prices_and_missing_peri
         usage_line("price_api", quantity=1, period=JANUARY)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="Period"):
         usage_line(METERED, quantity=1, period=None)  # type: ignore[arg-type]
+
+
+def _rebuilt(invoice: Invoice) -> Invoice:
+    """Return the invoice built again by its validating constructor, field by field."""
+    return Invoice(**{f.name: getattr(invoice, f.name) for f in attrs.fields(Invoice)})
+
+
+def test_a_draft_and_its_finalized_and_paid_copies_hold_every_field_in_field_order():
+    # Drafts copy a template, and finalize and pay copy the state: each invoice must be
+    # what the constructor would build, every field present and in the class's order.
+    names = [f.name for f in attrs.fields(Invoice)]
+    built = draft(1000, subscription_id="sub_1", period=JANUARY)
+    opened = finalize(built, number="LQ-000007", at=LATER)
+    paid = pay(opened, at=LATER)
+    for invoice in (built, opened, paid):
+        assert list(vars(invoice)) == names
+        assert invoice == _rebuilt(invoice)
+    assert (opened.status, opened.number, opened.finalized_at) == (
+        InvoiceStatus.OPEN,
+        "LQ-000007",
+        LATER,
+    )
+    assert opened.paid_at is None
+    assert (paid.status, paid.paid_at, paid.amount_paid) == (InvoiceStatus.PAID, LATER, usd(1000))
+    assert built.status is InvoiceStatus.DRAFT  # the draft itself is not changed
+    assert built.number is None
+
+
+def test_a_draft_with_nothing_due_is_paid_as_it_is_finalized():
+    paid = finalize(draft(0), number="LQ-000008", at=LATER)
+    assert (paid.status, paid.finalized_at, paid.paid_at) == (InvoiceStatus.PAID, LATER, LATER)
+    assert list(vars(paid)) == [f.name for f in attrs.fields(Invoice)]

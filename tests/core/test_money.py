@@ -141,3 +141,16 @@ def test_allocate_always_sums_to_the_total_and_each_part_is_within_a_cent(total,
     for part, weight in zip(parts, weights, strict=True):
         # |part − exact share| < 1 minor unit, compared in integers.
         assert abs(part.amount * weight_sum - total * weight) < weight_sum
+
+
+def test_hot_path_money_is_shared_per_value_and_the_sharing_is_bounded():
+    from lumenquest_core import money  # noqa: PLC0415 - the private builder and its cache
+
+    # Money is immutable: equal amounts built on hot paths may be the same object.
+    assert money._money(1000, "USD") is money._money(1000, "USD")
+    assert money._money(1000, "USD") == Money(1000, "USD")
+    assert money._money(1000, "EUR") != money._money(1000, "USD")
+    for amount in range(2 * money._SHARED_PER_CURRENCY):
+        assert money._money(amount, "JPY") == Money(amount, "JPY")
+    assert len(money._SHARED["JPY"]) <= money._SHARED_PER_CURRENCY
+    assert Money(1, "USD") + Money(2, "USD") == Money(3, "USD")

@@ -150,3 +150,17 @@ def test_period_from_a_start_equals_the_period_at_that_start(anchor, cycle, at, 
     assert found == expected
     if on_grid:
         assert found.start == start
+
+
+def test_iso_text_prints_as_isoformat_and_remembers_only_utc_instants():
+    from lumenquest_core import periods  # noqa: PLC0415 - its bounded cache
+
+    utc = datetime(2026, 2, 1, 0, 30, tzinfo=UTC)
+    paris = datetime(2026, 2, 1, 1, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert utc == paris
+    assert periods.iso_text(utc) == utc.isoformat() == "2026-02-01T00:30:00+00:00"
+    assert periods.iso_text(paris) == paris.isoformat() == "2026-02-01T01:30:00+01:00"
+    for minutes in range(1100):
+        instant = utc + timedelta(minutes=minutes)
+        assert periods.iso_text(instant) == instant.isoformat()
+    assert len(periods._ISO_TEXT) <= 1024

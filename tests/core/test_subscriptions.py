@@ -1034,3 +1034,14 @@ def test_next_action_of_a_trial_is_the_reminder_then_the_end() -> None:
     assert subs.next_action_at(sub) == end - timedelta(days=3)
     reminded = subs.trial_will_end(sub, end - timedelta(days=3)).subscription
     assert subs.next_action_at(reminded) == end
+
+
+def test_next_action_of_a_billed_subscription_is_the_sooner_of_its_renewal_and_retry() -> None:
+    # The billed states' short path must agree with the general one it skips.
+    sub = in_status(S.PAST_DUE)
+    end = sub.current_period.end
+    later = attrs.evolve(sub, next_payment_retry_at=end + timedelta(days=1))
+    same = attrs.evolve(sub, next_payment_retry_at=end)
+    assert subs.next_action_at(later) == end
+    assert subs.next_action_at(same) == end
+    assert subs.next_action_at(sub) == sub.next_payment_retry_at < end
