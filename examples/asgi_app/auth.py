@@ -148,22 +148,6 @@ def new_refresh_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-class _DocumentedBearer(HTTPBearer):
-    """Bearer auth as the OpenAPI schema (and /docs' Authorize button) shows it.
-
-    The request middleware has already read the token (header or cookie) once; parsing
-    the header again here, into a model nobody reads, is work on every signed-in request.
-    """
-
-    async def __call__(self, request: Request) -> None:
-        return None
-
-
-_bearer = _DocumentedBearer(
-    scheme_name="HTTPBearer", auto_error=False, description="an access token from /v1/auth/login"
-)
-
-
 def _unauthenticated(reason: str) -> ApiError:
     messages = {
         "missing": "sign in: this route needs an access token",
@@ -179,36 +163,65 @@ def _unauthenticated(reason: str) -> ApiError:
     )
 
 
-async def _current_user(
-    request: Request,
-    _credentials: Annotated[None, Depends(_bearer)],
-) -> Principal:
-    # async: it runs in the request's own context, so the identity it sets reaches the
-    # (threaded) route body, which runs in a copy of that context.
+class _DocumentedBearer(HTTPBearer):
+    """Bearer auth as the OpenAPI schema (and /docs' Authorize button) shows it.
+
+    The request middleware has already read the token (header or cookie) once; parsing
+    the header again here, into a model nobody reads, is work on every signed-in request.
+    Each subclass is the route's whole auth dependency: the principal check is its
+    ``__call__``, not a dependency of its own on a documenting one (FastAPI solves each
+    dependency level at a cost: a signed-in request spends one level fewer).
+
+    ``async``: it runs in the request's own context, so the identity it sets reaches the
+    (threaded) route body, which runs in a copy of that context.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            scheme_name="HTTPBearer",
+            auto_error=False,
+            description="an access token from /v1/auth/login",
+        )
+
+
+def _signed_in(request: Request) -> Principal:
+    """Return the principal the middleware found, or raise the 401 saying why there is none."""
     principal = getattr(request.state, "principal", None)
     if principal is None:
         raise _unauthenticated(getattr(request.state, "auth_error", "missing"))
-    set_identity(Identity("user", principal.id))
     return principal  # type: ignore[no-any-return]
 
 
-async def _maybe_user(
-    request: Request,
-    _credentials: Annotated[None, Depends(_bearer)],
-) -> Principal | None:
-    principal: Principal | None = getattr(request.state, "principal", None)
-    if principal is not None:
+class _CurrentUser(_DocumentedBearer):
+    """The signed-in customer, or 401; acts for it under row-level security."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        principal = _signed_in(request)
         set_identity(Identity("user", principal.id))
-    return principal
+        return principal
 
 
-async def _admin(principal: Annotated[Principal, Depends(_current_user)]) -> Principal:
-    if not principal.is_admin:
-        raise ApiError(403, "FORBIDDEN", "this route is for administrators")
-    set_identity(ADMIN)
-    return principal
+class _MaybeUser(_DocumentedBearer):
+    """The signed-in customer, if any (acting for it), else None."""
+
+    async def __call__(self, request: Request) -> Principal | None:  # type: ignore[override]
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is not None:
+            set_identity(Identity("user", principal.id))
+        return principal
 
 
-CurrentUser = Annotated[Principal, Depends(_current_user)]
-MaybeUser = Annotated[Principal | None, Depends(_maybe_user)]
-AdminUser = Annotated[Principal, Depends(_admin)]
+class _Admin(_DocumentedBearer):
+    """The signed-in administrator, 401 or 403 otherwise; acts as ``admin``."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        principal = _signed_in(request)
+        if not principal.is_admin:
+            raise ApiError(403, "FORBIDDEN", "this route is for administrators")
+        set_identity(ADMIN)
+        return principal
+
+
+CurrentUser = Annotated[Principal, Depends(_CurrentUser())]
+MaybeUser = Annotated[Principal | None, Depends(_MaybeUser())]
+AdminUser = Annotated[Principal, Depends(_Admin())]

@@ -243,21 +243,17 @@ async def _fields(
 Fields = Annotated[frozenset[str] | None, Depends(_fields)]
 
 
-async def _idempotency_key(
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=200,
-            description="repeat a POST safely: the same key and body give the first result",
-        ),
-    ] = None,
-) -> str | None:
-    return idempotency_key
-
-
-IdempotencyKey = Annotated[str | None, Depends(_idempotency_key)]
+# A header parameter of the route itself (``= None`` where used), not a dependency that
+# returns it: FastAPI solves each dependency level at a cost, on every request that has it.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="repeat a POST safely: the same key and body give the first result",
+    ),
+]
 
 
 def select_fields(item: Any, fields: frozenset[str] | None) -> Any:

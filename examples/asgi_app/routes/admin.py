@@ -59,7 +59,7 @@ def list_plans(admin: AdminUser, ctx: Ctx, page: PageParams, fields: Fields) -> 
 
 @router.post("/plans", status_code=201, response_model=Envelope, summary="Create a plan")
 def create_plan(
-    body: PlanBody, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey
+    body: PlanBody, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Create a plan with the features it grants."""
     plan = ctx.run(
@@ -121,7 +121,7 @@ def list_prices(
 
 @router.post("/prices", status_code=201, response_model=Envelope, summary="Create a price")
 def create_price(
-    body: PriceBody, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey
+    body: PriceBody, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Create a price (amounts in minor units); prices never change afterwards: archive and replace."""
     currency = body.currency.upper()
@@ -234,7 +234,7 @@ def get_subscription(subscription_id: AnId, admin: AdminUser, ctx: Ctx, fields: 
     summary="Cancel any subscription now",
 )
 def cancel_subscription(
-    subscription_id: AnId, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey
+    subscription_id: AnId, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Cancel a subscription immediately."""
     sub = ctx.run(
@@ -291,7 +291,7 @@ def list_payments(
 
 @router.post("/refunds", status_code=201, response_model=Envelope, summary="Refund a payment")
 def refund(
-    body: RefundBody, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey
+    body: RefundBody, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Refund all or part of a successful payment through the gateway."""
     amount = (
@@ -334,7 +334,7 @@ def list_refunds(
     "/credit-notes", status_code=201, response_model=Envelope, summary="Issue a credit note"
 )
 def issue_credit_note(
-    body: CreditNoteBody, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey
+    body: CreditNoteBody, admin: AdminUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Reduce an invoice: lower what is due, refund, or credit the customer's balance."""
     note = ctx.run(

@@ -71,7 +71,7 @@ def _secure(ctx: AppContext, request: Request) -> bool:
 
 @router.post("/register", status_code=201, response_model=Envelope, summary="Create an account")
 def register(
-    body: RegisterBody, ctx: Ctx, request: Request, idempotency_key: IdempotencyKey
+    body: RegisterBody, ctx: Ctx, request: Request, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Create a customer with a password (argon2id) and sign it in."""
     with acting(SYSTEM):

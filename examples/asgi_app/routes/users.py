@@ -137,7 +137,7 @@ def list_subscriptions(user: CurrentUser, ctx: Ctx, page: PageParams, fields: Fi
 
 @router.post("/v1/subscriptions", status_code=201, response_model=Envelope, summary="Subscribe")
 def subscribe(
-    body: SubscribeBody, user: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey
+    body: SubscribeBody, user: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Subscribe to a price; without a trial the first period is charged now."""
     sub = ctx.run(
@@ -194,7 +194,7 @@ def change_subscription(
     body: ChangeBody,
     user: CurrentUser,
     ctx: Ctx,
-    idempotency_key: IdempotencyKey,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Upgrade, downgrade or change the quantity (upgrades now, downgrades at period end by default)."""
     own_subscription(ctx, user, subscription_id)
@@ -219,7 +219,7 @@ def cancel(
     subscription_id: SubscriptionId,
     user: CurrentUser,
     ctx: Ctx,
-    idempotency_key: IdempotencyKey,
+    idempotency_key: IdempotencyKey = None,
     body: CancelBody | None = None,
 ) -> Response:
     """Cancel at period end (the default) or now, optionally crediting the unused time."""
@@ -243,7 +243,10 @@ def cancel(
     summary="Undo a scheduled cancellation",
 )
 def reactivate(
-    subscription_id: SubscriptionId, user: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey
+    subscription_id: SubscriptionId,
+    user: CurrentUser,
+    ctx: Ctx,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Undo a cancellation scheduled for the period end."""
     own_subscription(ctx, user, subscription_id)
@@ -261,7 +264,7 @@ def pause(
     subscription_id: SubscriptionId,
     user: CurrentUser,
     ctx: Ctx,
-    idempotency_key: IdempotencyKey,
+    idempotency_key: IdempotencyKey = None,
     body: PauseBody | None = None,
 ) -> Response:
     """Pause collection until resumed (or until ``resumes_at``)."""
@@ -282,7 +285,10 @@ def pause(
     "/v1/subscriptions/{subscription_id}/resume", response_model=Envelope, summary="Resume"
 )
 def resume(
-    subscription_id: SubscriptionId, user: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey
+    subscription_id: SubscriptionId,
+    user: CurrentUser,
+    ctx: Ctx,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Resume a paused subscription."""
     own_subscription(ctx, user, subscription_id)
@@ -306,7 +312,7 @@ def record_usage(
     body: UsageBody,
     user: CurrentUser,
     ctx: Ctx,
-    idempotency_key: IdempotencyKey,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Record usage of a metered subscription (billed in arrears at renewal)."""
     own_subscription(ctx, user, subscription_id)

@@ -59,3 +59,34 @@ def test_an_overlong_key_is_400(client: Client) -> None:
         "/v1/subscriptions", json={"price_id": "p"}, headers={"Idempotency-Key": "k" * 201}
     )
     assert_error(response, 400, "VALIDATION_ERROR")
+
+
+def test_a_key_out_of_bounds_is_a_400_and_charges_nothing(client: Client) -> None:
+    prices = client.seed_plans()
+    client.token = client.register()["access_token"]
+    body = {"price_id": prices["Business per seat"]}
+    for key in ("", "k" * 201):
+        response = client.post("/v1/subscriptions", json=body, headers={"Idempotency-Key": key})
+        assert_error(response, 400, "VALIDATION_ERROR")
+    assert data_of(client.get("/v1/payments"))["items"] == []
+
+
+def test_signed_in_writes_document_the_key_and_the_bearer_token(client: Client) -> None:
+    """The key is a plain header parameter and auth one dependency: the schema is as before."""
+    schema = client.app.openapi()
+    assert schema["components"]["securitySchemes"] == {
+        "HTTPBearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an access token from /v1/auth/login",
+        }
+    }
+    for path, method in (("/v1/subscriptions", "post"), ("/v1/admin/plans", "post")):
+        operation = schema["paths"][path][method]
+        assert operation["security"] == [{"HTTPBearer": []}]
+        (key,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+        assert key["in"] == "header"
+        assert key["required"] is False
+        assert {("minLength", 1), ("maxLength", 200)} <= key["schema"]["anyOf"][0].items()
+    register = schema["paths"]["/v1/auth/register"]["post"]
+    assert "security" not in register

@@ -1,0 +1,79 @@
+"""What a paid subscribe sends to PostgreSQL, counted: the statements are most of its CPU.
+
+Each statement costs the server process ~100,000-200,000 instructions in the driver and
+SQLAlchemy alone (callgrind), so a change that adds one to the hottest write of the API
+should be a decision, not an accident. The counts are the driver's own (psycopg cursor
+executions, a pipelined executemany counted per row), whether or not SQLAlchemy sent them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import Engine
+
+from lumenquest_adapters.memory import RecordingEmailSender, TestClock
+from lumenquest_adapters.sqlalchemy import Identity, sqlalchemy_billing
+from lumenquest_core.money import Money
+from lumenquest_core.periods import BillingCycle, Interval
+from lumenquest_core.subscriptions import SubscriptionStatus
+
+
+@contextmanager
+def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Record the first word of every statement psycopg's cursors send (one per row)."""
+    sent: list[str] = []
+
+    def counting(name: str, rows: Callable[[Any], int]) -> None:
+        original = getattr(psycopg.Cursor, name)
+
+        def run(self: psycopg.Cursor[Any], query: Any, params: Any = None, **kw: Any) -> Any:
+            sent.extend([str(query).split(None, 1)[0].upper()] * rows(params))
+            return original(self, query, params, **kw)
+
+        monkeypatch.setattr(psycopg.Cursor, name, run)
+
+    counting("execute", lambda params: 1)
+    counting("executemany", len)
+    yield sent
+    monkeypatch.undo()
+
+
+def test_a_paid_subscribe_sends_its_known_statements(
+    postgres_empty: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    billing = sqlalchemy_billing(
+        postgres_empty,
+        acting_as=Identity("system"),
+        clock=TestClock(datetime(2026, 1, 31, tzinfo=UTC)),
+        email=RecordingEmailSender(),
+        dispatch_immediately=False,
+    )
+    customer = billing.create_customer(email="ada@example.com", name="Ada")
+    plan = billing.create_plan(name="Business")
+    price = billing.create_price(
+        plan_id=plan.id, unit_amount=Money(1500, "USD"), cycle=BillingCycle(Interval.MONTH)
+    )
+    billing.subscribe(customer_id=customer.id, price_id=price.id)  # links the gateway
+    with counted(monkeypatch) as sent:
+        sub = billing.subscribe(customer_id=customer.id, price_id=price.id)
+    assert sub.status is SubscriptionStatus.ACTIVE
+    # The subscription's transaction reads the customer, the price and its plan, takes an
+    # invoice number, then sends its 9 rows in one pipeline (in a savepoint); the
+    # settlement locks the payment, reads its invoice, its subscription and the other open
+    # invoices, then sends its 8 rows. BEGIN (with the identity) and COMMIT go through
+    # psycopg's connection, not a cursor: 2 of each, not counted here.
+    # The subscription's transaction reads the customer, the price and its plan, takes an
+    # invoice number, then sends its 9 rows in one pipeline, in a savepoint; the settlement
+    # locks the payment, reads its invoice, its subscription and the open invoices of the
+    # subscription, then sends its 10 rows. BEGIN (with the identity) and COMMIT go through
+    # psycopg's connection, not a cursor: 2 of each, not counted here; nor is the pool's
+    # pre-ping (";"), a setting of the engine.
+    subscription = ["SELECT"] * 3 + ["UPDATE", "SAVEPOINT"] + ["INSERT"] * 9 + ["RELEASE"]
+    settlement = ["SELECT"] * 4 + ["SAVEPOINT"] + ["INSERT"] * 7 + ["UPDATE"] * 3 + ["RELEASE"]
+    assert [word for word in sent if word != ";"] == subscription + settlement
