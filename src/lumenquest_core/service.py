@@ -17,7 +17,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -63,7 +63,7 @@ from lumenquest_core.payments import (
     SubscriptionChange,
     UsageRecord,
 )
-from lumenquest_core.periods import BillingCycle, Interval, Period, aware, period_at
+from lumenquest_core.periods import BillingCycle, Interval, Period, aware, iso_text, period_at
 from lumenquest_core.ports import (
     AnalyticsEvent,
     Cache,
@@ -250,23 +250,7 @@ def _fingerprint(operation: str, arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-# isoformat costs a microsecond (C printf underneath); a renewal audits four period
-# bounds, and the subscriptions of a batch mostly share them.
-_ISO_TEXT: dict[datetime, str] = {}
 _NO_DATA: Mapping[str, Any] = MappingProxyType({})  # a change row's data, when it has none
-
-
-def _iso(instant: datetime) -> str:
-    """Return ``instant.isoformat()``, remembered for plain UTC datetimes."""
-    # Equal instants in other zones print differently: only UTC ones are remembered.
-    if instant.tzinfo is not UTC or type(instant) is not datetime:
-        return instant.isoformat()
-    text = _ISO_TEXT.get(instant)
-    if text is None:
-        if len(_ISO_TEXT) >= 1024:
-            _ISO_TEXT.clear()  # bounded: a long run meets ever new instants
-        text = _ISO_TEXT[instant] = instant.isoformat()
-    return text
 
 
 def _snapshot(sub: Subscription) -> dict[str, Any]:
@@ -278,7 +262,7 @@ def _snapshot(sub: Subscription) -> dict[str, Any]:
         "price_id": sub.price.id,
         "quantity": sub.quantity,
         # Built here rather than through to_jsonable: every renewal audits two snapshots.
-        "period": {"start": _iso(period.start), "end": _iso(period.end)},
+        "period": {"start": iso_text(period.start), "end": iso_text(period.end)},
         "cancel_at_period_end": sub.cancel_at_period_end,
         "scheduled_change": None
         if sub.scheduled_change is None

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lumenquest_adapters.memory import RecordingEmailSender
-from lumenquest_core import Billing, EventName, GatewayUnavailable, SubscriptionStatus, service
+from lumenquest_core import Billing, EventName, GatewayUnavailable, SubscriptionStatus, periods
 from lumenquest_core.ports import DeliveryStatus, EmailDelivery, EmailMessage
 from lumenquest_core.service import EMAIL_TEMPLATES
 from tests.service.scenario import Shop, at
@@ -280,5 +280,5 @@ def test_audit_instants_print_as_isoformat_whatever_was_printed_before(
     # The audit snapshot remembers printed UTC instants; an equal instant in another
     # zone must still print with its own offset.
     utc = instant.astimezone(UTC)
-    assert service._iso(utc) == utc.isoformat()
-    assert service._iso(instant) == instant.isoformat()
+    assert periods.iso_text(utc) == utc.isoformat()
+    assert periods.iso_text(instant) == instant.isoformat()
