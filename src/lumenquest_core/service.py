@@ -234,12 +234,13 @@ class _ChargeOutcome:
 
 
 def _outcome_of(charge: _Charge, result: ChargeResult) -> _ChargeOutcome:
+    # Positional: every charge of a billing run comes through here.
     return _ChargeOutcome(
-        charge=charge,
-        succeeded=result.status is ChargeStatus.SUCCEEDED,
-        reference=result.reference,
-        decline_code=result.decline_code,
-        message=result.message,
+        charge,
+        result.status is _CHARGE_SUCCEEDED,
+        result.reference,
+        result.decline_code,
+        result.message,
     )
 
 
@@ -1702,16 +1703,7 @@ class Billing:
                 )
             except GatewayUnavailable:
                 continue  # stays pending; run_due asks again with the same idempotency key
-            # _outcome_of, inlined and positional: one call and a keyword dict less a charge.
-            outcomes.append(
-                _ChargeOutcome(
-                    charge,
-                    result.status is _CHARGE_SUCCEEDED,
-                    result.reference,
-                    result.decline_code,
-                    result.message,
-                )
-            )
+            outcomes.append(_outcome_of(charge, result))
         return outcomes
 
     def _settle(
