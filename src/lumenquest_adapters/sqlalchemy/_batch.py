@@ -107,12 +107,15 @@ class Batch:
         """Say whether a flush has anything to send."""
         return bool(self.writes) or self.number != self.number_written
 
-    def changed(self, table: sa.Table, key: str, values: dict[str, Any]) -> dict[str, Any] | None:
+    def changed(
+        self, table: sa.Table, table_name: str, key: str, values: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Return the key and the columns of ``values`` that differ from the stored row's.
 
-        ``values`` whole when the row's values are not known; None when nothing changed.
+        ``table_name`` is the table's name as the batch keys its rows. ``values`` whole when the
+        row's values are not known; None when nothing changed.
         """
-        stored = self.stored.get((table.name, values[key]))
+        stored = self.stored.get((table_name, values[key]))
         if stored is None:
             return values
         json = _json_columns(table)

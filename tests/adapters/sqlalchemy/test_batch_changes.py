@@ -93,8 +93,13 @@ def test_json_equal_by_eq_but_not_the_same_is_a_change() -> None:
     batch = Batch()
     stored = {"id": "cus_1", "name": "A", "metadata": {"n": 1, "tags": [1.0], "z": 0.0}}
     batch.stored["customers", "cus_1"] = stored
-    assert batch.changed(customers, "id", dict(stored)) is None
-    assert batch.changed(customers, "id", {**stored, "metadata": dict(stored["metadata"])}) is None
+    assert batch.changed(customers, "customers", "id", dict(stored)) is None
+    assert (
+        batch.changed(
+            customers, "customers", "id", {**stored, "metadata": dict(stored["metadata"])}
+        )
+        is None
+    )
     for metadata in (
         {"n": True, "tags": [1.0], "z": 0.0},
         {"n": 1, "tags": [1], "z": 0.0},
@@ -103,8 +108,14 @@ def test_json_equal_by_eq_but_not_the_same_is_a_change() -> None:
     ):
         assert metadata == stored["metadata"]
         changed = {**stored, "metadata": metadata}
-        assert batch.changed(customers, "id", changed) == {"id": "cus_1", "metadata": metadata}
-    assert batch.changed(customers, "id", {**stored, "name": "B"}) == {"id": "cus_1", "name": "B"}
+        assert batch.changed(customers, "customers", "id", changed) == {
+            "id": "cus_1",
+            "metadata": metadata,
+        }
+    assert batch.changed(customers, "customers", "id", {**stored, "name": "B"}) == {
+        "id": "cus_1",
+        "name": "B",
+    }
 
 
 @pytest.mark.parametrize("instants_kept", [4096, 2])
