@@ -9,12 +9,8 @@ In a throwaway schema: N + M due monthly subscriptions (cloned in SQL from one m
   in bulk, writes sent as one executemany per table per batch. Each renewal writes its
   invoice, line, payment through the fake gateway, period advance, events, audit rows and
   change rows;
-  A second thread charges and settles each committed batch while the first renews the
-  next (``settle_concurrently``, the default on PostgreSQL);
 * the floor: the very rows that run wrote, loaded again by raw ``COPY`` into empty copies
   of their tables (with their indexes), no domain logic;
-* ``run_due`` over T more, settling each batch in turn on the one thread
-  (``settle_concurrently=False``, as before);
 * ``run_due`` scaled out: W more due subscriptions shared by two worker processes (this
   machine's two cores, PostgreSQL's included), each claiming its own batches;
 * this process's CPU time a renewal beside its wall time (the difference waits on the
@@ -28,7 +24,7 @@ this machine's PostgreSQL runs with autovacuum off, and stale statistics would m
 planner scan whole tables that grew from nothing.
 
 Run: ``.venv/bin/python benchmarks/bench_billing_run.py [--subscriptions 100000]``;
-``--smoke`` uses 1,000 and 200 (T: the smaller of N and 20,000; 200 in the smoke run). The last line is one JSON object; without PostgreSQL it
+``--smoke`` uses 1,000 and 200. The last line is one JSON object; without PostgreSQL it
 prints ``{"skipped": 1}`` (and fails when ``LUMENQUEST_REQUIRE_SERVICES=1``).
 """
 
@@ -131,7 +127,7 @@ def setup(engine: sa.Engine, total: int) -> str:
     return sub.id
 
 
-def billing_for(engine: sa.Engine, *, naive: bool, concurrently: bool = True) -> Any:
+def billing_for(engine: sa.Engine, *, naive: bool) -> Any:
     """Return a Billing at RUN_AT, batching or not, that dispatches no email during the run."""
     clock = TestClock(RUN_AT)
     if naive:
@@ -143,7 +139,6 @@ def billing_for(engine: sa.Engine, *, naive: bool, concurrently: bool = True) ->
             gateway=ApprovingGateway(),
             batch_size=1,
             dispatch_immediately=False,
-            settle_concurrently=False,  # one thing at a time: the naive way
         )
     store = SqlAlchemyStore(engine)
     return sqlalchemy_billing(
@@ -153,7 +148,6 @@ def billing_for(engine: sa.Engine, *, naive: bool, concurrently: bool = True) ->
         unit_of_work=store.unit_of_work,
         gateway=ApprovingGateway(),
         dispatch_immediately=False,
-        settle_concurrently=concurrently,
     )
 
 
@@ -284,7 +278,6 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=100_000)
     parser.add_argument("--naive", type=int, default=5_000, help="the naive way's subset")
     parser.add_argument("--workers-subscriptions", type=int, default=20_000, help="for 2 workers")
-    parser.add_argument("--in-turn", type=int, help="settled in turn (default: N, at most 20,000)")
     parser.add_argument("--smoke", action="store_true", help="1,000 and 200 only")
     parser.add_argument("--url", default=os.environ.get("LUMENQUEST_POSTGRES_URL", DEFAULT_URL))
     options = parser.parse_args()
@@ -293,7 +286,6 @@ def main() -> None:
         if options.smoke
         else (options.subscriptions, options.naive, options.workers_subscriptions)
     )
-    t = options.in_turn or (200 if options.smoke else min(n, 20_000))
     try:
         admin = create_engine_for(options.url)
         with admin.connect() as connection:
@@ -309,7 +301,7 @@ def main() -> None:
     engine = create_engine_for(options.url, connect_args={"options": f"-csearch_path={schema}"})
     try:
         began = time.perf_counter()
-        setup(engine, n + m + w + t)
+        setup(engine, n + m + w)
         setup_seconds = time.perf_counter() - began
         naive_per_s = timed_run(billing_for(engine, naive=True), m)
         before = last_seqs(engine)
@@ -319,9 +311,6 @@ def main() -> None:
         rss_all = peak_rss_mib()
         run_per_s = n / run_seconds
         floor_seconds, floor_rows = copy_floor(engine, before)
-        in_turn_seconds, *_ = run_in_tenths(
-            engine, billing_for(engine, naive=False, concurrently=False), t
-        )
         workers_per_s = timed_workers(options.url, schema, w)
     finally:
         engine.dispose()
@@ -331,7 +320,6 @@ def main() -> None:
     floor_per_s = n / floor_seconds
     figures = {
         "run_due_subs_per_s": round(run_per_s, 1),
-        "in_turn_subs_per_s": round(t / in_turn_seconds, 1),
         "naive_subs_per_s": round(naive_per_s, 1),
         "floor_copy_subs_per_s": round(floor_per_s, 1),
         "speedup_vs_naive_x": round(run_per_s / naive_per_s, 2),
@@ -350,7 +338,6 @@ def main() -> None:
         "rss_growth_other_nine_tenths_mib": round(rss_all - rss_tenth, 1),
         "subscriptions": n,
         "naive_subscriptions": m,
-        "in_turn_subscriptions": t,
         "workers_subscriptions": w,
         "setup_seconds": round(setup_seconds, 1),
     }

@@ -161,11 +161,8 @@ def build_backend(
     clock = clock or SystemClock()
     closers: list[Callable[[], None]] = []
     if unit_of_work is None:
-        unit_of_work, dispose, concurrent = _database(settings)
+        unit_of_work, dispose = _database(settings)
         closers.append(dispose)
-        # PostgreSQL runs transactions side by side: run_due settles a batch while it
-        # renews the next. SQLite has one writer at a time.
-        billing_options.setdefault("settle_concurrently", concurrent)
     if (cache is None or rate_limiter is None or idempotency is None or lock is None) and (
         settings.redis_url is not None
     ):
@@ -206,10 +203,7 @@ def build_backend(
     )
 
 
-def _database(
-    settings: Settings,
-) -> tuple[Callable[[], UnitOfWork], Callable[[], None], bool]:
-    """Return the store's unit of work, its pool's closer, and whether writers run side by side."""
+def _database(settings: Settings) -> tuple[Callable[[], UnitOfWork], Callable[[], None]]:
     from lumenquest_adapters.sqlalchemy import (  # noqa: PLC0415 - SQLAlchemy is an extra
         Identity,
         SqlAlchemyStore,
@@ -227,7 +221,7 @@ def _database(
         upgrade(engine)
     acting_as = settings.database_acting_as
     store = SqlAlchemyStore(engine, None if acting_as is None else Identity(acting_as))
-    return store.unit_of_work, engine.dispose, engine.dialect.name != "sqlite"
+    return store.unit_of_work, engine.dispose
 
 
 def _gateway(settings: Settings) -> PaymentGateway:

@@ -16,13 +16,10 @@ import enum
 import hashlib
 import json
 import secrets
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import partial
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
@@ -247,64 +244,6 @@ def _outcome_of(charge: _Charge, result: ChargeResult) -> _ChargeOutcome:
     )
 
 
-class _Settler:
-    """Settles a billing run's committed batches on one other thread, oldest first.
-
-    While that thread charges batch k and records its payments, in a transaction of its
-    own, ``run_due`` claims and renews batch k+1: the time each thread waits on the
-    database is the other one's turn to compute. One batch at most waits to be settled,
-    so memory stays flat. An error from settling is raised at the next hand-over or at
-    the end; a batch committed meanwhile leaves its payments pending, as a crash after
-    its commit would, and the next run's retry of pending payments charges them once.
-    """
-
-    def __init__(self, billing: Billing, summary: RunSummary) -> None:
-        self._billing = billing
-        self._summary = summary
-        self._summary_lock = threading.Lock()  # both threads add their counts to it
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lumenquest-settle")
-        self._pending: Future[None] | None = None
-
-    def __call__(self, counted: RunSummary, charges: list[_Charge]) -> None:
-        """Count a committed batch, then hand it over once the one before it is settled."""
-        self._add(counted)
-        self._wait()
-        self._pending = self._executor.submit(self._settle, charges)
-
-    def _settle(self, charges: list[_Charge]) -> None:
-        paid = RunSummary()
-        self._billing._count(self._billing._collect(charges), charges, paid)
-        self._add(paid)
-
-    def _add(self, counts: RunSummary) -> None:
-        with self._summary_lock:
-            _add_counts(self._summary, counts)
-
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def __enter__(self) -> _Settler:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Wait for the last batch; behind another error, its own adds nothing and is dropped."""
-        try:
-            if exc is None:
-                self._wait()
-            else:
-                with contextlib.suppress(Exception):
-                    self._wait()
-        finally:
-            self._executor.shutdown(wait=True)
-
-
 def _fingerprint(operation: str, arguments: Mapping[str, Any]) -> str:
     payload = json.dumps(
         {"operation": operation, "arguments": to_jsonable(arguments)}, sort_keys=True
@@ -365,7 +304,6 @@ class Billing:
         dispatch_immediately: bool = True,
         actor: str = SYSTEM_ACTOR,
         lock: Lock | None = None,
-        settle_concurrently: bool = False,
     ) -> None:
         invoicing.format_invoice_number(invoice_prefix, 1)  # fail at start on a bad prefix
         if batch_size < 1:
@@ -390,10 +328,6 @@ class Billing:
         # With several processes dispatching, a shared lock keeps two of them from
         # sending the same email; one process alone needs none.
         self._lock = lock
-        # Whether run_due charges and records a batch's payments on a second thread while
-        # it renews the next batch: for stores whose transactions run side by side
-        # (PostgreSQL), where each thread's wait on the server is the other one's turn.
-        self.settle_concurrently = settle_concurrently
 
     def as_actor(self, actor: str) -> Billing:
         """Return the same billing that records ``actor`` (e.g. ``"user:42"``) in the audit log."""
@@ -2482,21 +2416,6 @@ class Billing:
         summary = RunSummary() if summary is None else summary
         now = self._now()
         self._retry_pending_payments(now, summary)
-        if self.settle_concurrently:
-            with _Settler(self, summary) as settle:
-                self._renew_due(now, limit, settle)
-        else:
-            self._renew_due(now, limit, partial(self._settle_batch, summary))
-        summary.events_dispatched += self._dispatch_after_commit()
-        return summary
-
-    def _renew_due(
-        self,
-        now: datetime,
-        limit: int,
-        settle: Callable[[RunSummary, list[_Charge]], None],
-    ) -> None:
-        """Advance due subscriptions batch by batch; hand each committed batch to ``settle``."""
         waiting: set[str] = set()  # claimed this run, but waiting on something outside
         claimed_so_far = 0
         while claimed_so_far < limit:
@@ -2524,14 +2443,10 @@ class Billing:
                 uow.commit()
             claimed_so_far += len(batch)
             counted.subscriptions = len(batch)
-            settle(counted, charges)
-
-    def _settle_batch(
-        self, summary: RunSummary, counted: RunSummary, charges: list[_Charge]
-    ) -> None:
-        """Count a committed batch into ``summary``, then charge and record its payments."""
-        _add_counts(summary, counted)
-        self._count(self._collect(charges), charges, summary)
+            _add_counts(summary, counted)
+            self._count(self._collect(charges), charges, summary)
+        summary.events_dispatched += self._dispatch_after_commit()
+        return summary
 
     def _count(
         self, outcomes: Sequence[_ChargeOutcome], charges: Sequence[_Charge], summary: RunSummary

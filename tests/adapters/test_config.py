@@ -35,7 +35,6 @@ def test_unset_means_sqlite_in_the_working_directory_fake_gateway_and_console_em
     assert isinstance(backend.billing.gateway, FakeGateway)
     assert isinstance(backend.billing.email, ConsoleEmailSender)
     assert isinstance(backend.rate_limiter, MemoryRateLimiter)
-    assert not backend.billing.settle_concurrently  # SQLite has one writer at a time
 
 
 def test_environment_variables_choose_the_adapters(
@@ -54,20 +53,6 @@ def test_environment_variables_choose_the_adapters(
     assert isinstance(backend.billing.gateway, StripeGateway)
     assert isinstance(backend.billing.email, SendGridEmailSender)
     assert backend.settings.sendgrid_templates == {"welcome": "d-1"}
-
-
-def test_on_postgresql_the_billing_run_settles_a_batch_while_it_renews_the_next(
-    monkeypatch: pytest.MonkeyPatch, postgres_url: str
-) -> None:
-    monkeypatch.setenv("LUMENQUEST_DATABASE_URL", postgres_url)
-    monkeypatch.setenv("LUMENQUEST_MIGRATE", "false")  # the flag is all this test reads
-    default, chosen = build_backend(), build_backend(settle_concurrently=False)
-    try:
-        assert default.billing.settle_concurrently
-        assert not chosen.billing.settle_concurrently
-    finally:
-        default.close()
-        chosen.close()
 
 
 def test_a_stripe_key_without_a_webhook_secret_names_both_variables(

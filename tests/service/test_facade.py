@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from lumenquest_adapters.memory import (
     FakeGateway,
-    GatewayOutcome,
     MemoryCache,
     MemoryStore,
     MemoryUnitOfWork,
@@ -26,14 +24,11 @@ from lumenquest_core import (
     IdempotencyConflict,
     Interval,
     InvalidTransition,
-    InvoiceStatus,
     LineKind,
-    PaymentStatus,
     Role,
     SubscriptionStatus,
     ValidationError,
 )
-from lumenquest_core.payments import ChargeResult
 from lumenquest_core.ports import UnitOfWork
 from lumenquest_core.service import RunSummary
 from tests.service.scenario import NEW_YEAR, Shop, amounts, at, footprint, usd
@@ -342,76 +337,3 @@ def test_a_run_that_fails_mid_way_leaves_the_committed_batches_counts_in_the_giv
     assert again is summary
     assert (summary.subscriptions, summary.renewals, summary.payments_succeeded) == (5, 5, 5)
     assert billing.run_due(limit=10).subscriptions == 0  # nothing was left, nothing twice
-
-
-@pytest.mark.parametrize("concurrently", [False, True], ids=["in_turn", "concurrently"])
-def test_a_run_in_batches_renews_charges_and_counts_each_subscription_once(
-    concurrently: bool,
-) -> None:
-    shop = Shop(batch_size=2, settle_concurrently=concurrently)
-    customers = [shop.customer(f"user{i}@example.com") for i in range(5)]
-    for customer in customers:
-        shop.subscribe(customer_id=customer)
-    declined = customers[1::2]  # one in the first batch, one in the second
-    for customer in declined:
-        shop.billing.gateway.queue_for(customer, GatewayOutcome.decline("insufficient_funds"))
-    summary = shop.go(at(2, 1, 1))
-    assert (summary.subscriptions, summary.renewals, summary.invoices) == (5, 5, 5)
-    assert (summary.payments_succeeded, summary.payments_failed) == (3, 2)
-    assert summary.payments_pending == 0
-    for customer in customers:
-        renewal = shop.billing.list_invoices(customer_id=customer)[-1]
-        paid = customer not in declined
-        assert renewal.status is (InvoiceStatus.PAID if paid else InvoiceStatus.OPEN)
-        assert [p.status for p in shop.billing.list_payments(invoice_id=renewal.id)] == [
-            PaymentStatus.SUCCEEDED if paid else PaymentStatus.FAILED
-        ]
-    assert shop.go(at(2, 1, 2)).renewals == 0
-
-
-class _BrokenGateway(FakeGateway):
-    """A gateway with a bug: every charge raises an error no port promises."""
-
-    broken = True
-
-    def charge(self, **request: Any) -> ChargeResult:
-        if self.broken:
-            raise RuntimeError("a bug in the gateway adapter")
-        return super().charge(**request)
-
-
-@pytest.mark.memory_only  # builds its own memory billing around a broken gateway
-def test_an_error_settling_concurrently_reaches_the_caller_and_the_next_run_charges_once() -> None:
-    clock = TestClock(NEW_YEAR)
-    store = MemoryStore()
-    gateway = _BrokenGateway()
-    gateway.broken = False
-    billing = Billing(
-        unit_of_work=lambda: MemoryUnitOfWork(store),
-        clock=clock,
-        gateway=gateway,
-        email=RecordingEmailSender(),
-        cache=MemoryCache(clock),
-        batch_size=2,
-        dispatch_immediately=False,
-        settle_concurrently=True,
-    )
-    _due_monthly(billing, 5)
-    clock.set(at(2, 1, 1))
-    gateway.broken = True
-    summary = RunSummary()
-    with pytest.raises(RuntimeError, match="a bug in the gateway"):
-        billing.run_due(limit=10, summary=summary)
-    # The first batch's settling failed; the second had committed by the time it was
-    # handed over, and the third was never claimed. Neither's payments were charged.
-    assert (summary.subscriptions, summary.renewals, summary.invoices) == (4, 4, 4)
-    assert summary.payments_succeeded == summary.payments_failed == 0
-    assert len(gateway.charges) == 5  # the five first invoices only
-    gateway.broken = False
-    clock.set(at(2, 1, 2))  # past the grace given to payments left pending
-    again = billing.run_due(limit=10)
-    # A run retries one batch of pending payments: two of the four, and the fifth renewal.
-    assert (again.subscriptions, again.renewals, again.payments_succeeded) == (1, 1, 3)
-    assert billing.run_due(limit=10).payments_succeeded == 2
-    assert billing.run_due(limit=10).payments_succeeded == 0
-    assert len(gateway.charges) == 10  # each renewal charged once

@@ -13,7 +13,7 @@ from lumenquest_adapters.memory import (
     MemoryCache,
     SystemClock,
 )
-from lumenquest_adapters.sqlalchemy._engine import create_engine_for, is_sqlite
+from lumenquest_adapters.sqlalchemy._engine import create_engine_for
 from lumenquest_adapters.sqlalchemy._migrate import upgrade
 from lumenquest_adapters.sqlalchemy._uow import Identity, SqlAlchemyStore
 from lumenquest_core.service import Billing
@@ -44,9 +44,6 @@ def sqlalchemy_billing(
     ``acting_as`` is who every unit of work acts for under PostgreSQL's row-level
     security: ``Identity("system")`` for the billing run on the application role's
     engine (which cannot migrate: pass ``migrate=False`` and migrate as the owner).
-
-    On PostgreSQL ``run_due`` settles each batch's payments on a second thread while it
-    renews the next batch (``settle_concurrently``); SQLite has one writer at a time.
     """
     engine = url if isinstance(url, Engine) else create_engine_for(url)
     if migrate:
@@ -59,7 +56,6 @@ def sqlalchemy_billing(
         "gateway": FakeGateway(),
         "email": ConsoleEmailSender(),
         "cache": MemoryCache(clock),
-        "settle_concurrently": not is_sqlite(engine),
     }
     options.update(billing_options)
     billing = SqlAlchemyBilling(**options)

@@ -95,14 +95,3 @@ def test_a_billing_story_matches_the_memory_store(
     for key in expected:
         assert result[key] == expected[key], key
     assert emails == expected_emails
-
-
-def test_the_billing_run_settles_a_batch_while_renewing_the_next_on_postgresql_only(
-    empty_engine: Engine,
-) -> None:
-    billing = sqlalchemy_billing(empty_engine, migrate=False)
-    # SQLite has one writer at a time: the two threads would only take turns.
-    assert billing.settle_concurrently is (empty_engine.dialect.name == "postgresql")
-    assert not sqlalchemy_billing(
-        empty_engine, migrate=False, settle_concurrently=False
-    ).settle_concurrently
