@@ -9,6 +9,7 @@ import pytest
 
 from lumenquest_adapters.memory import (
     FakeGateway,
+    GatewayOutcome,
     MemoryCache,
     MemoryStore,
     MemoryUnitOfWork,
@@ -24,7 +25,9 @@ from lumenquest_core import (
     IdempotencyConflict,
     Interval,
     InvalidTransition,
+    InvoiceStatus,
     LineKind,
+    PaymentStatus,
     Role,
     SubscriptionStatus,
     ValidationError,
@@ -337,3 +340,25 @@ def test_a_run_that_fails_mid_way_leaves_the_committed_batches_counts_in_the_giv
     assert again is summary
     assert (summary.subscriptions, summary.renewals, summary.payments_succeeded) == (5, 5, 5)
     assert billing.run_due(limit=10).subscriptions == 0  # nothing was left, nothing twice
+
+
+def test_a_run_in_batches_renews_charges_and_counts_each_subscription_once() -> None:
+    shop = Shop(batch_size=2)
+    customers = [shop.customer(f"user{i}@example.com") for i in range(5)]
+    for customer in customers:
+        shop.subscribe(customer_id=customer)
+    declined = customers[1::2]  # one in the first batch, one in the second
+    for customer in declined:
+        shop.billing.gateway.queue_for(customer, GatewayOutcome.decline("insufficient_funds"))
+    summary = shop.go(at(2, 1, 1))
+    assert (summary.subscriptions, summary.renewals, summary.invoices) == (5, 5, 5)
+    assert (summary.payments_succeeded, summary.payments_failed) == (3, 2)
+    assert summary.payments_pending == 0
+    for customer in customers:
+        renewal = shop.billing.list_invoices(customer_id=customer)[-1]
+        paid = customer not in declined
+        assert renewal.status is (InvoiceStatus.PAID if paid else InvoiceStatus.OPEN)
+        assert [p.status for p in shop.billing.list_payments(invoice_id=renewal.id)] == [
+            PaymentStatus.SUCCEEDED if paid else PaymentStatus.FAILED
+        ]
+    assert shop.go(at(2, 1, 2)).renewals == 0
