@@ -71,6 +71,20 @@ _MAPPINGS = frozenset({dict, MappingProxyType})
 _SEQUENCES = frozenset({list, tuple})
 
 
+def as_is(value: Any) -> Any:
+    """Return ``value``: a history row's data kept as the domain gave it (see :func:`outbox_row`)."""
+    return value
+
+
+def domain_json_text(value: Any) -> str:
+    """Return domain JSON data as its text; a str is that text already, encoded when queued.
+
+    The domain's data in these columns are mappings (or None), never a bare string: a
+    batch encodes a history row's data when it queues the row (``SqlAlchemyUnitOfWork.insert``).
+    """
+    return value if type(value) is str else json_dumps(value)
+
+
 def plain(value: Any) -> Any:
     """Return ``value`` with read-only mappings and tuples turned into dicts and lists."""
     kind = type(value)
@@ -128,12 +142,22 @@ _DOMAIN_JSON: dict[str, tuple[str, ...]] = {
 }
 
 
+DOMAIN_JSON_COLUMNS: Mapping[str, tuple[str, ...]] = _DOMAIN_JSON
+"""The columns of each history table that hold the domain's JSON data, by table name."""
+
+
 def plain_json(table: str, values: Values) -> Values:
     """Return a row's values with its domain JSON made plain, for SQLAlchemy to bind."""
     names = _DOMAIN_JSON.get(table)
     if names is None:
         return values
-    return {**values, **{name: plain(values[name]) for name in names if name in values}}
+    return {**values, **{name: _plain_data(values[name]) for name in names if name in values}}
+
+
+def _plain_data(value: Any) -> Any:
+    # Text when a batch encoded it as it queued the row: decoded for SQLAlchemy's JSON
+    # type, which encodes it again.
+    return json.loads(value) if type(value) is str else plain(value)
 
 
 _set = object.__setattr__
@@ -794,8 +818,12 @@ def usage_from_row(row: Row) -> UsageRecord:
 # -- outbox, audit, history, analytics, emails, idempotency ---------------------------
 
 
-def outbox_row(message: OutboxMessage) -> Values:
-    """Return the columns of an outbox message; an event without customer stores NULL."""
+def outbox_row(message: OutboxMessage, encode: Callable[[Any], Any] = as_is) -> Values:
+    """Return the columns of an outbox message; an event without customer stores NULL.
+
+    ``encode`` gives the data's column value: its JSON text on PostgreSQL (see
+    :func:`domain_json_text`), the data itself for SQLAlchemy to encode.
+    """
     event = message.event
     return {
         "id": message.id,
@@ -803,7 +831,7 @@ def outbox_row(message: OutboxMessage) -> Values:
         "subject_id": event.subject_id,
         "customer_id": event.customer_id or None,
         "occurred_at": event.occurred_at,
-        "data": event.data,
+        "data": encode(event.data),
         "created_at": message.created_at,
         "delivered_at": message.delivered_at,
         "attempts": message.attempts,
@@ -828,8 +856,8 @@ def outbox_from_row(row: Row) -> OutboxMessage:
     )
 
 
-def audit_row(entry: AuditEntry) -> Values:
-    """Return the columns of an audit entry."""
+def audit_row(entry: AuditEntry, encode: Callable[[Any], Any] = as_is) -> Values:
+    """Return the columns of an audit entry; ``encode`` as for :func:`outbox_row`."""
     return {
         "id": entry.id,
         "actor": entry.actor,
@@ -838,8 +866,8 @@ def audit_row(entry: AuditEntry) -> Values:
         "subject_id": entry.subject_id,
         "at": entry.at,
         "customer_id": entry.customer_id,
-        "before": entry.before,
-        "after": entry.after,
+        "before": None if entry.before is None else encode(entry.before),
+        "after": None if entry.after is None else encode(entry.after),
     }
 
 
@@ -858,8 +886,11 @@ def audit_from_row(row: Row) -> AuditEntry:
     )
 
 
-def change_row(change: SubscriptionChange) -> Values:
-    """Return the columns of a subscription change; no plan stores NULL."""
+def change_row(change: SubscriptionChange, encode: Callable[[Any], Any] = as_is) -> Values:
+    """Return the columns of a subscription change; no plan stores NULL.
+
+    ``encode`` as for :func:`outbox_row`.
+    """
     return {
         "id": change.id,
         "subscription_id": change.subscription_id,
@@ -875,7 +906,7 @@ def change_row(change: SubscriptionChange) -> Values:
         "mrr": change.mrr.amount,
         "mrr_currency": change.mrr.currency,
         "plan_id": change.plan_id or None,
-        "data": change.data,
+        "data": encode(change.data),
     }
 
 

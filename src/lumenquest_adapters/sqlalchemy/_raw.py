@@ -28,7 +28,12 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from lumenquest_adapters.sqlalchemy._ddl import UTCDateTime
-from lumenquest_adapters.sqlalchemy._mapping import json_dumps, plain
+from lumenquest_adapters.sqlalchemy._mapping import (
+    DOMAIN_JSON_COLUMNS,
+    domain_json_text,
+    json_dumps,
+    plain,
+)
 
 __all__ = [
     "array_literals",
@@ -451,13 +456,14 @@ def _binder(
     # Instants: most are UTC already, checked inline, without a call to the type's own
     # conversion (24 a renewal).
     instants: list[tuple[int, Callable[[Any], Any]]] = []
+    domain_json = DOMAIN_JSON_COLUMNS.get(str(table.name), ())
     for position, name in enumerate(columns):
         type_ = table.c[name].type
         if isinstance(type_, UTCDateTime) and dialect.name == "postgresql":
             instants.append(
                 (position, functools.partial(type_.process_bind_param, dialect=dialect))
             )
-        elif (process := _bind_processor(dialect, type_, copy)) is not None:
+        elif (process := _bind_processor(dialect, type_, copy, name in domain_json)) is not None:
             processed.append((position, process))
     if not columns:
 
@@ -625,10 +631,14 @@ def _array_element(dialect: Dialect, type_: Any) -> Callable[[Any], str] | None:
     return None
 
 
-def _bind_processor(dialect: Dialect, type_: Any, copy: bool) -> Callable[[Any], Any] | None:
+def _bind_processor(
+    dialect: Dialect, type_: Any, copy: bool, domain_json: bool = False
+) -> Callable[[Any], Any] | None:
     """Return the function binding a non-NULL value of ``type_`` for the driver, if any.
 
-    ``copy``: for ``COPY``, where JSON may go as its text.
+    ``copy``: for ``COPY``, where JSON may go as its text. ``domain_json``: a history
+    table's data column, whose value may be its JSON text already (see
+    :func:`domain_json_text`).
     """
     if isinstance(type_, UTCDateTime):
         # The type's own check and conversion, without SQLAlchemy's wrapper around it.
@@ -641,7 +651,8 @@ def _bind_processor(dialect: Dialect, type_: Any, copy: bool) -> Callable[[Any],
         # A serializer the engine was given still has the last word.
         serializer = dialect._json_serializer
         if serializer is None or serializer is json_dumps:
-            return json_dumps if copy else functools.partial(Jsonb, dumps=json_dumps)
+            dumps = domain_json_text if domain_json else json_dumps
+            return dumps if copy else functools.partial(Jsonb, dumps=dumps)
         return lambda value: Jsonb(plain(value), dumps=serializer)
     process: Callable[[Any], Any] | None = type_._cached_bind_processor(dialect)
     return process

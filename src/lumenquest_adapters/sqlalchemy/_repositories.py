@@ -891,7 +891,7 @@ class Outbox(_Repository):
 
     def add(self, message: OutboxMessage) -> None:
         """Store an event; a reused id raises Conflict."""
-        self._insert(m.outbox_row(message))
+        self._insert(m.outbox_row(message, self._uow.encode_data))
 
     def pending(self, *, limit: int) -> Sequence[OutboxMessage]:
         """Return undelivered messages, oldest first."""
@@ -948,7 +948,7 @@ class AuditLog(_Repository):
 
     def add(self, entry: AuditEntry) -> None:
         """Append an entry."""
-        self._insert(m.audit_row(entry))
+        self._insert(m.audit_row(entry, self._uow.encode_data))
 
     def list(
         self, *, subject_id: str | None = None, customer_id: str | None = None
@@ -1016,7 +1016,7 @@ class SubscriptionChanges(_Repository):
 
     def add(self, change: SubscriptionChange) -> None:
         """Append a change."""
-        self._insert(m.change_row(change))
+        self._insert(m.change_row(change, self._uow.encode_data))
 
     def list(
         self,

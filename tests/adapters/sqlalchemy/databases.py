@@ -66,3 +66,16 @@ def clear(engine: Engine) -> None:
         for table in reversed(metadata.sorted_tables):
             connection.execute(table.delete())
         connection.execute(invoice_number_sequence.insert().values(id=1, last_value=0))
+
+
+def history_json_kinds(engine: Engine) -> set[str]:
+    """Return the JSON types of every history row's data: events, audit snapshots, changes."""
+    with engine.connect() as connection:
+        return set(
+            connection.exec_driver_sql(
+                "SELECT jsonb_typeof(data) FROM outbox"
+                " UNION SELECT jsonb_typeof(after) FROM audit_logs WHERE after IS NOT NULL"
+                " UNION SELECT jsonb_typeof(before) FROM audit_logs WHERE before IS NOT NULL"
+                " UNION SELECT jsonb_typeof(data) FROM subscription_changes"
+            ).scalars()
+        )

@@ -22,6 +22,7 @@ from lumenquest_adapters.sqlalchemy import sqlalchemy_billing
 from lumenquest_core.money import Money
 from lumenquest_core.periods import BillingCycle, Interval
 from lumenquest_core.service import Billing
+from tests.adapters.sqlalchemy.databases import history_json_kinds
 
 JAN_31 = datetime(2026, 1, 31, tzinfo=UTC)
 
@@ -95,3 +96,27 @@ def test_a_billing_story_matches_the_memory_store(
     for key in expected:
         assert result[key] == expected[key], key
     assert emails == expected_emails
+
+
+def test_a_billing_runs_history_data_is_stored_as_json_objects_on_postgresql(
+    postgres_empty: Engine,
+) -> None:
+    # As the owner, a batch's rows go by COPY; their data was encoded when queued.
+    clock = TestClock(datetime(2026, 1, 1, tzinfo=UTC))
+    billing = sqlalchemy_billing(postgres_empty, clock=clock)
+    plan = billing.create_plan(name="Pro", features=[])
+    price = billing.create_price(
+        plan_id=plan.id, unit_amount=Money(1000, "USD"), cycle=BillingCycle(Interval.MONTH)
+    )
+    customer = billing.create_customer(email="ada@example.com")
+    billing.subscribe(customer_id=customer.id, price_id=price.id)
+    clock.set(datetime(2026, 2, 1, 1, tzinfo=UTC))
+    assert billing.run_due().renewals == 1
+    assert history_json_kinds(postgres_empty) == {"object"}
+    renewal = billing.list_invoices(customer_id=customer.id)[-1]
+    with postgres_empty.connect() as connection:
+        number = connection.exec_driver_sql(
+            "SELECT data->>'number' FROM outbox WHERE name = 'invoice.paid' AND subject_id = %s",
+            (renewal.id,),
+        ).scalar_one()
+    assert number == renewal.number

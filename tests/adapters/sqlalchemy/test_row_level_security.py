@@ -34,8 +34,13 @@ from lumenquest_adapters.sqlalchemy import (
 )
 from lumenquest_core.errors import ConfigurationError, NotFound
 from lumenquest_core.money import Money
+from lumenquest_core.payments import AuditEntry
 from lumenquest_core.periods import BillingCycle, Interval
-from tests.adapters.sqlalchemy.databases import postgres_engine, postgres_schema
+from tests.adapters.sqlalchemy.databases import (
+    history_json_kinds,
+    postgres_engine,
+    postgres_schema,
+)
 
 A, B = "cus_a", "cus_b"
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -631,6 +636,39 @@ def test_billing_through_the_app_role_as_system_and_as_a_customer(db: Seeded) ->
     system.run_due()
     assert len(billing(Identity("admin")).list_invoices(customer_id=bob.id)) == 2
     assert len(as_ada.list_invoices(customer_id=ada.id)) == 2
+    # The run's batch queued its history rows with their data as JSON text; the app
+    # role's statements (COPY is refused under row-level security) stored objects.
+    assert history_json_kinds(db.owner) == {"object"}
+
+
+def test_a_large_batch_of_history_rows_through_the_app_role_stores_json_objects(
+    db: Seeded,
+) -> None:
+    # More rows than a batch pipelines: they go as SQLAlchemy's INSERT (COPY is refused
+    # under row-level security), which gets the data queued as JSON text decoded again.
+    store = SqlAlchemyStore(db.app, Identity("system"))
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    with store.unit_of_work() as uow:
+        uow.prepare_batch()
+        for n in range(150):
+            uow.audit_log.add(
+                AuditEntry(
+                    id=f"aud_large_{n}_{uuid.uuid4().hex[:6]}",
+                    actor="system",
+                    action="tested",
+                    subject_type="subscription",
+                    subject_id=f"sub_{n}",
+                    at=at,
+                    after={"n": n, "nested": {"ok": True}},
+                )
+            )
+        uow.commit()
+    assert history_json_kinds(db.owner) == {"object"}
+    with db.owner.connect() as connection:
+        nested = connection.exec_driver_sql(
+            "SELECT after->'nested'->>'ok' FROM audit_logs WHERE action = 'tested'"
+        ).scalars()
+        assert set(nested) == {"true"}
 
 
 def test_downgrade_drops_the_policies_and_upgrade_restores_them(postgres_empty: Engine) -> None:
