@@ -38,6 +38,7 @@ __all__ = [
     "copy_values",
     "driver_cursor",
     "execute",
+    "fetch_joined",
     "first_value",
     "insert_if_new",
     "insert_many",
@@ -371,6 +372,55 @@ def _fetch(
     oids = tuple(result.ftype(i) for i in range(result.nfields))
     make = _row_maker(connection.dialect, table, oids)
     return [make(row) for row in fetched]
+
+
+def fetch_joined(
+    connection: Connection,
+    statement: str,
+    params: Sequence[Any],
+    tables: tuple[sa.Table, ...],
+) -> list[tuple[list[dict[str, Any] | None], tuple[Any, ...]]]:
+    """Run a ``SELECT`` of every column of each of ``tables`` in turn, then any others.
+
+    Return each row as the column -> value mapping of each table (None where an outer
+    join found no row: its key is NULL) and the values of the columns after them.
+    """
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    cursor = kept_cursor(connection)
+    try:
+        cursor.execute(statement, params)
+        fetched = cursor.fetchall()
+    except psycopg.Error as exc:
+        reraise(connection, statement, exc)
+    if not fetched:
+        return []
+    result = cursor.pgresult
+    oids = tuple(result.ftype(i) for i in range(result.nfields))
+    parts, start = _joined_parts(connection.dialect, tables, oids)
+    return [
+        (
+            [None if row[key] is None else make(row[begin:end]) for begin, end, key, make in parts],
+            tuple(row[start:]),
+        )
+        for row in fetched
+    ]
+
+
+@functools.cache
+def _joined_parts(
+    dialect: Dialect, tables: tuple[sa.Table, ...], oids: tuple[int, ...]
+) -> tuple[tuple[tuple[int, int, int, Callable[[Sequence[Any]], dict[str, Any]]], ...], int]:
+    """Return each table's (first, end, key column, row maker), and where the rest begin."""
+    parts = []
+    start = 0
+    for table in tables:
+        width = len(table.c)
+        key = next(i for i, column in enumerate(table.c) if column.primary_key)
+        make = _row_maker(dialect, table, oids[start : start + width])
+        parts.append((start, start + width, start + key, make))
+        start += width
+    return tuple(parts), start
 
 
 @functools.cache

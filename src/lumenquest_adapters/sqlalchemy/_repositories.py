@@ -21,7 +21,8 @@ from sqlalchemy.dialects import postgresql
 from lumenquest_adapters.sqlalchemy import _mapping as m
 from lumenquest_adapters.sqlalchemy import _schema as t
 from lumenquest_adapters.sqlalchemy._engine import is_sqlite
-from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow
+from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow, translated
+from lumenquest_adapters.sqlalchemy._raw import fetch_joined
 from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
@@ -304,11 +305,16 @@ class Plans(_Repository):
 
     def get(self, plan_id: str) -> Plan:
         """Return the plan or raise NotFound."""
+        known: Plan | None = self._uow.recall(self._table, plan_id)
+        if known is not None:
+            return known  # read with its price (batch mode): see Prices.get
         return m.plan_from_row(self._one(plan_id))
 
     def update(self, plan: Plan) -> None:
         """Replace a stored plan."""
-        self._update(m.plan_row(plan))
+        values = m.plan_row(plan)
+        self._update(values)
+        self._uow.remember(self._table, plan.id, plan, values)
 
     def list(self, *, active_only: bool = False) -> Sequence[Plan]:
         """Return plans ordered by id."""
@@ -316,6 +322,25 @@ class Plans(_Repository):
         if active_only:
             query = query.where(t.plans.c.active.is_(True))
         return [m.plan_from_row(r) for r in self._rows(query)]
+
+
+def _columns(dialect: sa.Dialect, table: sa.Table, alias: str) -> str:
+    quote = dialect.identifier_preparer.quote
+    return ", ".join(f"{alias}.{quote(column.name)}" for column in table.c)
+
+
+@functools.cache
+def _price_and_plan_text(dialect: sa.Dialect) -> str:
+    """Return the text reading a price by id with its plan.
+
+    An outer join: a plan RLS hides is read alone after, and found missing, as before.
+    """
+    table = dialect.identifier_preparer.format_table
+    return (
+        f"SELECT {_columns(dialect, t.prices, 'p')}, {_columns(dialect, t.plans, 'l')}"
+        f" FROM {table(t.prices)} AS p LEFT JOIN {table(t.plans)} AS l ON l.id = p.plan_id"
+        " WHERE p.id = %s"
+    )
 
 
 class Prices(_Repository):
@@ -331,8 +356,33 @@ class Prices(_Repository):
         self._insert(m.price_row(price))
 
     def get(self, price_id: str) -> Price:
-        """Return the price or raise NotFound."""
-        return m.price_from_row(self._one(price_id))
+        """Return the price or raise NotFound.
+
+        PostgreSQL in batch mode (a subscribe): its plan is read in the same statement and
+        kept for ``plans.get``, which asks next whether the plan is archived. One round
+        trip fewer: a paid subscribe through the app 14 -> 13 round trips, 12.19M ->
+        12.06M instructions a request (callgrind, benchmarks/callgrind_subscribe.py).
+        """
+        uow = self._uow
+        if uow.batch is None or uow._sqlite:
+            return m.price_from_row(self._one(price_id))
+        uow._reading(t.prices)  # writes queued to either table go first
+        connection = uow._reading(t.plans)
+        with translated(t.metadata):
+            rows = fetch_joined(
+                connection,
+                _price_and_plan_text(connection.dialect),
+                (price_id,),
+                (t.prices, t.plans),
+            )
+        if not rows:
+            raise _not_found(self._kind, price_id)
+        (price_row, plan_row), _ = rows[0]
+        assert price_row is not None
+        if plan_row is not None:
+            plan = m.plan_from_row(plan_row)
+            uow.remember(t.plans, plan.id, plan, plan_row)
+        return m.price_from_row(price_row)
 
     def update(self, price: Price) -> None:
         """Replace a stored price (its active flag or nickname)."""
