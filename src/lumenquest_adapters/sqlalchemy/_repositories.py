@@ -90,6 +90,44 @@ def _not_found(kind: str, row_id: str) -> NotFound:
     return NotFound(f"{kind} {row_id!r} not found", details={"kind": kind, "id": row_id})
 
 
+class _ReadAhead:
+    """Rows a unit of work in batch mode read before it asked for them (see Payments.lock).
+
+    Each is taken once, by the read it stands for, unless a write through the repository
+    of its table came first (which drops it): what it gives is what that read would have
+    given, but for other transactions' commits between the two reads (READ COMMITTED lets
+    each statement see a newer state; neither locks these rows).
+    """
+
+    __slots__ = ("invoices", "open_invoices", "subscriptions")
+
+    def __init__(self) -> None:
+        self.invoices: dict[str, m.Row] = {}
+        self.subscriptions: dict[str, m.Row] = {}
+        # subscription id -> (the one invoice read ahead, whether it has other open ones)
+        self.open_invoices: dict[str, tuple[str, bool]] = {}
+
+
+def _taken(rows: dict[str, m.Row], ids: Collection[str]) -> builtins.list[m.Row]:
+    """Remove and return the rows of these ids that ``rows`` holds."""
+    return [rows.pop(i) for i in ids if i in rows]
+
+
+# Kept in the batch's identity map under a key no table's rows have: the read-ahead lives
+# and dies with the batch (a commit or a rollback drops it).
+_READ_AHEAD_KEY = ("", "read ahead")
+
+
+def _read_ahead(uow: SqlAlchemyUnitOfWork, *, make: bool = False) -> _ReadAhead | None:
+    batch = uow.batch
+    if batch is None:
+        return None
+    held: _ReadAhead | None = batch.known.get(_READ_AHEAD_KEY)
+    if held is None and make:
+        held = batch.known[_READ_AHEAD_KEY] = _ReadAhead()
+    return held
+
+
 class _Duplicate:
     """Describe a broken constraint: the row's key's own, or one ``specific`` knows.
 
@@ -210,6 +248,16 @@ class _Repository:
             row_id = getattr(record, key)
             self._uow.remember(self._table, row_id, record, stored.get(row_id))
         return loaded
+
+    def _remember_rows(
+        self, rows: Sequence[m.Row], from_rows: Callable[[Sequence[m.Row]], Sequence[Any]]
+    ) -> None:
+        """Remember records made from rows read already, as :meth:`_load` does its own."""
+        key = self._key
+        stored = {row[key]: row for row in rows}
+        for record in from_rows(rows):
+            row_id = getattr(record, key)
+            self._uow.remember(self._table, row_id, record, stored.get(row_id))
 
     def _page(self, query: sa.Select[Any], limit: int | None, after: str | None) -> sa.Select[Any]:
         """Return ``query`` (ordered by seq) with at most ``limit`` rows, those after ``after``."""
@@ -431,6 +479,7 @@ class Subscriptions(_Repository):
 
     def add(self, subscription: Subscription) -> None:
         """Store a new subscription."""
+        self._forget_read_ahead(subscription.id)
         values = m.subscription_row(subscription)
         self._insert(values)
         self._uow.remember(self._table, subscription.id, subscription, values)
@@ -450,10 +499,18 @@ class Subscriptions(_Repository):
                 subscription, row = claimed[subscription_id]
                 self._uow.remember(self._table, subscription_id, subscription, row)
         unknown = [i for i in subscription_ids if i not in claimed]
-        self._load(unknown, lambda rows: [m.subscription_from_row(r) for r in rows])
+        ahead = _read_ahead(self._uow)
+        if ahead is not None and ahead.subscriptions:
+            rows = _taken(ahead.subscriptions, unknown)
+            if rows:
+                self._remember_rows(rows, _subscriptions_from_rows)
+                read = {row["id"] for row in rows}
+                unknown = [i for i in unknown if i not in read]
+        self._load(unknown, _subscriptions_from_rows)
 
     def update(self, subscription: Subscription) -> None:
         """Replace a stored subscription."""
+        self._forget_read_ahead(subscription.id)
         values = m.subscription_row(subscription)
         self._update(values)
         self._uow.remember(self._table, subscription.id, subscription, values)
@@ -477,6 +534,11 @@ class Subscriptions(_Repository):
             query = query.where(c.id > after)
         return [m.subscription_from_row(r) for r in self._rows(query)]
 
+    def _forget_read_ahead(self, subscription_id: str) -> None:
+        ahead = _read_ahead(self._uow)
+        if ahead is not None:
+            ahead.subscriptions.pop(subscription_id, None)
+
     def claim_due(self, at: datetime, *, limit: int) -> Sequence[Subscription]:
         """Return up to ``limit`` subscriptions due at ``at``, earliest first, locked.
 
@@ -493,6 +555,10 @@ class Subscriptions(_Repository):
             claimed.append(subscription)
             self._uow.claimed[subscription.id] = (subscription, row)
         return claimed
+
+
+def _subscriptions_from_rows(rows: Sequence[m.Row]) -> builtins.list[Subscription]:
+    return [m.subscription_from_row(r) for r in rows]
 
 
 def _cycle_taken(invoice: Invoice) -> Describe:
@@ -542,6 +608,7 @@ class Invoices(_Repository):
 
     def add(self, invoice: Invoice) -> None:
         """Store a new invoice; a second cycle invoice for the same period raises Conflict."""
+        self._forget_read_ahead()
         values = m.invoice_row(invoice)
         self._insert(values, _cycle_taken(invoice))
         lines = m.invoice_line_rows(invoice)
@@ -575,10 +642,24 @@ class Invoices(_Repository):
                     others.append(row)
             return unchanged + self._with_lines(others)
 
+        ahead = _read_ahead(self._uow)
+        if ahead is not None and ahead.invoices:
+            rows = _taken(ahead.invoices, invoice_ids)
+            if rows:
+                self._remember_rows(rows, from_rows)
+                read = {row["id"] for row in rows}
+                invoice_ids = [i for i in invoice_ids if i not in read]
         self._load(invoice_ids, from_rows)
+
+    def _forget_read_ahead(self) -> None:
+        ahead = _read_ahead(self._uow)
+        if ahead is not None:
+            ahead.invoices.clear()
+            ahead.open_invoices.clear()
 
     def update(self, invoice: Invoice) -> None:
         """Replace a stored invoice and its lines."""
+        self._forget_read_ahead()
         known: Invoice | None = self._uow.recall(self._table, invoice.id)
         if known is not None and known.lines == invoice.lines:
             # Batch mode, lines as they were (paying, voiding): the invoice row alone.
@@ -610,6 +691,22 @@ class Invoices(_Repository):
     ) -> Sequence[Invoice]:
         """Return invoices in creation order, after the invoice ``after``."""
         limit = _check_limit(limit)
+        ahead = _read_ahead(self._uow)
+        if (
+            ahead is not None
+            and subscription_id is not None
+            and customer_id is None
+            and after is None
+            and status is InvoiceStatus.OPEN
+            and limit
+        ):
+            read = ahead.open_invoices.pop(subscription_id, None)
+            if read is not None and not read[1]:
+                # Read with the payment's lock: the subscription has no open invoice but
+                # this one, which is open if it still was then (this unit of work holds it).
+                held: Invoice | None = self._uow.recall(self._table, read[0])
+                if held is not None:
+                    return [held] if held.status is InvoiceStatus.OPEN else []
         if after is None:
             equal = {
                 name: value
@@ -739,6 +836,28 @@ def _payment_key_conflict(payment: Payment, name: str | None) -> Conflict | None
     )
 
 
+@functools.cache
+def _lock_reading_ahead_text(dialect: sa.Dialect) -> str:
+    """Return the text locking a payment unless taken, reading its invoice and subscription.
+
+    And whether that subscription has other open invoices. Outer joins: a row RLS hides
+    is read alone later, as without the read-ahead.
+    """
+    table = dialect.identifier_preparer.format_table
+    invoices = table(t.invoices)
+    return (
+        f"SELECT {_columns(dialect, t.payments, 'pay')}, {_columns(dialect, t.invoices, 'inv')},"
+        f" {_columns(dialect, t.subscriptions, 'sub')},"
+        f" EXISTS (SELECT 1 FROM {invoices} AS other"
+        " WHERE other.subscription_id = inv.subscription_id AND other.status = %s"
+        " AND other.id <> inv.id)"
+        f" FROM {table(t.payments)} AS pay"
+        f" LEFT JOIN {invoices} AS inv ON inv.id = pay.invoice_id"
+        f" LEFT JOIN {table(t.subscriptions)} AS sub ON sub.id = inv.subscription_id"
+        " WHERE pay.id = %s FOR UPDATE OF pay SKIP LOCKED"
+    )
+
+
 class Payments(_Repository):
     """Payments (unique by idempotency key) and refunds."""
 
@@ -777,10 +896,56 @@ class Payments(_Repository):
         if batch is None or not payment_ids:
             return
         self._uow.take_write_lock()
+        if (
+            len(payment_ids) == 1
+            and not self._uow._sqlite
+            and self._lock_reading_ahead(next(iter(payment_ids)))
+        ):
+            return
         locked = self._load(
             payment_ids, lambda rows: [m.payment_from_row(r) for r in rows], for_update=True
         )
         batch.locked.update(payment.id for payment in locked)
+
+    def _lock_reading_ahead(self, payment_id: str) -> bool:
+        """Lock one payment if no one holds it, reading its invoice and subscription with it.
+
+        The reads that settling a payment makes next (its invoice, its subscription,
+        whether that has other open invoices) ride on the lock's statement and are kept
+        for them (:class:`_ReadAhead`): a paid subscribe's settlement 7 -> 4 round trips, the
+        request 12.06M -> 11.63M instructions (callgrind, benchmarks/callgrind_subscribe.py).
+        ``SKIP LOCKED``: a payment someone else holds returns nothing, and False says to
+        wait for it the usual way, reading the rest after, not from before the wait.
+        """
+        uow = self._uow
+        for table in (t.payments, t.invoices, t.subscriptions):
+            connection = uow._reading(table)  # writes queued to them go first
+        with translated(t.metadata):
+            rows = fetch_joined(
+                connection,
+                _lock_reading_ahead_text(connection.dialect),
+                (InvoiceStatus.OPEN.value, payment_id),
+                (t.payments, t.invoices, t.subscriptions),
+            )
+        if not rows:
+            return False
+        (payment_row, invoice_row, subscription_row), (others_open,) = rows[0]
+        assert payment_row is not None
+        payment = m.payment_from_row(payment_row)
+        uow.remember(self._table, payment.id, payment, payment_row)
+        batch = uow.batch
+        assert batch is not None
+        batch.locked.add(payment.id)
+        if invoice_row is not None:
+            ahead = _read_ahead(uow, make=True)
+            assert ahead is not None
+            ahead.invoices[invoice_row["id"]] = invoice_row
+            subscription_id = invoice_row["subscription_id"]
+            if subscription_row is not None:
+                ahead.subscriptions[subscription_id] = subscription_row
+            if subscription_id is not None:
+                ahead.open_invoices[subscription_id] = (invoice_row["id"], bool(others_open))
+        return True
 
     def get_for_update(self, payment_id: str) -> Payment:
         """Return the payment locked (FOR UPDATE; SQLite: the write lock) or raise NotFound."""
