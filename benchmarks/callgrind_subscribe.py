@@ -128,7 +128,7 @@ def main() -> None:
         admin.dispose()
 
 
-def drive(
+def drive(  # noqa: PLR0915  # a script: setup, warm-up, then the counted run
     n: int, plan_name: str, statements: bool, concurrency: int, profile: bool = False
 ) -> None:
     from asgi_app.main import create_app  # noqa: PLC0415  # after the environment is set
@@ -173,6 +173,15 @@ def drive(
         await dispatcher.idle()
 
     loop.run_until_complete(many(16))  # warm-up: every user linked to the gateway
+    drain, rounds = dispatcher.drain, [0]
+
+    def counted_drain() -> int:
+        rounds[0] += 1
+        return int(drain())
+
+    dispatcher.drain = counted_drain
+    if os.environ.get("CG_NO_OUTBOX") == "1":  # to see what delivery costs: none of it
+        dispatcher.notify = lambda: None
     gc.collect()
     counts = count_statements() if statements else None
     if profile:
@@ -195,6 +204,7 @@ def drive(
     anyio.to_thread.run_sync = _run_sync  # type: ignore[assignment]
     if counts is not None:
         print({k: v / n for k, v in counts.items()}, "per request")
+    print(f"outbox: {rounds[0]} rounds for {n} requests", file=sys.stderr)
     loop.run_until_complete(client.aclose())
     loop.run_until_complete(lifespan.__aexit__(None, None, None))
     loop.close()

@@ -39,6 +39,7 @@ __all__ = [
     "driver_cursor",
     "execute",
     "fetch_joined",
+    "fetch_values",
     "first_value",
     "insert_if_new",
     "insert_many",
@@ -49,6 +50,7 @@ __all__ = [
     "select_by_key",
     "select_due",
     "select_where",
+    "text_array",
     "update_row",
     "update_sql",
 ]
@@ -622,6 +624,28 @@ def _array_builder(
         ]
 
     return literals
+
+
+def text_array(values: Sequence[str]) -> str:
+    """Return strings as one PostgreSQL array literal, for a ``%s::varchar[]`` parameter.
+
+    Built with string methods: the driver's list dumping searches a regular expression
+    in every element (callgrind: 30,000 instructions an outbox event went to it).
+    """
+    return "{" + ",".join(map(_quoted, values)) + "}"
+
+
+def fetch_values(connection: Connection, statement: str, params: Sequence[Any]) -> list[Any]:
+    """Run a statement; return its rows as the driver gives them (no column processing)."""
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    cursor = kept_cursor(connection)
+    try:
+        cursor.execute(statement, params)
+        rows: list[Any] = cursor.fetchall()
+    except psycopg.Error as exc:
+        reraise(connection, statement, exc)
+    return rows
 
 
 def _quoted(text: str) -> str:

@@ -16,13 +16,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from lumenquest_adapters.sqlalchemy import _mapping as m
 from lumenquest_adapters.sqlalchemy import _schema as t
 from lumenquest_adapters.sqlalchemy._engine import is_sqlite
 from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow, translated
-from lumenquest_adapters.sqlalchemy._raw import fetch_joined
+from lumenquest_adapters.sqlalchemy._raw import bound_values, fetch_joined, fetch_values, text_array
 from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
@@ -583,8 +582,6 @@ def _cycle_conflict(invoice: Invoice, name: str | None) -> Conflict | None:
     )
 
 
-_ID_ARRAY = postgresql.ARRAY(sa.String())
-
 # Take the next invoice number: built once, not on every invoice.
 _BUMP = (
     sa.update(t.invoice_number_sequence)
@@ -1096,6 +1093,27 @@ class Usage(_Repository):
         return [m.usage_from_row(r) for r in self._rows(query)]
 
 
+@functools.cache
+def _mark_delivered_text(dialect: sa.Dialect) -> str:
+    """Return the text marking outbox messages delivered, selecting the ids it has none of.
+
+    A data-modifying WITH runs whether or not the query reads it; the existence check
+    sees the table as it was before the update, which changes no message's existence.
+    """
+    quote = dialect.identifier_preparer.quote
+    outbox = dialect.identifier_preparer.format_table(t.outbox)
+    key = t.outbox.c.id.type.compile(dialect=dialect)
+    delivered, attempts = quote("delivered_at"), quote("attempts")
+    return (
+        f"WITH wanted AS (SELECT unnest(%s::{key}[]) AS id),"
+        f" marked AS (UPDATE {outbox} SET {delivered} = %s, {attempts} = {outbox}.{attempts} + 1"
+        f" FROM wanted WHERE {outbox}.id = wanted.id AND {outbox}.{delivered} IS NULL"
+        f" RETURNING {outbox}.id)"
+        f" SELECT wanted.id FROM wanted"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {outbox} WHERE {outbox}.id = wanted.id)"
+    )
+
+
 class Outbox(_Repository):
     """Domain events waiting for delivery."""
 
@@ -1126,13 +1144,31 @@ class Outbox(_Repository):
         if not ids:
             return
         c = t.outbox.c
-        # PostgreSQL: one array parameter, the same statement text for any number of ids,
-        # where IN (…) is new text (compiled and converted again) for each count.
-        named = (
-            c.id.in_(ids)
-            if is_sqlite(self._uow.engine)
-            else c.id == sa.func.any(sa.bindparam("ids", ids, type_=_ID_ARRAY))
-        )
+        uow = self._uow
+        if not uow._sqlite:
+            # PostgreSQL: the check and the update in one statement straight to the driver,
+            # the ids as one array literal (text_array), the same text for any number of
+            # them. Was two statements through SQLAlchemy, the driver dumping each id with
+            # a regular expression search. With EmailDeliveries.sent alike: one outbox
+            # round delivering 100 paid subscribes' events 137.1M -> 107.0M instructions,
+            # a paid subscribe through the app 11.57M -> 11.11M (callgrind).
+            uow.flush()
+            connection = uow.connection()
+            bound_at = bound_values(connection, t.outbox, ("delivered_at",))({"delivered_at": at})
+            with translated(t.metadata):
+                missing = {
+                    row[0]
+                    for row in fetch_values(
+                        connection,
+                        _mark_delivered_text(connection.dialect),
+                        (text_array(ids), *bound_at),
+                    )
+                }
+            for message_id in ids:
+                if message_id in missing:
+                    raise _not_found(self._kind, message_id)
+            return
+        named = c.id.in_(ids)
         known = set(self._uow.read(sa.select(c.id).where(named)).scalars())
         for message_id in ids:
             if message_id not in known:
@@ -1443,6 +1479,19 @@ def _email_sent(delivery: EmailDelivery) -> Describe:
     return describe
 
 
+@functools.cache
+def _sent_text(dialect: sa.Dialect) -> str:
+    """Return the text selecting the (event id, template) pairs, given as two arrays, stored."""
+    deliveries = dialect.identifier_preparer.format_table(t.email_deliveries)
+    c = t.email_deliveries.c
+    event, template = (column.type.compile(dialect=dialect) for column in (c.event_id, c.template))
+    return (
+        f"SELECT d.event_id, d.template FROM {deliveries} AS d"
+        f" JOIN unnest(%s::{event}[], %s::{template}[]) AS k(event_id, template)"
+        " ON d.event_id = k.event_id AND d.template = k.template"
+    )
+
+
 class EmailDeliveries(_Repository):
     """Emails sent, unique per (event id, template)."""
 
@@ -1469,23 +1518,22 @@ class EmailDeliveries(_Repository):
         wanted = builtins.list(builtins.set(keys))
         c = t.email_deliveries.c
         found: builtins.set[tuple[str, str]] = builtins.set()
-        if wanted and not is_sqlite(self._uow.engine):
+        if wanted and not self._uow._sqlite:
             # One query whatever the number of pairs (two arrays: the same statement text
-            # each time), served by the (event_id, template) unique index.
-            pairs = (
-                sa.func.unnest(
-                    sa.bindparam("events", [key[0] for key in wanted], type_=_ID_ARRAY),
-                    sa.bindparam("templates", [key[1] for key in wanted], type_=_ID_ARRAY),
+            # each time), served by the (event_id, template) unique index; straight to the
+            # driver, the arrays as literals (text_array: the driver's list dumping searches
+            # a regular expression in every element).
+            connection = self._uow._reading(t.email_deliveries)
+            with translated(t.metadata):
+                rows = fetch_values(
+                    connection,
+                    _sent_text(connection.dialect),
+                    (
+                        text_array([key[0] for key in wanted]),
+                        text_array([key[1] for key in wanted]),
+                    ),
                 )
-                .table_valued("event_id", "template")
-                .render_derived()
-            )
-            query = sa.select(c.event_id, c.template).join_from(
-                t.email_deliveries,
-                pairs,
-                sa.and_(c.event_id == pairs.c.event_id, c.template == pairs.c.template),
-            )
-            return {(row.event_id, row.template) for row in self._uow.read(query)}
+            return {(event_id, template) for event_id, template in rows}
         # SQLite: one query per _LOAD_CHUNK pairs.
         for start in range(0, len(wanted), _LOAD_CHUNK):
             chunk = wanted[start : start + _LOAD_CHUNK]
