@@ -49,6 +49,7 @@ __all__ = [
     "reraise",
     "select_by_key",
     "select_due",
+    "select_unset",
     "select_where",
     "text_array",
     "update_row",
@@ -309,6 +310,25 @@ def _select_due_text(preparer: IdentifierPreparer, table: sa.Table, column: str,
     return (
         f"SELECT {names} FROM {preparer.format_table(table)} WHERE {due} <= %s"
         f" ORDER BY {due}, {preparer.quote(key)} LIMIT %s FOR UPDATE SKIP LOCKED"
+    )
+
+
+def select_unset(
+    connection: Connection, table: sa.Table, column: str, *, order_by: str, limit: int
+) -> list[dict[str, Any]]:
+    """Return up to ``limit`` rows whose ``column`` is NULL, by ``order_by``, as column -> value."""
+    statement = _select_unset_text(connection.dialect.identifier_preparer, table, column, order_by)
+    return _fetch(connection, table, statement, (limit,))
+
+
+@functools.cache
+def _select_unset_text(
+    preparer: IdentifierPreparer, table: sa.Table, column: str, order_by: str
+) -> str:
+    names = ", ".join(preparer.quote(c.name) for c in table.c)
+    return (
+        f"SELECT {names} FROM {preparer.format_table(table)} WHERE {preparer.quote(column)}"
+        f" IS NULL ORDER BY {preparer.quote(order_by)} LIMIT %s"
     )
 
 

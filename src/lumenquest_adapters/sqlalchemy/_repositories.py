@@ -21,7 +21,13 @@ from lumenquest_adapters.sqlalchemy import _mapping as m
 from lumenquest_adapters.sqlalchemy import _schema as t
 from lumenquest_adapters.sqlalchemy._engine import is_sqlite
 from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow, translated
-from lumenquest_adapters.sqlalchemy._raw import bound_values, fetch_joined, fetch_values, text_array
+from lumenquest_adapters.sqlalchemy._raw import (
+    bound_values,
+    fetch_joined,
+    fetch_values,
+    select_unset,
+    text_array,
+)
 from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
@@ -1128,13 +1134,21 @@ class Outbox(_Repository):
 
     def pending(self, *, limit: int) -> Sequence[OutboxMessage]:
         """Return undelivered messages, oldest first."""
+        limit = _check_limit(limit)
+        uow = self._uow
+        if not uow._sqlite:
+            # Straight to the driver (a delivery round reads every pending message): no
+            # SQLAlchemy result rows. With outbox_from_row built trusted: one round
+            # delivering 100 paid subscribes' events 107.0M -> 98.7M instructions, a paid
+            # subscribe through the app 11.11M -> 10.91M (callgrind).
+            connection = uow._reading(t.outbox)
+            with translated(t.metadata):
+                rows = select_unset(
+                    connection, t.outbox, "delivered_at", order_by="seq", limit=limit
+                )
+            return [m.outbox_from_row(r) for r in rows]
         c = t.outbox.c
-        query = (
-            sa.select(t.outbox)
-            .where(c.delivered_at.is_(None))
-            .order_by(c.seq)
-            .limit(_check_limit(limit))
-        )
+        query = sa.select(t.outbox).where(c.delivered_at.is_(None)).order_by(c.seq).limit(limit)
         return [m.outbox_from_row(r) for r in self._rows(query)]
 
     def mark_delivered(self, message_ids: Sequence[str], at: datetime) -> None:
