@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
+import attrs
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -127,3 +128,37 @@ def test_a_price_is_read_with_its_plan_in_batch_mode(engine: Engine) -> None:
         with pytest.raises(NotFound):
             uow.prices.get("price_missing")
         uow.rollback()
+
+
+def test_a_customer_loaded_alone_is_read_with_the_price(engine: Engine) -> None:
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.prepare_batch(customers=["cus_1"])
+        assert uow.prices.get("price_1") == price("price_1")
+        assert uow.customers.get("cus_1") == customer("cus_1")
+        uow.rollback()
+
+
+def test_a_customer_loaded_alone_is_read_when_asked_for_first(engine: Engine) -> None:
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.prepare_batch(customers=["cus_1"])
+        assert uow.customers.get("cus_1") == customer("cus_1")
+        with pytest.raises(NotFound):
+            uow.prices.get("price_missing")
+        uow.rollback()
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.prepare_batch(customers=["cus_missing"])
+        with pytest.raises(NotFound):
+            uow.prices.get("price_missing")
+        with pytest.raises(NotFound):
+            uow.customers.get("cus_missing")
+        uow.rollback()
+
+
+def test_a_customer_loaded_alone_then_updated_is_updated(engine: Engine) -> None:
+    renamed = attrs.evolve(customer("cus_1"), name="Ada L.")
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.prepare_batch(customers=["cus_1"])
+        uow.customers.update(renamed)
+        uow.commit()
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        assert uow.customers.get("cus_1") == renamed
