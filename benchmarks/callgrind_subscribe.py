@@ -6,7 +6,11 @@ counts the instructions of ``-n`` paid subscribes ("Business", no trial: invoice
 settlement) and the outbox delivery they cause, and nothing of the setup: the event
 loop's part runs inside one ``functools.reduce``, and every call handed to the thread
 pool (the sync route, its dependencies, the outbox round) inside one of its own, in its
-thread. Without valgrind it prints the statements and round trips per request.
+thread. ``--statements`` prints the statements and round trips per request (those of
+the outbox's delivery rounds apart); ``--profile`` a cProfile by CPU time of the same
+requests with the thread pool's calls run inline. ``CG_NO_OUTBOX=1`` leaves delivery
+out (what it costs: the difference), ``CG_PREPARED=1`` prints psycopg's prepared
+statements per pooled connection, ``CG_TRACE=1`` every statement counted.
 """
 
 from __future__ import annotations
@@ -205,6 +209,14 @@ def drive(  # noqa: PLR0915  # a script: setup, warm-up, then the counted run
     if counts is not None:
         print({k: v / n for k, v in counts.items()}, "per request")
     print(f"outbox: {rounds[0]} rounds for {n} requests", file=sys.stderr)
+    if os.environ.get("CG_PREPARED") == "1":  # psycopg's prepared statements, per connection
+        for record in list(app.state.context.database.engine.pool._pool.queue):
+            prepared = record.dbapi_connection._prepared
+            print(
+                f"prepared: {len(prepared._names)} kept, {prepared._prepared_idx} made,",
+                f"{len(prepared._counts)} seen",
+                file=sys.stderr,
+            )
     loop.run_until_complete(client.aclose())
     loop.run_until_complete(lifespan.__aexit__(None, None, None))
     loop.close()
