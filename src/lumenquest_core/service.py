@@ -39,6 +39,7 @@ from lumenquest_core.errors import (
     IdempotencyConflict,
     InvalidTransition,
     LumenquestError,
+    NotFound,
     PaymentDeclined,
     ValidationError,
 )
@@ -191,6 +192,14 @@ def _json_event(
             "data": MappingProxyType(data),
         },
     )
+
+
+def _subscriber(uow: UnitOfWork, customer_id: str) -> Customer:
+    """Return the customer subscribing; NotFound, or ValidationError if it was erased."""
+    customer = uow.customers.get(customer_id)
+    if customer.erased_at is not None:
+        raise ValidationError(f"customer {customer_id} was erased")
+    return customer
 
 
 def _store_link(uow: UnitOfWork, linked: Customer) -> None:
@@ -1004,10 +1013,15 @@ class Billing:
             # Every write below is new rows (and the customer's currency): queued, they go
             # to the store together at commit, where a broken rule still raises its Conflict.
             uow.prepare_batch(customers=[customer_id])
-            customer = uow.customers.get(customer_id)
-            if customer.erased_at is not None:
-                raise ValidationError(f"customer {customer_id} was erased")
-            price = uow.prices.get(price_id)
+            # The price is asked for before the customer: a store may read the customer
+            # with it (PostgreSQL: one statement for both, a round trip fewer). The errors
+            # keep their order: a missing or erased customer before a missing price.
+            try:
+                price = uow.prices.get(price_id)
+            except NotFound:
+                _subscriber(uow, customer_id)
+                raise
+            customer = _subscriber(uow, customer_id)
             if not uow.plans.get(price.plan_id).active:
                 raise ValidationError(f"the plan of price {price_id} is archived")
             coupon = None if coupon_id is None else uow.coupons.get(coupon_id)

@@ -82,6 +82,28 @@ def test_an_unknown_id_raises_not_found_and_writes_nothing(name: str) -> None:
     assert_refused(shop, lambda: UNKNOWN_IDS[name](shop, sub_id), NotFound)
 
 
+def test_a_subscribe_reports_a_missing_customer_before_a_missing_price() -> None:
+    # The store may read the price first (PostgreSQL reads the customer with it): the
+    # errors keep the order in which the call names them.
+    shop, _ = active_shop()
+    with pytest.raises(NotFound) as raised:
+        shop.billing.subscribe(customer_id="cus_nope", price_id="price_nope")
+    assert raised.value.details["kind"] == "customer"
+    with pytest.raises(NotFound) as raised:
+        shop.billing.subscribe(customer_id=shop.ada.id, price_id="price_nope")
+    assert raised.value.details["kind"] == "price"
+
+
+def test_a_subscribe_reports_an_erased_customer_before_a_missing_price() -> None:
+    shop, _ = active_shop()
+    shop.billing.erase_customer(shop.ada.id)
+    assert_refused(
+        shop,
+        lambda: shop.billing.subscribe(customer_id=shop.ada.id, price_id="price_nope"),
+        ValidationError,
+    )
+
+
 def test_a_price_in_another_currency_than_the_customers_is_refused() -> None:
     shop, _ = active_shop()
     euros = shop.price(900, currency="EUR")

@@ -838,22 +838,38 @@ def outbox_row(message: OutboxMessage, encode: Callable[[Any], Any] = as_is) -> 
     }
 
 
+_EVENT_NAMES = {member.value: member for member in EventName}
+
+
 def outbox_from_row(row: Row) -> OutboxMessage:
-    """Rebuild an outbox message."""
-    event = DomainEvent(
-        name=EventName(row["name"]),
-        subject_id=row["subject_id"],
-        customer_id=row["customer_id"] or "",
-        occurred_at=row["occurred_at"],
-        data=row["data"],
+    """Rebuild an outbox message.
+
+    Built trusted (a delivery round reads every pending message): the event's data is a
+    read-only copy, as its converter makes, and its name the member the stored value is
+    (an unknown one raises as ``EventName(…)`` does).
+    """
+    name = row["name"]
+    event = build_trusted(
+        DomainEvent,
+        {
+            "name": _EVENT_NAMES.get(name) or EventName(name),
+            "subject_id": row["subject_id"],
+            "customer_id": row["customer_id"] or "",
+            "occurred_at": row["occurred_at"],
+            "data": MappingProxyType(dict(row["data"] or {})),
+        },
     )
-    return OutboxMessage(
-        id=row["id"],
-        event=event,
-        created_at=row["created_at"],
-        delivered_at=row["delivered_at"],
-        attempts=int(row["attempts"]),
+    message: OutboxMessage = build_trusted(
+        OutboxMessage,
+        {
+            "id": row["id"],
+            "event": event,
+            "created_at": row["created_at"],
+            "delivered_at": row["delivered_at"],
+            "attempts": int(row["attempts"]),
+        },
     )
+    return message
 
 
 def audit_row(entry: AuditEntry, encode: Callable[[Any], Any] = as_is) -> Values:

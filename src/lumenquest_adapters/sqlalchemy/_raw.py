@@ -43,6 +43,8 @@ __all__ = [
     "copy_values",
     "driver_cursor",
     "execute",
+    "fetch_joined",
+    "fetch_values",
     "first_value",
     "insert_if_new",
     "insert_many",
@@ -52,7 +54,9 @@ __all__ = [
     "reraise",
     "select_by_key",
     "select_due",
+    "select_unset",
     "select_where",
+    "text_array",
     "update_row",
     "update_sql",
 ]
@@ -314,6 +318,25 @@ def _select_due_text(preparer: IdentifierPreparer, table: sa.Table, column: str,
     )
 
 
+def select_unset(
+    connection: Connection, table: sa.Table, column: str, *, order_by: str, limit: int
+) -> list[dict[str, Any]]:
+    """Return up to ``limit`` rows whose ``column`` is NULL, by ``order_by``, as column -> value."""
+    statement = _select_unset_text(connection.dialect.identifier_preparer, table, column, order_by)
+    return _fetch(connection, table, statement, (limit,))
+
+
+@functools.cache
+def _select_unset_text(
+    preparer: IdentifierPreparer, table: sa.Table, column: str, order_by: str
+) -> str:
+    names = ", ".join(preparer.quote(c.name) for c in table.c)
+    return (
+        f"SELECT {names} FROM {preparer.format_table(table)} WHERE {preparer.quote(column)}"
+        f" IS NULL ORDER BY {preparer.quote(order_by)} LIMIT %s"
+    )
+
+
 def select_where(
     connection: Connection,
     table: sa.Table,
@@ -376,6 +399,55 @@ def _fetch(
     oids = tuple(result.ftype(i) for i in range(result.nfields))
     make = _row_maker(connection.dialect, table, oids)
     return [make(row) for row in fetched]
+
+
+def fetch_joined(
+    connection: Connection,
+    statement: str,
+    params: Sequence[Any],
+    tables: tuple[sa.Table, ...],
+) -> list[tuple[list[dict[str, Any] | None], tuple[Any, ...]]]:
+    """Run a ``SELECT`` of every column of each of ``tables`` in turn, then any others.
+
+    Return each row as the column -> value mapping of each table (None where an outer
+    join found no row: its key is NULL) and the values of the columns after them.
+    """
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    cursor = kept_cursor(connection)
+    try:
+        cursor.execute(statement, params)
+        fetched = cursor.fetchall()
+    except psycopg.Error as exc:
+        reraise(connection, statement, exc)
+    if not fetched:
+        return []
+    result = cursor.pgresult
+    oids = tuple(result.ftype(i) for i in range(result.nfields))
+    parts, start = _joined_parts(connection.dialect, tables, oids)
+    return [
+        (
+            [None if row[key] is None else make(row[begin:end]) for begin, end, key, make in parts],
+            tuple(row[start:]),
+        )
+        for row in fetched
+    ]
+
+
+@functools.cache
+def _joined_parts(
+    dialect: Dialect, tables: tuple[sa.Table, ...], oids: tuple[int, ...]
+) -> tuple[tuple[tuple[int, int, int, Callable[[Sequence[Any]], dict[str, Any]]], ...], int]:
+    """Return each table's (first, end, key column, row maker), and where the rest begin."""
+    parts = []
+    start = 0
+    for table in tables:
+        width = len(table.c)
+        key = next(i for i, column in enumerate(table.c) if column.primary_key)
+        make = _row_maker(dialect, table, oids[start : start + width])
+        parts.append((start, start + width, start + key, make))
+        start += width
+    return tuple(parts), start
 
 
 @functools.cache
@@ -578,6 +650,28 @@ def _array_builder(
         ]
 
     return literals
+
+
+def text_array(values: Sequence[str]) -> str:
+    """Return strings as one PostgreSQL array literal, for a ``%s::varchar[]`` parameter.
+
+    Built with string methods: the driver's list dumping searches a regular expression
+    in every element (callgrind: 30,000 instructions an outbox event went to it).
+    """
+    return "{" + ",".join(map(_quoted, values)) + "}"
+
+
+def fetch_values(connection: Connection, statement: str, params: Sequence[Any]) -> list[Any]:
+    """Run a statement; return its rows as the driver gives them (no column processing)."""
+    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
+
+    cursor = kept_cursor(connection)
+    try:
+        cursor.execute(statement, params)
+        rows: list[Any] = cursor.fetchall()
+    except psycopg.Error as exc:
+        reraise(connection, statement, exc)
+    return rows
 
 
 def _quoted(text: str) -> str:

@@ -63,17 +63,13 @@ def test_a_paid_subscribe_sends_its_known_statements(
     with counted(monkeypatch) as sent:
         sub = billing.subscribe(customer_id=customer.id, price_id=price.id)
     assert sub.status is SubscriptionStatus.ACTIVE
-    # The subscription's transaction reads the customer, the price and its plan, takes an
-    # invoice number, then sends its 9 rows in one pipeline (in a savepoint); the
-    # settlement locks the payment, reads its invoice, its subscription and the other open
-    # invoices, then sends its 8 rows. BEGIN (with the identity) and COMMIT go through
-    # psycopg's connection, not a cursor: 2 of each, not counted here.
-    # The subscription's transaction reads the customer, the price and its plan, takes an
-    # invoice number, then sends its 9 rows in one pipeline, in a savepoint; the settlement
-    # locks the payment, reads its invoice, its subscription and the open invoices of the
-    # subscription, then sends its 10 rows. BEGIN (with the identity) and COMMIT go through
-    # psycopg's connection, not a cursor: 2 of each, not counted here; nor is the pool's
-    # pre-ping (";"), a setting of the engine.
-    subscription = ["SELECT"] * 3 + ["UPDATE", "SAVEPOINT"] + ["INSERT"] * 9 + ["RELEASE"]
-    settlement = ["SELECT"] * 4 + ["SAVEPOINT"] + ["INSERT"] * 7 + ["UPDATE"] * 3 + ["RELEASE"]
+    # The subscription's transaction reads the price with its plan and the customer (one
+    # statement), takes an invoice number, then sends its 9 rows in one pipeline, in a
+    # savepoint; the settlement locks the payment and reads its invoice, its subscription
+    # and whether that has other open invoices in one statement, then sends its 10 rows.
+    # BEGIN (with the
+    # identity) and COMMIT go through psycopg's connection, not a cursor: 2 of each, not
+    # counted here; nor is the pool's pre-ping (";"), a setting of the engine.
+    subscription = ["SELECT", "UPDATE", "SAVEPOINT"] + ["INSERT"] * 9 + ["RELEASE"]
+    settlement = ["SELECT"] + ["SAVEPOINT"] + ["INSERT"] * 7 + ["UPDATE"] * 3 + ["RELEASE"]
     assert [word for word in sent if word != ";"] == subscription + settlement

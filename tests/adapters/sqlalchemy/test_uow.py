@@ -286,6 +286,24 @@ def test_a_dispatch_rounds_statements_take_many_rows_and_awkward_values(engine: 
         assert {m.delivered_at for m in uow.outbox.list()} == {T0 + HOUR}
 
 
+def test_marking_an_unknown_message_delivered_raises_not_found_and_marks_none(
+    engine: Engine,
+) -> None:
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.outbox.add(outbox_message("evt_1", created_at=T0))
+        uow.commit()
+    with SqlAlchemyUnitOfWork(engine) as uow, pytest.raises(NotFound, match="evt_missing"):
+        uow.outbox.mark_delivered(["evt_1", "evt_missing", 'evt_"odd"'], T0 + HOUR)
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        [message] = uow.outbox.pending(limit=10)
+        uow.outbox.mark_delivered(["evt_1", "evt_1"], T0 + HOUR)  # twice in one call: once
+        uow.commit()
+    assert message.id == "evt_1"
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        [stored] = uow.outbox.list()
+    assert (stored.delivered_at, stored.attempts) == (T0 + HOUR, 1)
+
+
 def test_a_settlement_batch_on_sqlite_holds_the_write_lock_before_it_reads(
     tmp_path: Path,
 ) -> None:
