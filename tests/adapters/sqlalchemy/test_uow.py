@@ -167,6 +167,14 @@ def test_a_store_makes_units_of_work(engine: Engine) -> None:
         assert uow.customers.get("cus_1").id == "cus_1"
 
 
+def test_a_unit_of_work_makes_each_repository_once_and_its_own(engine: Engine) -> None:
+    first, second = SqlAlchemyUnitOfWork(engine), SqlAlchemyUnitOfWork(engine)
+    assert first.customers is first.customers
+    assert first.invoices is first.invoices
+    assert first.customers is not second.customers
+    assert SqlAlchemyUnitOfWork.customers.__doc__ == "The customers of this unit of work."
+
+
 def test_a_known_invoice_stored_unchanged_is_taken_without_reading_its_lines(
     engine: Engine,
 ) -> None:
