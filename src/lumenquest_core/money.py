@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -10,7 +10,14 @@ import attrs
 
 from lumenquest_core.errors import CurrencyMismatch, UnknownCurrency, ValidationError
 
-__all__ = ["CURRENCY_EXPONENTS", "Money", "allocate", "currency_exponent", "round_half_even"]
+__all__ = [
+    "CURRENCY_EXPONENTS",
+    "Money",
+    "allocate",
+    "currency_exponent",
+    "round_half_even",
+    "shared_money",
+]
 
 # Whitespace-separated tables read better than a list of 180 quoted codes.
 _ZERO_DECIMAL = ("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF").split()
@@ -190,24 +197,54 @@ _new = object.__new__
 # every equal amount, and a billing run mostly meets the same few (its prices, their sums,
 # zero). A renewal used to leave three new ones alive in its invoice, each an object the
 # cyclic garbage collector walks on every collection of its generation.
-_SHARED: dict[str, dict[int, Money]] = {}
 _SHARED_PER_CURRENCY = 1024  # bounded: amounts past this many are built anew again
+
+
+class _Amounts(dict[int, "Money"]):
+    """One currency's shared Money by amount; ``amounts[n]`` builds a missing one.
+
+    A subscript that finds the amount is one C-level lookup: a storage adapter rebuilding
+    an invoice's ten amounts reads them without a Python call each.
+    """
+
+    __slots__ = ("currency",)
+
+    def __init__(self, currency: str) -> None:
+        super().__init__()
+        self.currency = currency
+
+    def __missing__(self, amount: int) -> Money:
+        money = _new(Money)
+        _set_amount(money, amount)
+        _set_currency(money, self.currency)
+        if len(self) >= _SHARED_PER_CURRENCY:
+            self.clear()  # a long run meets ever new amounts: start over
+        self[amount] = money
+        return money
+
+
+class _Currencies(dict[str, _Amounts]):
+    __slots__ = ()
+
+    def __missing__(self, currency: str) -> _Amounts:
+        return self.setdefault(currency, _Amounts(currency))
+
+
+_SHARED = _Currencies()
+
+
+def shared_money(currency: str) -> Mapping[int, Money]:
+    """Return the shared Money of ``currency`` by amount, for values already known valid.
+
+    ``shared_money(c)[n]`` is ``Money(n, c)`` without validation: for storage adapters
+    rebuilding amounts they stored, whose currency and int amount were checked when made.
+    """
+    return _SHARED[currency]
 
 
 def _money(amount: int, currency: str) -> Money:
     """Build Money from values already known valid, skipping validation on hot paths."""
-    shared = _SHARED.get(currency)
-    if shared is None:
-        shared = _SHARED.setdefault(currency, {})
-    money = shared.get(amount)
-    if money is None:
-        money = _new(Money)
-        _set_amount(money, amount)
-        _set_currency(money, currency)
-        if len(shared) >= _SHARED_PER_CURRENCY:
-            shared.clear()  # a long run meets ever new amounts: start over
-        shared[amount] = money
-    return money
+    return _SHARED[currency][amount]
 
 
 def allocate(total: Money, weights: Sequence[int]) -> list[Money]:

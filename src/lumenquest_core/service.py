@@ -178,12 +178,21 @@ class RunSummary:
     events_dispatched: int = 0
 
 
+# build_trusted, inlined where a renewal builds its events, outbox messages, audit entries
+# and change row: its two C calls without the Python frame around them, a dozen frames a
+# renewal (run_due over 3,000: 1,704M -> 1,692M instructions).
+_blank = object.__new__
+_adopt = object.__setattr__
+
+
 def _json_event(
     name: EventName, subject_id: str, customer_id: str, at: datetime, data: dict[str, Any]
 ) -> DomainEvent:
     """Return an event whose ``data`` is JSON data already, a fresh dict it adopts."""
-    return build_trusted(
-        DomainEvent,
+    event = _blank(DomainEvent)
+    _adopt(
+        event,
+        "__dict__",
         {
             "name": name,
             "subject_id": subject_id,
@@ -192,6 +201,7 @@ def _json_event(
             "data": MappingProxyType(data),
         },
     )
+    return event
 
 
 def _subscriber(uow: UnitOfWork, customer_id: str) -> Customer:
@@ -397,18 +407,19 @@ class Billing:
     def _emit(self, uow: UnitOfWork, events: Iterable[DomainEvent], at: datetime) -> None:
         add, ids = uow.outbox.add, self._ids
         for event in events:
-            add(
-                build_trusted(
-                    OutboxMessage,
-                    {
-                        "id": ids("evt"),
-                        "event": event,
-                        "created_at": at,
-                        "delivered_at": None,
-                        "attempts": 0,
-                    },
-                )
+            message = _blank(OutboxMessage)
+            _adopt(
+                message,
+                "__dict__",
+                {
+                    "id": ids("evt"),
+                    "event": event,
+                    "created_at": at,
+                    "delivered_at": None,
+                    "attempts": 0,
+                },
             )
+            add(message)
 
     def _event(
         self, name: EventName, subject_id: str, customer_id: str, at: datetime, **data: Any
@@ -434,22 +445,23 @@ class Billing:
         if not json_ready:
             before = None if before is None else to_jsonable(before)
             after = None if after is None else to_jsonable(after)
-        uow.audit_log.add(
-            build_trusted(
-                AuditEntry,
-                {
-                    "id": self._ids("aud"),
-                    "actor": self.actor,
-                    "action": action,
-                    "subject_type": subject_type,
-                    "subject_id": subject_id,
-                    "at": at,
-                    "customer_id": customer_id,
-                    "before": before,
-                    "after": after,
-                },
-            )
+        entry = _blank(AuditEntry)
+        _adopt(
+            entry,
+            "__dict__",
+            {
+                "id": self._ids("aud"),
+                "actor": self.actor,
+                "action": action,
+                "subject_type": subject_type,
+                "subject_id": subject_id,
+                "at": at,
+                "customer_id": customer_id,
+                "before": before,
+                "after": after,
+            },
         )
+        uow.audit_log.add(entry)
 
     def _apply(
         self,
@@ -479,27 +491,28 @@ class Billing:
             after=new,
             json_ready=True,
         )
-        uow.subscription_changes.add(
-            build_trusted(
-                SubscriptionChange,
-                {
-                    "id": self._ids("chg"),
-                    "subscription_id": sub.id,
-                    "customer_id": sub.customer_id,
-                    "kind": action,
-                    "at": at,
-                    "from_status": None if old is None else old["status"],
-                    "to_status": new["status"],
-                    "from_price_id": None if before is None else before.price.id,
-                    "to_price_id": sub.price.id,
-                    "from_quantity": None if before is None else before.quantity,
-                    "to_quantity": sub.quantity,
-                    "mrr": metrics.subscription_mrr(sub),
-                    "plan_id": sub.price.plan_id,
-                    "data": _NO_DATA,
-                },
-            )
+        change = _blank(SubscriptionChange)
+        _adopt(
+            change,
+            "__dict__",
+            {
+                "id": self._ids("chg"),
+                "subscription_id": sub.id,
+                "customer_id": sub.customer_id,
+                "kind": action,
+                "at": at,
+                "from_status": None if old is None else old["status"],
+                "to_status": new["status"],
+                "from_price_id": None if before is None else before.price.id,
+                "to_price_id": sub.price.id,
+                "from_quantity": None if before is None else before.quantity,
+                "to_quantity": sub.quantity,
+                "mrr": metrics.subscription_mrr(sub),
+                "plan_id": sub.price.plan_id,
+                "data": _NO_DATA,
+            },
         )
+        uow.subscription_changes.add(change)
         return sub
 
     def _after_commit(
@@ -1566,7 +1579,15 @@ class Billing:
             tax_calculator=self._tax,
             credit_balance=balance,
         )
-        number = invoicing.format_invoice_number(self._prefix, uow.invoices.next_number())
+        sequence = uow.invoices.next_number()
+        # format_invoice_number's string, without its checks of the prefix (checked when
+        # Billing was made) and of a valid sequence: three frames and a regular expression
+        # an invoice (run_due over 3,000: 1,692M -> 1,683M instructions). A sequence the
+        # store got wrong still raises there.
+        if type(sequence) is int and sequence >= 1:
+            number = f"{self._prefix}-{sequence:06d}"
+        else:
+            number = invoicing.format_invoice_number(self._prefix, sequence)
         invoice = invoicing.finalize(draft, number=number, at=at)
         uow.invoices.add(invoice)
         if balance is not None and (
@@ -1583,18 +1604,7 @@ class Billing:
             "total": money_json(invoice.total),
             "amount_due": money_json(invoice.amount_due),
         }
-        events = [
-            build_trusted(
-                DomainEvent,
-                {
-                    "name": _INVOICE_FINALIZED,
-                    "subject_id": invoice.id,
-                    "customer_id": customer.id,
-                    "occurred_at": at,
-                    "data": MappingProxyType(finalized),
-                },
-            )
-        ]
+        events = [_json_event(_INVOICE_FINALIZED, invoice.id, customer.id, at, finalized)]
         if invoice.status is _PAID:
             events.append(self._paid_event(invoice, at))
         self._emit(uow, events, at)

@@ -1,9 +1,10 @@
-"""The memory store's compact history rows: exact round trips, no collector tracking."""
+"""The memory store's compact rows: exact round trips, no collector tracking."""
 
 import gc
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -13,14 +14,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lumenquest_adapters.memory import MemoryStore, MemoryUnitOfWork, _rows, in_memory_billing
+from lumenquest_adapters.testing import samples
 from lumenquest_adapters.testing.samples import (
     T0,
     audit_entry,
     outbox_message,
     subscription_change,
 )
-from lumenquest_core import BillingCycle, Interval, Money
+from lumenquest_core import BillingCycle, Interval, Money, invoicing
 from lumenquest_core.events import DomainEvent, EventName
+from lumenquest_core.invoicing import Invoice, InvoiceStatus
+from lumenquest_core.lines import InvoiceLine, LineKind, TaxRate
+from lumenquest_core.payments import Payment, PaymentStatus
+from lumenquest_core.periods import Period
 from lumenquest_core.ports import OutboxMessage
 
 # What event data, audit snapshots and change data hold: JSON-ready values.
@@ -158,3 +164,134 @@ def test_read_only_data_over_any_mapping_is_stored_as_a_plain_copy(
 def test_read_only_data_that_is_not_plain_is_kept_as_the_proxy_given() -> None:
     proxy = MappingProxyType({"at": T0})
     assert _rows._pack_mapping(proxy) is proxy
+
+
+# -- settled invoices and payments -------------------------------------------------------
+
+
+def _taxed_invoice_with_two_lines() -> Invoice:
+    """A paid invoice with a discount, a taxed line, a line with no period and credit."""
+    period = Period(T0, T0 + timedelta(days=31))
+    vat = TaxRate("vat", "VAT", Decimal("20"))
+    lines = [
+        InvoiceLine(
+            kind=LineKind.SUBSCRIPTION,
+            description="Plan",
+            amount=Money(1000, "USD"),
+            period=period,
+            price_id="price_1",
+            subscription_id="sub_1",
+            tax_rates=(vat,),
+        ),
+        InvoiceLine(
+            kind=LineKind.ONE_OFF,
+            description="Setup",
+            amount=Money(250, "USD"),
+            quantity=2,
+            discountable=False,
+        ),
+    ]
+    draft = invoicing.build_invoice(
+        invoice_id="in_1",
+        customer_id="cus_1",
+        currency="USD",
+        lines=lines,
+        at=T0,
+        subscription_id="sub_1",
+        billing_reason=invoicing.BillingReason.SUBSCRIPTION_CYCLE,
+        period=Period(T0, T0 + timedelta(days=30)),  # not the line's: two periods kept
+        credit_balance=Money(100, "USD"),
+    )
+    opened = invoicing.finalize(draft, number="LQ-000001", at=T0)
+    return invoicing.pay(opened, at=T0 + timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    "invoice",
+    [
+        pytest.param(_taxed_invoice_with_two_lines(), id="two-lines-taxed"),
+        pytest.param(
+            samples.invoice("in_2", status=InvoiceStatus.VOID), id="one-line-renewal-shape"
+        ),
+        pytest.param(
+            samples.invoice("in_3", subscription_id=None, reason=invoicing.BillingReason.MANUAL),
+            id="manual",
+        ),
+    ],
+)
+def test_an_invoice_comes_back_equal(invoice: Invoice) -> None:
+    again = _rows.invoice_from_row(_rows.invoice_row(invoice))
+    assert again == invoice
+    assert type(again.lines) is tuple
+    assert type(again.line_discounts) is tuple
+
+
+@pytest.mark.parametrize(
+    "payment",
+    [
+        pytest.param(samples.payment("pay_1"), id="pending"),
+        pytest.param(
+            attrs.evolve(
+                samples.payment("pay_2", status=PaymentStatus.SUCCEEDED),
+                gateway_reference="ch_1",
+                amount_refunded=Money(300, "USD"),
+                settled_at=T0,
+            ),
+            id="refunded",
+        ),
+        pytest.param(
+            samples.payment("pay_3").failed(T0, "card_declined", "declined", "ch_2"),
+            id="failed",
+        ),
+    ],
+)
+def test_a_payment_comes_back_equal(payment: Payment) -> None:
+    assert _rows.payment_from_row(_rows.payment_row(payment)) == payment
+
+
+def test_settled_invoices_and_payments_leave_nothing_for_the_collector_to_walk() -> None:
+    # Every renewal keeps its invoice and payment: as objects, the heap a full collection
+    # walks grew by eight containers a renewal (run_due over 10,000: one full collection).
+    billing = in_memory_billing(now=T0)
+    customer = billing.create_customer(email="ada@example.com", name="Ada")
+    plan = billing.create_plan(name="Pro", features=["reports"])
+    price = billing.create_price(
+        plan_id=plan.id, unit_amount=Money(1000, "USD"), cycle=BillingCycle(Interval.MONTH)
+    )
+    sub = billing.subscribe(customer_id=customer.id, price_id=price.id)
+    billing.clock.advance(days=70)
+    billing.run_due()
+    gc.collect()
+    store = billing.store
+    rows = [*store.invoices.rows.values(), *store.payments.rows.values()]
+    assert len(rows) == 6  # the first invoice and two renewals, each with its payment
+    assert not any(gc.is_tracked(row) for row in rows)
+    # Read back through the repositories, they are the objects the run stored.
+    invoices = billing.list_invoices(customer_id=customer.id)
+    assert [i.status for i in invoices] == [InvoiceStatus.PAID] * 3
+    assert all(i.subscription_id == sub.id for i in invoices)
+    assert [p.status for p in billing.list_payments(customer_id=customer.id)] == [
+        PaymentStatus.SUCCEEDED
+    ] * 3
+
+
+def test_open_invoices_and_pending_payments_are_kept_as_objects() -> None:
+    # The working set a run reads back and settles: no row built and rebuilt for it.
+    store = MemoryStore()
+    opened = samples.invoice("in_1", status=InvoiceStatus.OPEN)
+    pending = samples.payment("pay_1")
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add(opened)
+        uow.payments.add(pending)
+        uow.commit()
+    assert store.invoices.rows["in_1"] is opened
+    assert store.payments.rows["pay_1"] is pending
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.update(attrs.evolve(opened, status=InvoiceStatus.VOID))
+        uow.commit()
+        assert type(store.invoices.rows["in_1"]) is tuple
+        voided = uow.invoices.get("in_1")
+        assert voided.status is InvoiceStatus.VOID
+        assert uow.invoices.get("in_1") is voided  # rebuilt once per unit of work
+        assert uow.invoices.list(status=InvoiceStatus.VOID) == [voided]
+        assert uow.invoices.list(status=InvoiceStatus.OPEN) == []

@@ -1,4 +1,4 @@
-"""Compact rows for the history tables: outbox messages, audit entries, subscription changes.
+"""Compact rows: the history tables, and settled invoices and payments (see below).
 
 A billing run writes several of these per subscription and keeps every one. As objects
 (an event, its ``__dict__``, the read-only data proxy and its dict, nested dicts for
@@ -24,21 +24,30 @@ from typing import Any
 
 from lumenquest_core._trusted import build_trusted
 from lumenquest_core.events import DomainEvent, EventName
-from lumenquest_core.money import Money
-from lumenquest_core.payments import AuditEntry, SubscriptionChange
+from lumenquest_core.invoicing import BillingReason, Invoice, InvoiceStatus
+from lumenquest_core.lines import InvoiceLine, LineKind
+from lumenquest_core.money import Money, shared_money
+from lumenquest_core.payments import AuditEntry, Payment, PaymentStatus, SubscriptionChange
+from lumenquest_core.periods import trusted_period
 from lumenquest_core.ports import OutboxMessage
 
 __all__ = [
     "ChangeRow",
-    "MessageRow",
     "EntryRow",
+    "InvoiceRow",
+    "MessageRow",
+    "PaymentRow",
     "change_from_row",
     "change_row",
     "entry_from_row",
     "entry_row",
+    "invoice_from_row",
+    "invoice_row",
     "message_delivered",
     "message_from_row",
     "message_row",
+    "payment_from_row",
+    "payment_row",
 ]
 
 MessageRow = tuple[Any, ...]
@@ -219,3 +228,278 @@ def change_from_row(row: ChangeRow) -> SubscriptionChange:
         plan_id=row[13],
         data=_unpack_mapping(row[14]),
     )
+
+
+# -- invoices and payments ---------------------------------------------------------------
+#
+# Every renewal leaves an invoice (with its line, period and lines tuple) and a payment in
+# the store for good: as objects, eight containers the collector tracks (each object and
+# its __dict__), walked on every collection of their generation and, once the heap has
+# grown by a quarter, on a full collection over the whole store (run_due over 10,000: one
+# full collection, 28-30 % of its time in the collector). As rows they are plain tuples
+# of strings, ints and datetimes, untracked at the first collection they meet, as the
+# history rows above. The store keeps settled invoices and payments as rows (see
+# _store); an object is rebuilt on read. Amounts are kept in the minor units of the
+# invoice's (payment's) currency, as the SQL adapter keeps them: the constructors hold
+# every amount to that currency.
+
+InvoiceRow = tuple[Any, ...]
+"""(id, customer_id, subscription_id, billing_reason, period start, period end, status,
+currency, created_at, number, discount_coupon_id, due_at, finalized_at, paid_at, voided_at,
+marked_uncollectible_at, the ten amounts of an invoice, line taxes (None when no line has
+any), then each line's twelve fields: kind, description, amount, currency, quantity,
+period start, period end, price_id, subscription_id, discountable, tax_rates, discount).
+
+Flat, lines included: a tuple inside a tuple keeps the outer one tracked past the first
+collection it meets (the collector finds the inner one reachable through the outer and
+moves it behind the outer before its untracking pass), and a row that outlives that
+collection reaches an older generation, where it stays tracked for long."""
+PaymentRow = tuple[Any, ...]
+"""(id, invoice_id, customer_id, amount, currency, status, idempotency_key, attempt,
+created_at, gateway_reference, failure_code, failure_message, amount_refunded, settled_at)"""
+
+# Positions the store's key functions read.
+INVOICE_CUSTOMER = 1
+INVOICE_SUBSCRIPTION = 2
+INVOICE_REASON = 3
+INVOICE_PERIOD_START = 4
+INVOICE_STATUS = 6
+_INVOICE_LINES = 27  # where the first line's fields begin
+_LINE_FIELDS = 12
+PAYMENT_INVOICE = 1
+PAYMENT_CUSTOMER = 2
+PAYMENT_STATUS = 5
+PAYMENT_KEY = 6
+PAYMENT_CREATED_AT = 8
+PAYMENT_REFERENCE = 9
+
+_INVOICE_STATUSES: Mapping[str, InvoiceStatus] = {m.value: m for m in InvoiceStatus}
+_BILLING_REASONS: Mapping[str, BillingReason] = {m.value: m for m in BillingReason}
+_LINE_KINDS: Mapping[str, LineKind] = {m.value: m for m in LineKind}
+_PAYMENT_STATUSES: Mapping[str, PaymentStatus] = {m.value: m for m in PaymentStatus}
+
+
+def _line_fields(line: InvoiceLine, discount: Money) -> tuple[Any, ...]:
+    amount, period = line.amount, line.period
+    return (
+        line.kind._value_,
+        line.description,
+        amount.amount,
+        amount.currency,
+        line.quantity,
+        None if period is None else period.start,
+        None if period is None else period.end,
+        line.price_id,
+        line.subscription_id,
+        line.discountable,
+        line.tax_rates,
+        discount.amount,
+    )
+
+
+def invoice_row(invoice: Invoice) -> InvoiceRow:
+    """Return an invoice as a compact row."""
+    period = invoice.period
+    lines = invoice.lines
+    taxes = invoice.line_taxes
+    fields = (
+        invoice.id,
+        invoice.customer_id,
+        invoice.subscription_id,
+        invoice.billing_reason._value_,
+        None if period is None else period.start,
+        None if period is None else period.end,
+        invoice.status._value_,
+        invoice.currency,
+        invoice.created_at,
+        invoice.number,
+        invoice.discount_coupon_id,
+        invoice.due_at,
+        invoice.finalized_at,
+        invoice.paid_at,
+        invoice.voided_at,
+        invoice.marked_uncollectible_at,
+        invoice.subtotal.amount,
+        invoice.discount.amount,
+        invoice.tax.amount,
+        invoice.inclusive_tax.amount,
+        invoice.total.amount,
+        invoice.credit_applied.amount,
+        invoice.amount_due.amount,
+        invoice.amount_paid.amount,
+        invoice.amount_credited.amount,
+        invoice.amount_refunded.amount,
+        # None for no tax on any line, the common case: the invoice's own tuple of empty
+        # tuples is tracked, and would keep the row tracked too.
+        taxes if any(taxes) else None,
+    )
+    if len(lines) == 1:  # a renewal's invoice
+        return fields + _line_fields(lines[0], invoice.line_discounts[0])
+    flat: list[Any] = list(fields)
+    for line, discount in zip(lines, invoice.line_discounts, strict=True):
+        flat += _line_fields(line, discount)
+    return tuple(flat)
+
+
+def invoice_from_row(row: InvoiceRow) -> Invoice:
+    """Rebuild an invoice from its row."""
+    (
+        invoice_id,
+        customer_id,
+        subscription_id,
+        reason,
+        start,
+        end,
+        status,
+        currency,
+        created_at,
+        number,
+        coupon_id,
+        due_at,
+        finalized_at,
+        paid_at,
+        voided_at,
+        uncollectible_at,
+        subtotal,
+        discount,
+        tax,
+        inclusive_tax,
+        total,
+        credit_applied,
+        amount_due,
+        amount_paid,
+        amount_credited,
+        amount_refunded,
+        line_taxes,
+    ) = row[:_INVOICE_LINES]
+    money = shared_money(currency)
+    period = None if start is None else trusted_period(start, end)
+    lines = []
+    discounts = []
+    for at in range(_INVOICE_LINES, len(row), _LINE_FIELDS):
+        (
+            kind,
+            text,
+            amount,
+            line_currency,
+            quantity,
+            line_start,
+            line_end,
+            price_id,
+            line_subscription_id,
+            discountable,
+            tax_rates,
+            line_discount,
+        ) = row[at : at + _LINE_FIELDS]
+        if line_start is None:
+            line_period = None
+        elif period is not None and line_start == start and line_end == end:
+            line_period = period  # a renewal's line covers the invoice's period: one object
+        else:
+            line_period = trusted_period(line_start, line_end)
+        lines.append(
+            build_trusted(
+                InvoiceLine,
+                {
+                    "kind": _LINE_KINDS[kind],
+                    "description": text,
+                    "amount": money[amount]
+                    if line_currency == currency
+                    else shared_money(line_currency)[amount],
+                    "quantity": quantity,
+                    "period": line_period,
+                    "price_id": price_id,
+                    "subscription_id": line_subscription_id,
+                    "discountable": discountable,
+                    "tax_rates": tax_rates,
+                },
+            )
+        )
+        discounts.append(money[line_discount])
+    invoice: Invoice = build_trusted(
+        Invoice,
+        {
+            "id": invoice_id,
+            "customer_id": customer_id,
+            "currency": currency,
+            "status": _INVOICE_STATUSES[status],
+            "lines": tuple(lines),
+            "billing_reason": _BILLING_REASONS[reason],
+            "created_at": created_at,
+            "subtotal": money[subtotal],
+            "discount": money[discount],
+            "tax": money[tax],
+            "inclusive_tax": money[inclusive_tax],
+            "total": money[total],
+            "credit_applied": money[credit_applied],
+            "amount_due": money[amount_due],
+            "amount_paid": money[amount_paid],
+            "amount_credited": money[amount_credited],
+            "amount_refunded": money[amount_refunded],
+            "line_discounts": tuple(discounts),
+            "line_taxes": ((),) * len(lines) if line_taxes is None else line_taxes,
+            "subscription_id": subscription_id,
+            "number": number,
+            "period": period,
+            "discount_coupon_id": coupon_id,
+            "due_at": due_at,
+            "finalized_at": finalized_at,
+            "paid_at": paid_at,
+            "voided_at": voided_at,
+            "marked_uncollectible_at": uncollectible_at,
+        },
+    )
+    return invoice
+
+
+def payment_row(payment: Payment) -> PaymentRow:
+    """Return a payment as a compact row."""
+    amount, refunded = payment.amount, payment.amount_refunded
+    currency = amount.currency
+    return (
+        payment.id,
+        payment.invoice_id,
+        payment.customer_id,
+        amount.amount,
+        currency,
+        payment.status._value_,
+        payment.idempotency_key,
+        payment.attempt,
+        payment.created_at,
+        payment.gateway_reference,
+        payment.failure_code,
+        payment.failure_message,
+        # In the payment's currency, kept as given in any other (no constructor forbids it).
+        None
+        if refunded is None
+        else refunded.amount
+        if refunded.currency == currency
+        else refunded,
+        payment.settled_at,
+    )
+
+
+def payment_from_row(row: PaymentRow) -> Payment:
+    """Rebuild a payment from its row."""
+    refunded = row[12]
+    payment: Payment = build_trusted(
+        Payment,
+        {
+            "id": row[0],
+            "invoice_id": row[1],
+            "customer_id": row[2],
+            "amount": shared_money(row[4])[row[3]],
+            "status": _PAYMENT_STATUSES[row[5]],
+            "idempotency_key": row[6],
+            "attempt": row[7],
+            "created_at": row[8],
+            "gateway_reference": row[9],
+            "failure_code": row[10],
+            "failure_message": row[11],
+            "amount_refunded": shared_money(row[4])[refunded]
+            if type(refunded) is int
+            else refunded,
+            "settled_at": row[13],
+        },
+    )
+    return payment

@@ -23,7 +23,13 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
 from lumenquest_adapters.memory import _rows
-from lumenquest_adapters.memory._rows import ChangeRow, EntryRow, MessageRow
+from lumenquest_adapters.memory._rows import (
+    ChangeRow,
+    EntryRow,
+    InvoiceRow,
+    MessageRow,
+    PaymentRow,
+)
 from lumenquest_adapters.memory._tables import R, Table, UniqueIndex, View
 from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
@@ -83,12 +89,64 @@ _subscription_id = operator.attrgetter("subscription_id")
 _invoice_id = operator.attrgetter("invoice_id")
 
 
-# Bound once: on Python 3.11 an enum class has a __getattr__, which makes every
-# ``BillingReason.SUBSCRIPTION_CYCLE`` go through the slot wrapper of __getattribute__.
-_SUBSCRIPTION_CYCLE = BillingReason.SUBSCRIPTION_CYCLE
+# Invoices and payments: a draft or open invoice and a pending payment are kept as the
+# objects, the working set a billing run reads back and settles; a settled one (paid,
+# void, uncollectible; succeeded, failed) as a compact row (see _rows), history the
+# collector need not walk. Keys and filters read either shape. A renewal's invoice is
+# added open and updated paid, its payment added pending and updated succeeded: one row
+# each is built, and none is read back during the run. run_due over 10,000: tracked
+# objects left per renewal 8.05 -> 0.0, no full collection (one before), the collector's
+# share 27-29 % -> 5.5-5.8 %, 7,400-8,600 -> 10,700-11,100 renewals per CPU second;
+# instructions 5,826M -> 5,750M (a full collection's cost is mostly cache misses, which
+# instructions do not show); over 3,000, with no full collection, 1,665M -> 1,704M.
+StoredInvoice = Invoice | InvoiceRow
+StoredPayment = Payment | PaymentRow
+
+_SUBSCRIPTION_CYCLE = BillingReason.SUBSCRIPTION_CYCLE  # bound once: see _cycle_key
+_SUBSCRIPTION_CYCLE_VALUE = _SUBSCRIPTION_CYCLE.value
+_WORKING_INVOICE = (InvoiceStatus.DRAFT, InvoiceStatus.OPEN)
+_PENDING = PaymentStatus.PENDING  # bound once: an enum member lookup costs a call
+_PENDING_VALUE = _PENDING.value
 
 
-def _cycle_key(invoice: Invoice) -> Hashable | None:
+def _either(name: str, position: int) -> Callable[[Any], Any]:
+    """Return a key reading ``name`` of an object, or ``position`` of a row."""
+    of_object, of_row = operator.attrgetter(name), operator.itemgetter(position)
+
+    def key(stored: Any) -> Any:
+        return of_row(stored) if type(stored) is tuple else of_object(stored)
+
+    return key
+
+
+def _invoice(stored: StoredInvoice) -> Invoice:
+    return _rows.invoice_from_row(stored) if type(stored) is tuple else stored  # type: ignore[return-value]
+
+
+def _payment(stored: StoredPayment) -> Payment:
+    return _rows.payment_from_row(stored) if type(stored) is tuple else stored  # type: ignore[return-value]
+
+
+_invoice_id_of = _either("id", 0)
+_payment_id_of = _either("id", 0)
+_invoice_customer = _either("customer_id", _rows.INVOICE_CUSTOMER)
+_invoice_subscription = _either("subscription_id", _rows.INVOICE_SUBSCRIPTION)
+_invoice_status = _either("status._value_", _rows.INVOICE_STATUS)
+_payment_invoice = _either("invoice_id", _rows.PAYMENT_INVOICE)
+_payment_customer = _either("customer_id", _rows.PAYMENT_CUSTOMER)
+_payment_key = _either("idempotency_key", _rows.PAYMENT_KEY)
+_payment_created_at = _either("created_at", _rows.PAYMENT_CREATED_AT)
+
+
+def _cycle_key(stored: StoredInvoice) -> Hashable | None:
+    if type(stored) is tuple:
+        if stored[_rows.INVOICE_REASON] == _SUBSCRIPTION_CYCLE_VALUE:
+            subscription_id = stored[_rows.INVOICE_SUBSCRIPTION]
+            start = stored[_rows.INVOICE_PERIOD_START]
+            if start is not None and subscription_id is not None:
+                return (subscription_id, start)
+        return None
+    invoice: Invoice = stored  # type: ignore[assignment]
     if (
         invoice.billing_reason is _SUBSCRIPTION_CYCLE
         and invoice.period is not None
@@ -98,12 +156,19 @@ def _cycle_key(invoice: Invoice) -> Hashable | None:
     return None
 
 
+def _pending(stored: StoredPayment) -> Hashable | None:
+    if type(stored) is tuple:
+        return True if stored[_rows.PAYMENT_STATUS] == _PENDING_VALUE else None
+    return True if stored.status is _PENDING else None  # type: ignore[union-attr]
+
+
 def _describe_email(customer: Customer) -> tuple[str, dict[str, Any]]:
     # The address itself stays out of the error: error details end up in logs.
     return "a customer with this email already exists", {"field": "email"}
 
 
-def _describe_cycle(invoice: Invoice) -> tuple[str, dict[str, Any]]:
+def _describe_cycle(stored: StoredInvoice) -> tuple[str, dict[str, Any]]:
+    invoice = _invoice(stored)
     assert invoice.period is not None
     return (
         f"subscription {invoice.subscription_id} already has a cycle invoice for the period"
@@ -115,10 +180,11 @@ def _describe_cycle(invoice: Invoice) -> tuple[str, dict[str, Any]]:
     )
 
 
-def _describe_payment_key(payment: Payment) -> tuple[str, dict[str, Any]]:
+def _describe_payment_key(stored: StoredPayment) -> tuple[str, dict[str, Any]]:
+    key = _payment_key(stored)
     return (
-        f"a payment with idempotency key {payment.idempotency_key!r} already exists",
-        {"idempotency_key": payment.idempotency_key},
+        f"a payment with idempotency key {key!r} already exists",
+        {"idempotency_key": key},
     )
 
 
@@ -131,13 +197,6 @@ def _describe_delivery(delivery: EmailDelivery) -> tuple[str, dict[str, Any]]:
 
 # The work-queue indexes file only the rows where their flag holds (True), the others
 # under None (left out): the index is then the queue itself.
-_PENDING = PaymentStatus.PENDING  # bound once: an enum member lookup costs a call
-
-
-def _pending(payment: Payment) -> Hashable | None:
-    return True if payment.status is _PENDING else None
-
-
 def _undelivered(row: MessageRow) -> Hashable | None:
     return True if row[_rows.MESSAGE_DELIVERED_AT] is None else None
 
@@ -184,34 +243,28 @@ class MemoryStore:
         # popped again as stale: two heap operations a renewal instead of four (run_due
         # over 3,000: 2,673 -> 2,644 million instructions).
         self.due_claimed: list[tuple[datetime, str]] = []
-        self.invoices: Table[Invoice] = Table(
+        self.invoices: Table[StoredInvoice] = Table(
             "invoice",
-            _by_id,
+            _invoice_id_of,
             uniques=[UniqueIndex("invoice_subscription_cycle", _cycle_key, _describe_cycle)],
             indexes={
-                "customer_id": _customer_id,
-                "subscription_id": _subscription_id,
+                "customer_id": _invoice_customer,
+                "subscription_id": _invoice_subscription,
             },
         )
         self.invoice_number = 0  # the last number handed out by a committed unit of work
         self.pending_lines: Table[PendingLine] = Table(
             "pending line", _by_id, indexes={"subscription_id": _subscription_id}
         )
-        self.payments: Table[Payment] = Table(
+        self.payments: Table[StoredPayment] = Table(
             "payment",
-            _by_id,
-            uniques=[
-                UniqueIndex(
-                    "payment_idempotency_key",
-                    operator.attrgetter("idempotency_key"),
-                    _describe_payment_key,
-                )
-            ],
+            _payment_id_of,
+            uniques=[UniqueIndex("payment_idempotency_key", _payment_key, _describe_payment_key)],
             indexes={
-                "invoice_id": _invoice_id,
-                "customer_id": _customer_id,
+                "invoice_id": _payment_invoice,
+                "customer_id": _payment_customer,
                 "pending": _pending,
-                "gateway_reference": operator.attrgetter("gateway_reference"),
+                "gateway_reference": _either("gateway_reference", _rows.PAYMENT_REFERENCE),
             },
         )
         self.refunds: Table[Refund] = Table(
@@ -326,11 +379,17 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-def _page(view: View[Any], rows: Iterable[R], limit: int | None, after: str | None) -> list[R]:
+def _page(
+    view: View[Any],
+    rows: Iterable[R],
+    limit: int | None,
+    after: str | None,
+    id_of: Callable[[Any], str] = _id,
+) -> list[R]:
     """Return at most ``limit`` of ``rows`` (in creation order) created after ``after``."""
     if after is not None:
         cursor = view.rank(after)  # NotFound for an id the view does not hold
-        rows = (row for row in rows if view.rank(_id(row)) > cursor)
+        rows = (row for row in rows if view.rank(id_of(row)) > cursor)
     return list(rows) if limit is None else _take(rows, _check_limit(limit))
 
 
@@ -597,34 +656,53 @@ class _Subscriptions(_Repository):
 
 
 class _Invoices(_Repository):
-    """Invoices, the invoice number sequence and the pending proration lines."""
+    """Invoices (settled ones as compact rows), the number sequence and pending lines."""
 
-    __slots__ = ("_lines", "_view")
+    __slots__ = ("_lines", "_read", "_view")
 
     def __init__(
-        self, uow: MemoryUnitOfWork, view: View[Invoice], lines: View[PendingLine]
+        self, uow: MemoryUnitOfWork, view: View[StoredInvoice], lines: View[PendingLine]
     ) -> None:
         super().__init__(uow)
         self._view = view
         self._lines = lines
+        # Each invoice rebuilt from a row, with the row: read again while the row is
+        # unchanged, it is not rebuilt. The unit of work's own dict, emptied when its
+        # transaction ends: a unit of work and its repositories refer to each other, and
+        # what they hold would otherwise wait for the collector.
+        self._read = uow.invoices_read
 
     def add(self, invoice: Invoice) -> None:
         """Store a new invoice; a second cycle invoice for the same period raises Conflict."""
         if not self._uow._open:
             raise _outside()
-        self._view.add(invoice)
+        status = invoice.status  # _stored_invoice, inlined: each renewal adds one
+        self._view.add(
+            invoice if status in _WORKING_INVOICE else _rows.invoice_row(invoice), invoice.id
+        )
 
     def get(self, invoice_id: str) -> Invoice:
         """Return the invoice or raise NotFound."""
         if not self._uow._open:
             raise _outside()
-        return self._view.get(invoice_id)
+        stored = self._view.get(invoice_id)
+        if type(stored) is not tuple:
+            return stored  # type: ignore[return-value]
+        read = self._read.get(invoice_id)
+        if read is not None and read[0] is stored:
+            return read[1]
+        invoice = _rows.invoice_from_row(stored)
+        self._read[invoice_id] = (stored, invoice)
+        return invoice
 
     def update(self, invoice: Invoice) -> None:
         """Replace a stored invoice."""
         if not self._uow._open:
             raise _outside()
-        self._view.update(invoice)
+        status = invoice.status  # _stored_invoice, inlined: each renewal updates one
+        self._view.update(
+            invoice if status in _WORKING_INVOICE else _rows.invoice_row(invoice), invoice.id
+        )
 
     def list(
         self,
@@ -641,20 +719,21 @@ class _Invoices(_Repository):
         view = self._view
         if subscription_id is None and customer_id is None:
             # The scan starts after the cursor itself: nothing left for _page to skip.
-            rows: Iterable[Invoice] = view.scan(after)
+            rows: Iterable[StoredInvoice] = view.scan(after)
             after = None
         elif subscription_id is not None:
             rows = view.bucket("subscription_id", subscription_id)
         else:
             rows = view.bucket("customer_id", customer_id)
+        wanted = None if status is None else status.value
         matching = (
             i
             for i in rows
-            if (customer_id is None or i.customer_id == customer_id)
-            and (subscription_id is None or i.subscription_id == subscription_id)
-            and (status is None or i.status is status)
+            if (customer_id is None or _invoice_customer(i) == customer_id)
+            and (subscription_id is None or _invoice_subscription(i) == subscription_id)
+            and (wanted is None or _invoice_status(i) == wanted)
         )
-        return _page(view, matching, limit, after)
+        return [_invoice(i) for i in _page(view, matching, limit, after, _invoice_id_of)]
 
     def next_number(self) -> int:
         """Take the next invoice number (gapless; rolled back with the unit of work)."""
@@ -679,11 +758,13 @@ class _Invoices(_Repository):
 
 
 class _Payments(_Repository):
-    """Payments (unique by idempotency key) and refunds."""
+    """Payments (settled ones as compact rows), unique by idempotency key; refunds."""
 
     __slots__ = ("_refunds", "_view")
 
-    def __init__(self, uow: MemoryUnitOfWork, view: View[Payment], refunds: View[Refund]) -> None:
+    def __init__(
+        self, uow: MemoryUnitOfWork, view: View[StoredPayment], refunds: View[Refund]
+    ) -> None:
         super().__init__(uow)
         self._view = view
         self._refunds = refunds
@@ -692,19 +773,22 @@ class _Payments(_Repository):
         """Store a new payment; a reused idempotency key raises Conflict."""
         if not self._uow._open:
             raise _outside()
-        self._view.add(payment)
+        self._view.add(  # _stored_payment, inlined: each renewal adds one
+            payment if payment.status is _PENDING else _rows.payment_row(payment), payment.id
+        )
 
     def get(self, payment_id: str) -> Payment:
         """Return the payment or raise NotFound."""
         if not self._uow._open:
             raise _outside()
-        return self._view.get(payment_id)
+        return _payment(self._view.get(payment_id))
 
     def get_for_update(self, payment_id: str) -> Payment:
         """Return the payment; the store's lock already serializes units of work."""
         if not self._uow._open:
             raise _outside()
-        return self._view.get(payment_id)  # get()'s body, without a call more per settlement
+        stored = self._view.get(payment_id)  # get()'s body, without a call more per settlement
+        return stored if type(stored) is not tuple else _payment(stored)  # type: ignore[return-value]
 
     def find(
         self, *, idempotency_key: str | None = None, gateway_reference: str | None = None
@@ -715,16 +799,19 @@ class _Payments(_Repository):
         if idempotency_key is not None:
             # The key is unique: its unique index answers, no secondary index needed.
             owner = self._view.owner(0, idempotency_key)
-            return None if owner is None else self._view.get(owner)
+            return None if owner is None else _payment(self._view.get(owner))
         if gateway_reference is not None:
-            return next(iter(self._view.bucket("gateway_reference", gateway_reference, 1)), None)
+            found = self._view.bucket("gateway_reference", gateway_reference, 1)
+            return _payment(found[0]) if found else None
         return None
 
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""
         if not self._uow._open:
             raise _outside()
-        self._view.update(payment)
+        self._view.update(  # _stored_payment, inlined: each renewal settles one
+            payment if payment.status is _PENDING else _rows.payment_row(payment), payment.id
+        )
 
     def list(
         self,
@@ -739,7 +826,7 @@ class _Payments(_Repository):
             raise _outside()
         view = self._view
         if invoice_id is not None:
-            rows: Iterable[Payment] = view.bucket("invoice_id", invoice_id)
+            rows: Iterable[StoredPayment] = view.bucket("invoice_id", invoice_id)
         elif customer_id is not None:
             rows = view.bucket("customer_id", customer_id)
         else:
@@ -747,19 +834,20 @@ class _Payments(_Repository):
         matching = (
             p
             for p in rows
-            if (invoice_id is None or p.invoice_id == invoice_id)
-            and (customer_id is None or p.customer_id == customer_id)
+            if (invoice_id is None or _payment_invoice(p) == invoice_id)
+            and (customer_id is None or _payment_customer(p) == customer_id)
         )
-        return _page(view, matching, limit, after)
+        return [_payment(p) for p in _page(view, matching, limit, after, _payment_id_of)]
 
     def pending(self, *, created_before: datetime, limit: int) -> Sequence[Payment]:
         """Return pending payments created before ``created_before``, oldest first."""
         if not self._uow._open:
             raise _outside()
         created_before = aware(created_before, "created_before")
-        rows = [p for p in self._view.bucket("pending", True) if p.created_at < created_before]
-        rows.sort(key=lambda p: p.created_at)  # stable: creation order breaks ties
-        return rows[: _check_limit(limit)]
+        created = _payment_created_at
+        rows = [p for p in self._view.bucket("pending", True) if created(p) < created_before]
+        rows.sort(key=created)  # stable: creation order breaks ties
+        return [_payment(p) for p in rows[: _check_limit(limit)]]
 
     def add_refund(self, refund: Refund) -> None:
         """Store a refund; a reused id raises Conflict."""
@@ -1321,6 +1409,7 @@ class MemoryUnitOfWork:
         self._numbers_taken = 0
         self._number_base = 0
         self._touched: list[View[Any]] = []  # the views with uncommitted writes
+        self.invoices_read: dict[str, tuple[StoredInvoice, Invoice]] = {}  # see _Invoices
 
     def view(self, table: Table[R]) -> View[R]:
         """Return a new view of ``table`` that reports its first write to this unit of work."""
@@ -1413,5 +1502,6 @@ class MemoryUnitOfWork:
 
     def _begin(self) -> None:
         self._touched.clear()
+        self.invoices_read.clear()
         self._begun_at = self.store.version
         self._numbers_taken = 0

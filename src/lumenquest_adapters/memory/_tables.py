@@ -477,10 +477,15 @@ class View(Generic[R]):
     # -- writes -----------------------------------------------------------------------
     # The hottest paths of a billing run: kept to plain branches and local lookups.
 
-    def add(self, row: R) -> None:
-        """Stage a new row; a taken id or unique key raises Conflict."""
+    def add(self, row: R, row_id: str | None = None) -> None:
+        """Stage a new row; a taken id or unique key raises Conflict.
+
+        ``row_id``: the row's id when the caller has it (a table of two row shapes reads
+        it with a Python function).
+        """
         table = self.table
-        row_id = table.id_of(row)
+        if row_id is None:
+            row_id = table.id_of(row)
         overlay = self.overlay
         if overlay is None:
             if row_id in table.rows:
@@ -498,10 +503,14 @@ class View(Generic[R]):
         if overlay.log is not None:
             overlay.log.append(row_id)
 
-    def update(self, row: R) -> None:
-        """Stage a replacement row; a missing id raises NotFound, a taken unique key Conflict."""
+    def update(self, row: R, row_id: str | None = None) -> None:
+        """Stage a replacement row; a missing id raises NotFound, a taken unique key Conflict.
+
+        ``row_id``: as for :meth:`add`.
+        """
         table = self.table
-        row_id = table.id_of(row)
+        if row_id is None:
+            row_id = table.id_of(row)
         overlay = self.overlay
         if overlay is None:
             if row_id not in table.rows:
