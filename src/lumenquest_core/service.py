@@ -1579,15 +1579,7 @@ class Billing:
             tax_calculator=self._tax,
             credit_balance=balance,
         )
-        sequence = uow.invoices.next_number()
-        # format_invoice_number's string, without its checks of the prefix (checked when
-        # Billing was made) and of a valid sequence: three frames and a regular expression
-        # an invoice (run_due over 3,000: 1,692M -> 1,683M instructions). A sequence the
-        # store got wrong still raises there.
-        if type(sequence) is int and sequence >= 1:
-            number = f"{self._prefix}-{sequence:06d}"
-        else:
-            number = invoicing.format_invoice_number(self._prefix, sequence)
+        number = invoicing.format_invoice_number(self._prefix, uow.invoices.next_number())
         invoice = invoicing.finalize(draft, number=number, at=at)
         uow.invoices.add(invoice)
         if balance is not None and (
