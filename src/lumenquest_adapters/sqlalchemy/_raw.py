@@ -382,6 +382,17 @@ def _fetch(
     connection: Connection, table: sa.Table, statement: str, params: Sequence[Any]
 ) -> list[dict[str, Any]]:
     """Run a ``SELECT`` of every column of ``table``; return its rows as column -> value."""
+    fetched, oids = _fetched(connection, statement, params)
+    if not fetched:
+        return []
+    make = _row_maker(connection.dialect, table, oids)
+    return [make(row) for row in fetched]
+
+
+def _fetched(
+    connection: Connection, statement: str, params: Sequence[Any]
+) -> tuple[list[Any], tuple[int, ...]]:
+    """Run a query on the driver; return its rows and its columns' type oids (none if no row)."""
     import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
 
     # driver_cursor's translation inline: its context manager costs every read, the hottest.
@@ -392,13 +403,11 @@ def _fetch(
     except psycopg.Error as exc:
         reraise(connection, statement, exc)
     if not fetched:
-        return []
+        return [], ()
     # The columns' type oids from the result itself: cursor.description would build an
     # object per column on every call.
     result = cursor.pgresult
-    oids = tuple(result.ftype(i) for i in range(result.nfields))
-    make = _row_maker(connection.dialect, table, oids)
-    return [make(row) for row in fetched]
+    return fetched, tuple(result.ftype(i) for i in range(result.nfields))
 
 
 def fetch_joined(
@@ -412,18 +421,9 @@ def fetch_joined(
     Return each row as the column -> value mapping of each table (None where an outer
     join found no row: its key is NULL) and the values of the columns after them.
     """
-    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
-
-    cursor = kept_cursor(connection)
-    try:
-        cursor.execute(statement, params)
-        fetched = cursor.fetchall()
-    except psycopg.Error as exc:
-        reraise(connection, statement, exc)
+    fetched, oids = _fetched(connection, statement, params)
     if not fetched:
         return []
-    result = cursor.pgresult
-    oids = tuple(result.ftype(i) for i in range(result.nfields))
     parts, start = _joined_parts(connection.dialect, tables, oids)
     return [
         (

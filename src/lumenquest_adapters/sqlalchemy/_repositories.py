@@ -267,6 +267,20 @@ class _Repository:
             row_id = getattr(record, key)
             self._uow.remember(self._table, row_id, record, stored.get(row_id))
 
+    def _take_read_ahead(
+        self,
+        held: dict[str, m.Row],
+        ids: Collection[str],
+        from_rows: Callable[[Sequence[m.Row]], Sequence[Any]],
+    ) -> builtins.list[str]:
+        """Remember the rows of ``ids`` read ahead, taken from ``held``; return the ids left to read."""
+        rows = _taken(held, ids)
+        if not rows:
+            return builtins.list(ids)
+        self._remember_rows(rows, from_rows)
+        read = {row["id"] for row in rows}
+        return [i for i in ids if i not in read]
+
     def _page(self, query: sa.Select[Any], limit: int | None, after: str | None) -> sa.Select[Any]:
         """Return ``query`` (ordered by seq) with at most ``limit`` rows, those after ``after``."""
         if limit is not None:
@@ -584,11 +598,7 @@ class Subscriptions(_Repository):
         unknown = [i for i in subscription_ids if i not in claimed]
         ahead = _read_ahead(self._uow)
         if ahead is not None and ahead.subscriptions:
-            rows = _taken(ahead.subscriptions, unknown)
-            if rows:
-                self._remember_rows(rows, _subscriptions_from_rows)
-                read = {row["id"] for row in rows}
-                unknown = [i for i in unknown if i not in read]
+            unknown = self._take_read_ahead(ahead.subscriptions, unknown, _subscriptions_from_rows)
         self._load(unknown, _subscriptions_from_rows)
 
     def update(self, subscription: Subscription) -> None:
@@ -725,11 +735,7 @@ class Invoices(_Repository):
 
         ahead = _read_ahead(self._uow)
         if ahead is not None and ahead.invoices:
-            rows = _taken(ahead.invoices, invoice_ids)
-            if rows:
-                self._remember_rows(rows, from_rows)
-                read = {row["id"] for row in rows}
-                invoice_ids = [i for i in invoice_ids if i not in read]
+            invoice_ids = self._take_read_ahead(ahead.invoices, invoice_ids, from_rows)
         self._load(invoice_ids, from_rows)
 
     def _forget_read_ahead(self) -> None:
