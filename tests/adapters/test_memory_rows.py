@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lumenquest_adapters.memory import MemoryStore, MemoryUnitOfWork, _rows, in_memory_billing
+from lumenquest_adapters.memory import (
+    InMemoryBilling,
+    MemoryStore,
+    MemoryUnitOfWork,
+    _rows,
+    in_memory_billing,
+)
 from lumenquest_adapters.testing import samples
 from lumenquest_adapters.testing.samples import (
     T0,
@@ -22,12 +28,14 @@ from lumenquest_adapters.testing.samples import (
     subscription_change,
 )
 from lumenquest_core import BillingCycle, Interval, Money, invoicing
+from lumenquest_core.customers import Customer
 from lumenquest_core.events import DomainEvent, EventName
 from lumenquest_core.invoicing import Invoice, InvoiceStatus
 from lumenquest_core.lines import InvoiceLine, LineKind, TaxRate
 from lumenquest_core.payments import Payment, PaymentStatus
 from lumenquest_core.periods import Period
 from lumenquest_core.ports import OutboxMessage
+from lumenquest_core.subscriptions import Subscription
 
 # What event data, audit snapshots and change data hold: JSON-ready values.
 _json = st.recursive(
@@ -106,18 +114,24 @@ def test_a_delivered_message_keeps_its_first_delivery() -> None:
         assert uow.outbox.pending(limit=10) == []
 
 
-def test_history_rows_leave_nothing_for_the_collector_to_walk() -> None:
-    # Why the rows are compact: a billing run keeps several per subscription, and as
-    # objects they made the cyclic collector walk the whole heap during the run.
+def _renewed(*, days: int) -> tuple[InMemoryBilling, Customer, Subscription]:
+    """Return a memory billing whose one monthly subscription ran ``days`` of renewals."""
     billing = in_memory_billing(now=T0)
     customer = billing.create_customer(email="ada@example.com", name="Ada")
     plan = billing.create_plan(name="Pro", features=["reports"])
     price = billing.create_price(
         plan_id=plan.id, unit_amount=Money(1000, "USD"), cycle=BillingCycle(Interval.MONTH)
     )
-    billing.subscribe(customer_id=customer.id, price_id=price.id)
-    billing.clock.advance(days=40)
+    sub = billing.subscribe(customer_id=customer.id, price_id=price.id)
+    billing.clock.advance(days=days)
     billing.run_due()
+    return billing, customer, sub
+
+
+def test_history_rows_leave_nothing_for_the_collector_to_walk() -> None:
+    # Why the rows are compact: a billing run keeps several per subscription, and as
+    # objects they made the cyclic collector walk the whole heap during the run.
+    billing, _, _ = _renewed(days=40)
     gc.collect()
     store = billing.store
     tables = (store.outbox, store.audit_log, store.subscription_changes)
@@ -252,15 +266,7 @@ def test_a_payment_comes_back_equal(payment: Payment) -> None:
 def test_settled_invoices_and_payments_leave_nothing_for_the_collector_to_walk() -> None:
     # Every renewal keeps its invoice and payment: as objects, the heap a full collection
     # walks grew by eight containers a renewal (run_due over 10,000: one full collection).
-    billing = in_memory_billing(now=T0)
-    customer = billing.create_customer(email="ada@example.com", name="Ada")
-    plan = billing.create_plan(name="Pro", features=["reports"])
-    price = billing.create_price(
-        plan_id=plan.id, unit_amount=Money(1000, "USD"), cycle=BillingCycle(Interval.MONTH)
-    )
-    sub = billing.subscribe(customer_id=customer.id, price_id=price.id)
-    billing.clock.advance(days=70)
-    billing.run_due()
+    billing, customer, sub = _renewed(days=70)
     gc.collect()
     store = billing.store
     rows = [*store.invoices.rows.values(), *store.payments.rows.values()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import attrs
 import pytest
@@ -28,7 +29,7 @@ from lumenquest_adapters.testing.samples import (
 )
 from lumenquest_core.errors import NotFound
 from lumenquest_core.invoicing import InvoiceStatus
-from lumenquest_core.payments import PaymentStatus
+from lumenquest_core.payments import Payment, PaymentStatus
 from lumenquest_core.subscriptions import SubscriptionStatus
 
 OPEN = InvoiceStatus.OPEN
@@ -55,23 +56,23 @@ def _settling(uow: SqlAlchemyUnitOfWork) -> None:
     uow.prepare_batch(subscriptions=["sub_1"])
 
 
+def _settlement_reads(uow: SqlAlchemyUnitOfWork, payment: Payment) -> tuple[Any, ...]:
+    """Return what a settlement reads after its payment: invoice, subscription, open ones."""
+    return (
+        payment,
+        uow.invoices.get("in_1"),
+        uow.subscriptions.get("sub_1"),
+        list(uow.invoices.list(subscription_id="sub_1", status=OPEN)),
+    )
+
+
 def test_the_rows_read_with_the_lock_are_those_read_alone(engine: Engine) -> None:
     with SqlAlchemyUnitOfWork(engine) as uow:
-        alone = (
-            uow.payments.get("pay_1"),
-            uow.invoices.get("in_1"),
-            uow.subscriptions.get("sub_1"),
-            list(uow.invoices.list(subscription_id="sub_1", status=OPEN)),
-        )
+        alone = _settlement_reads(uow, uow.payments.get("pay_1"))
         uow.rollback()
     with SqlAlchemyUnitOfWork(engine) as uow:
         _settling(uow)
-        ahead = (
-            uow.payments.get_for_update("pay_1"),
-            uow.invoices.get("in_1"),
-            uow.subscriptions.get("sub_1"),
-            list(uow.invoices.list(subscription_id="sub_1", status=OPEN)),
-        )
+        ahead = _settlement_reads(uow, uow.payments.get_for_update("pay_1"))
         uow.rollback()
     assert ahead == alone
     assert [i.id for i in ahead[3]] == ["in_1"]
@@ -111,13 +112,30 @@ def test_a_payment_held_elsewhere_is_waited_for_and_read_after(engine: Engine) -
 
     waiter = threading.Thread(target=settle)
     waiter.start()
-    time.sleep(0.3)
-    assert waiter.is_alive()  # waiting for the lock, not skipping past the payment
+    # Waiting for the lock, not skipping past the payment: the server shows its wait.
+    assert _lock_wait_seen(engine, holder)
+    assert waiter.is_alive()
     holder.execute(payments.update().where(payments.c.id == "pay_1").values(status="succeeded"))
     holder.commit()
     holder.close()
     waiter.join(10)
     assert seen == [PaymentStatus.SUCCEEDED]
+
+
+def _lock_wait_seen(engine: Engine, holder: sa.Connection, seconds: float = 10.0) -> bool:
+    """Say whether a session comes to wait on a lock ``holder`` holds, within ``seconds``."""
+    pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    deadline = time.monotonic() + seconds
+    with engine.connect() as watcher:
+        while time.monotonic() < deadline:
+            blocked = watcher.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                (pid,),
+            ).scalar_one()
+            if blocked:
+                return True
+            threading.Event().wait(0.01)  # a poll for the condition, not a timing
+    return False
 
 
 def test_a_price_is_read_with_its_plan_in_batch_mode(engine: Engine) -> None:
