@@ -10,7 +10,7 @@ thread. ``--statements`` prints the statements and round trips per request (thos
 the outbox's delivery rounds apart); ``--profile`` a cProfile by CPU time of the same
 requests with the thread pool's calls run inline. ``CG_NO_OUTBOX=1`` leaves delivery
 out (what it costs: the difference), ``CG_PREPARED=1`` prints psycopg's prepared
-statements per pooled connection, ``CG_TRACE=1`` every statement counted.
+statements per pooled connection, ``CG_TRACE=1`` every statement counted, ``CG_PROFILE_OUT=path`` keeps the profile.
 """
 
 from __future__ import annotations
@@ -201,7 +201,8 @@ def drive(  # noqa: PLR0915  # a script: setup, warm-up, then the counted run
         profiler.enable()
         loop.run_until_complete(many(n))
         profiler.disable()
-        profiler.dump_stats("/tmp/cgpaid/profile.out")
+        if dump := os.environ.get("CG_PROFILE_OUT"):  # for snakeviz or pstats later
+            profiler.dump_stats(dump)
         pstats.Stats(profiler).sort_stats(os.environ.get("CG_SORT", "cumulative")).print_stats(150)
     anyio.to_thread.run_sync = _counted_run_sync  # type: ignore[assignment]
     functools.reduce(lambda _, __: loop.run_until_complete(many(n)), [0], None)
