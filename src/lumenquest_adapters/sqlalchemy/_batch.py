@@ -20,15 +20,15 @@ have raised, only later. That is the one thing batch mode changes, and the port 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.util import find_tables
 
-from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow
+from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow, described
 from lumenquest_adapters.sqlalchemy._mapping import json_encoder, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
     array_literals,
@@ -43,10 +43,31 @@ from lumenquest_adapters.sqlalchemy._raw import (
 )
 from lumenquest_adapters.sqlalchemy._schema import metadata
 
-__all__ = ["Batch", "Write", "pipelines", "send", "send_pipelined", "touches"]
+__all__ = [
+    "PLAIN_NAMES",
+    "TABLES",
+    "Batch",
+    "Write",
+    "Writes",
+    "pipelines",
+    "send",
+    "send_pipelined",
+    "touches",
+]
 
 # Parents before children, so that a bulk insert never waits for its foreign key's row.
-_RANK = {table: rank for rank, table in enumerate(metadata.sorted_tables)}
+_RANK = {str(table.name): rank for rank, table in enumerate(metadata.sorted_tables)}
+TABLES: Mapping[str, sa.Table] = {
+    sys.intern(str(table.name)): table for table in metadata.sorted_tables
+}
+"""Every table by its plain name, as a :class:`Write` names it."""
+PLAIN_NAMES: Mapping[sa.Table, str] = {table: name for name, table in TABLES.items()}
+"""Every table's plain name.
+
+A Table's own name is SQLAlchemy's quoted_name, a str subclass the garbage collector
+tracks: every tuple holding one (a batch's keys) stayed tracked for the whole batch and
+added to each of its passes. A batch names tables by the plain str instead.
+"""
 _KEY_PARAMETER = "lq_row_key"
 _MAY_COPY = "lumenquest_may_copy"
 # Up to this many rows per table and column set, a pipelined INSERT beats COPY's own
@@ -59,22 +80,52 @@ _SAVEPOINT = "lq_flush"
 _COUNTER = "UPDATE invoice_number_sequence SET last_value = %s WHERE id = 1"
 
 
-# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
-# 3.5x the cost of plain slots, for 14 writes a renewal; nothing changes one once queued.
-@dataclass(slots=True)
-class Write:
+class Write(NamedTuple):
     """One queued write: an insert, or (with ``key``) an update of the row whose key is the value's."""
 
-    table: sa.Table
+    table: str  # the table's plain name (a key of TABLES)
     values: dict[str, Any]
-    describe: Describe | DescribeRow | None  # a DescribeRow describes the row of values
+    describe: int  # Batch.describers[describe] describes a broken rule; -1: nothing does
     key: str | None = None
+
+
+class Writes:
+    """Queued writes, field by field: one list of table names, of values, of describers, of keys.
+
+    Not an object a write: a batch holds fourteen writes a renewal until it commits, and
+    the garbage collector follows any object that holds a row's values (a tuple included)
+    through every pass, where it leaves the values alone (a dict of plain values is never
+    tracked). Iterating makes each :class:`Write`, for the few callers that want one.
+    """
+
+    __slots__ = ("describes", "keys", "tables", "values")
+
+    def __init__(self) -> None:
+        self.tables: list[str] = []
+        self.values: list[dict[str, Any]] = []
+        self.describes: list[int] = []
+        self.keys: list[str | None] = []
+
+    def append(self, table: str, values: dict[str, Any], describe: int, key: str | None) -> None:
+        """Queue one write (see :class:`Write` for what each field is)."""
+        self.tables.append(table)
+        self.values.append(values)
+        self.describes.append(describe)
+        self.keys.append(key)
+
+    def __len__(self) -> int:
+        return len(self.tables)
+
+    def __iter__(self) -> Iterator[Write]:
+        return map(Write, self.tables, self.values, self.describes, self.keys)
 
 
 class Batch:
     """What a unit of work in batch mode holds: its queued writes and the rows it knows."""
 
     __slots__ = (
+        "_describer_at",
+        "describers",
         "known",
         "locked",
         "no_pending_lines",
@@ -86,8 +137,11 @@ class Batch:
     )
 
     def __init__(self) -> None:
-        self.writes: list[Write] = []
+        self.writes = Writes()
         self.tables: set[sa.Table] = set()
+        # What describes a queued write's broken rule, each once (most are one per table).
+        self.describers: list[Describe | DescribeRow] = []
+        self._describer_at: dict[int, int] = {}  # id of a describer -> its index
         # (table name, id) -> the domain object as this unit of work last read or wrote it.
         self.known: dict[tuple[str, str], Any] = {}
         # (table name, id) -> that row's column values as read or written with it, when
@@ -98,14 +152,46 @@ class Batch:
         self.number: int | None = None  # the last invoice number taken
         self.number_written: int | None = None  # the last one the counter row holds
 
-    def queue(self, write: Write) -> None:
-        """Hold a write back until the next flush."""
-        self.writes.append(write)
-        self.tables.add(write.table)
+    def queue(
+        self,
+        table: sa.Table,
+        values: dict[str, Any],
+        describe: Describe | DescribeRow | None,
+        key: str | None = None,
+    ) -> None:
+        """Hold a write of ``table`` back until the next flush (an update with ``key``)."""
+        self.writes.append(PLAIN_NAMES[table], values, self.describer(describe), key)
+        self.tables.add(table)
+
+    def describer(self, describe: Describe | DescribeRow | None) -> int:
+        """Return the index a :class:`Write` keeps for ``describe`` (-1 for None)."""
+        if describe is None:
+            return -1
+        index = self._describer_at.get(id(describe))
+        if index is None:
+            # Kept in the list for the batch's life, so that its id is not reused.
+            index = self._describer_at[id(describe)] = len(self.describers)
+            self.describers.append(describe)
+        return index
+
+    def describe_of(self, write: Write) -> Describe | None:
+        """Return what describes ``write``'s broken rule, made for its row, if anything does.
+
+        An update's row is the one the batch last stored for it, with the write's values
+        over it: its values are only the columns that changed.
+        """
+        if write.describe < 0:
+            return None
+        values = write.values
+        if write.key is not None:
+            stored = self.stored.get((write.table, values[write.key]))
+            if stored is not None:
+                values = {**stored, **values}
+        return described(self.describers[write.describe], values)
 
     def holds_writes(self) -> bool:
         """Say whether a flush has anything to send."""
-        return bool(self.writes) or self.number != self.number_written
+        return len(self.writes) > 0 or self.number != self.number_written
 
     def changed(
         self, table: sa.Table, table_name: str, key: str, values: dict[str, Any]
@@ -135,9 +221,9 @@ class Batch:
             changed[name] = value
         return None if len(changed) == 1 else changed
 
-    def take(self) -> list[Write]:
+    def take(self) -> Writes:
         """Return the queued writes, oldest first, and forget them."""
-        writes, self.writes = self.writes, []
+        writes, self.writes = self.writes, Writes()
         self.tables = set()
         return writes
 
@@ -193,7 +279,7 @@ def touches(statement: sa.Executable, tables: set[sa.Table]) -> bool:
     return any(table in tables for table in found)
 
 
-def send(connection: Connection, writes: list[Write]) -> None:
+def send(connection: Connection, writes: Writes) -> None:
     """Send queued writes: each table's inserts in bulk, parents first, then the updates.
 
     PostgreSQL takes the inserts by ``COPY``, SQLite by ``executemany`` (in-process, it is
@@ -221,53 +307,56 @@ _Inserts = list[tuple[tuple[sa.Table, tuple[str, ...]], list[dict[str, Any]]]]
 _Updates = list[tuple[sa.Table, tuple[str, tuple[str, ...]], list[dict[str, Any]]]]
 
 
-def _grouped(writes: list[Write]) -> tuple[_Inserts, _Updates]:
+def _grouped(writes: Writes) -> tuple[_Inserts, _Updates]:
     """Group writes in sending order: inserts by table and columns, then updates by shape.
 
     Inserts go parents first; updates by table, consecutive ones of the same key and
     columns together.
     """
-    inserts: dict[tuple[sa.Table, tuple[str, ...]], list[dict[str, Any]]] = {}
-    by_table: dict[sa.Table, list[Write]] = {}
-    for write in writes:
-        if write.key is None:
-            inserts.setdefault((write.table, tuple(write.values)), []).append(write.values)
+    inserts: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    by_table: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for table, values, key in zip(writes.tables, writes.values, writes.keys, strict=True):
+        if key is None:
+            inserts.setdefault((table, tuple(values)), []).append(values)
         else:
-            by_table.setdefault(write.table, []).append(write)
+            by_table.setdefault(table, []).append((key, values))
     updates: _Updates = []
     for table in sorted(by_table, key=_RANK.__getitem__):
         # Consecutive updates with the same key and columns share a statement; a change of
         # shape starts the next one, so that one row's updates still land in their order.
         shape: tuple[str, tuple[str, ...]] | None = None
         group: list[dict[str, Any]] = []
-        for write in by_table[table]:
-            this = (str(write.key), tuple(write.values))
+        for key, values in by_table[table]:
+            this = (key, tuple(values))
             if shape is not None and this != shape:
-                updates.append((table, shape, group))
+                updates.append((TABLES[table], shape, group))
                 group = []
             shape = this
-            group.append(write.values)
+            group.append(values)
         if shape is not None:
-            updates.append((table, shape, group))
-    ordered = sorted(inserts.items(), key=lambda item: _RANK[item[0][0]])
+            updates.append((TABLES[table], shape, group))
+    ordered = [
+        ((TABLES[table], columns), rows)
+        for (table, columns), rows in sorted(inserts.items(), key=lambda item: _RANK[item[0][0]])
+    ]
     return ordered, updates
 
 
-def pipelines(connection: Connection, writes: list[Write]) -> bool:
+def pipelines(connection: Connection, writes: Writes) -> bool:
     """Say whether these writes go as one pipeline: PostgreSQL, and few rows per table."""
     if connection.dialect.name != "postgresql":
         return False
-    counts: dict[tuple[sa.Table, int], int] = {}
-    for write in writes:
-        if write.key is None:
-            group = (write.table, len(write.values))
+    counts: dict[tuple[str, int], int] = {}
+    for table, values, key in zip(writes.tables, writes.values, writes.keys, strict=True):
+        if key is None:
+            group = (table, len(values))
             counts[group] = counts.get(group, 0) + 1
             if counts[group] > _PIPELINE_MOST_ROWS:
                 return False
     return True
 
 
-def send_pipelined(connection: Connection, writes: list[Write], number: int | None) -> bool:
+def send_pipelined(connection: Connection, writes: Writes, number: int | None) -> bool:
     """Send writes (and the invoice counter's ``number``) in one pipeline, in a savepoint.
 
     Return False when a constraint broke: everything was rolled back to the savepoint,

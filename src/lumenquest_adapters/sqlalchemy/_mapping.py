@@ -271,7 +271,8 @@ def price_row(price: Price) -> Values:
 
 
 # A billing run reads the same few prices in every subscription's JSON: the last Price
-# built from each id is reused while its stored JSON is equal (prices are immutable).
+# built from each id is reused while its stored JSON is equal (prices are immutable),
+# and so is that JSON (see shared_price_json and price_snapshot).
 _PRICES: dict[str, tuple[Row, Price]] = {}
 _PRICES_KEPT = 256
 
@@ -279,13 +280,41 @@ _PRICES_KEPT = 256
 def price_from_row(row: Row) -> Price:
     """Rebuild a price (from its row, or from the JSON a subscription keeps of it)."""
     cached = _PRICES.get(row["id"])
-    if cached is not None and cached[0] == row:
+    if cached is not None and (cached[0] is row or cached[0] == row):
         return cached[1]
     price = _price_from_row(row)
+    _keep_price(dict(row), price)
+    return price
+
+
+def _keep_price(row: Row, price: Price) -> None:
     if len(_PRICES) >= _PRICES_KEPT:
         _PRICES.clear()
-    _PRICES[price.id] = (dict(row), price)
-    return price
+    _PRICES[price.id] = (row, price)
+
+
+def shared_price_json(value: Row) -> Row:
+    """Return a subscription's price JSON as read: the kept equal one, when there is one.
+
+    Of a batch's thousands of subscriptions, most keep one of a few prices: one shared
+    dict each, rather than one a row that the batch holds (and the garbage collector
+    follows) until it commits. Nothing changes the dicts of a read row.
+    """
+    cached = _PRICES.get(value["id"])
+    if cached is None or not (cached[0] is value or cached[0] == value):
+        price_from_row(value)  # kept, with its Price, for the rows that follow
+        cached = _PRICES[value["id"]]
+    return cached[0]
+
+
+def price_snapshot(price: Price) -> Row:
+    """Return the JSON a subscription keeps of ``price``: the kept one, for a kept price."""
+    cached = _PRICES.get(price.id)
+    if cached is not None and cached[1] is price:
+        return cached[0]
+    row = price_row(price)
+    _keep_price(row, price)
+    return row
 
 
 def _price_from_row(row: Row) -> Price:
@@ -442,7 +471,7 @@ def subscription_row(sub: Subscription) -> Values:
         "id": sub.id,
         "customer_id": sub.customer_id,
         "price_id": sub.price.id,
-        "price": price_row(sub.price),
+        "price": price_snapshot(sub.price),
         "quantity": sub.quantity,
         "status": sub.status.value,
         "anchor": sub.anchor,
@@ -537,7 +566,9 @@ def line_values(line: InvoiceLine) -> Values:
         "price_id": line.price_id,
         "line_subscription_id": line.subscription_id,
         "discountable": line.discountable,
-        "tax_rates": [_tax_rate_json(r) for r in line.tax_rates],
+        # Tuples, not lists: the empty one (most lines) is shared, and a row holding only
+        # such values is left alone by the garbage collector while a batch holds it.
+        "tax_rates": tuple([_tax_rate_json(r) for r in line.tax_rates]),
     }
 
 
@@ -634,7 +665,7 @@ def invoice_line_rows(invoice: Invoice) -> list[Values]:
             "position": position,
             **line_values(line),
             "discount_amount": discount.amount,
-            "taxes": [_line_tax_json(t) for t in taxes],
+            "taxes": tuple([_line_tax_json(t) for t in taxes]),  # as tax_rates
         }
         for position, (line, discount, taxes) in enumerate(
             zip(invoice.lines, invoice.line_discounts, invoice.line_taxes, strict=True)

@@ -33,6 +33,7 @@ from lumenquest_adapters.sqlalchemy._mapping import (
     domain_json_text,
     json_dumps,
     plain,
+    shared_price_json,
 )
 
 __all__ = [
@@ -472,6 +473,16 @@ def _select_text(
     return statement, literal
 
 
+# JSON columns whose values repeat across rows: read, each is the one kept equal value.
+_SHARED_JSON: dict[tuple[str, str], Callable[[Any], Any]] = {
+    ("subscriptions", "price"): shared_price_json
+}
+
+
+def _then(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: second(first(value))
+
+
 @functools.cache
 def _row_maker(
     dialect: Dialect, table: sa.Table, oids: tuple[int, ...]
@@ -484,7 +495,12 @@ def _row_maker(
             # psycopg hands timestamptz back aware, in the session's zone: to UTC, without
             # the type's two Python calls per value (a billing run reads thousands).
             processed.append((column.name, _TO_UTC))
-        elif (process := column.type._cached_result_processor(dialect, oid)) is not None:
+            continue
+        process: Callable[[Any], Any] | None = column.type._cached_result_processor(dialect, oid)
+        shared = _SHARED_JSON.get((table.name, column.name))
+        if shared is not None:
+            process = shared if process is None else _then(process, shared)
+        if process is not None:
             processed.append((column.name, process))
 
     def make(row: Sequence[Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -164,22 +164,42 @@ class _Duplicate:
         return None if self._specific is None else self._specific(name)
 
 
+RowConflict = Callable[[Mapping[str, Any], str | None], Conflict | None]
+"""Given a row's values and a broken constraint's name, the Conflict it means (or None)."""
+
+
 class _Duplicates(DescribeRow):
     """Make the :class:`_Duplicate` of any row of a table, from its values, when needed."""
 
-    __slots__ = ("_key", "_kind", "_names", "_specific")
+    __slots__ = ("_by_row", "_key", "_kind", "_names", "_specific")
 
     def __init__(
-        self, names: tuple[str, str], kind: str, key: str, specific: Describe | None
+        self,
+        names: tuple[str, str],
+        kind: str,
+        key: str,
+        specific: Describe | None,
+        by_row: RowConflict | None = None,
     ) -> None:
         self._names = names
         self._kind = kind
         self._key = key
         self._specific = specific
+        self._by_row = by_row
 
     def of(self, values: dict[str, Any]) -> Describe:
-        """Return the row's Describe: its key's own constraints, or one ``specific`` knows."""
-        return _Duplicate(self._names, self._kind, str(values[self._key]), self._specific)
+        """Return the row's Describe: its key's own constraints, or one the specific knows."""
+        by_row = self._by_row
+        specific = self._specific if by_row is None else functools.partial(by_row, values)
+        return _Duplicate(self._names, self._kind, str(values[self._key]), specific)
+
+
+@functools.cache
+def _row_duplicates(
+    names: tuple[str, str], kind: str, key: str, by_row: RowConflict
+) -> _Duplicates:
+    # One per table and rule, for the process: a batch holds an index to it, not a copy.
+    return _Duplicates(names, kind, key, None, by_row)
 
 
 class _Repository:
@@ -208,20 +228,40 @@ class _Repository:
             return self._duplicates
         return _Duplicates(self._names, self._kind, self._key, specific)
 
-    def _insert(self, values: dict[str, Any], specific: Describe | None = None) -> None:
-        self._uow.insert(self._table, values, self._duplicates_of(specific))
+    def _by_row(self, by_row: RowConflict | None) -> _Duplicates | None:
+        """Describe the broken constraints of any row: its key's, or the rule ``by_row`` knows."""
+        return (
+            None if by_row is None else _row_duplicates(self._names, self._kind, self._key, by_row)
+        )
 
-    def _update(self, values: dict[str, Any], specific: Describe | None = None) -> None:
+    def _insert(
+        self,
+        values: dict[str, Any],
+        specific: Describe | None = None,
+        *,
+        by_row: RowConflict | None = None,
+    ) -> None:
+        """Insert a row; ``by_row`` rather than ``specific`` where a batch may hold many."""
+        self._uow.insert(self._table, values, self._by_row(by_row) or self._duplicates_of(specific))
+
+    def _update(
+        self,
+        values: dict[str, Any],
+        specific: Describe | None = None,
+        *,
+        by_row: RowConflict | None = None,
+    ) -> None:
         """Replace a row; only a table with a unique key besides its own pays for a savepoint."""
-        if self._uow.defer_update(self._table, self._key, values, self._duplicates_of(specific)):
+        duplicates = self._by_row(by_row) or self._duplicates_of(specific)
+        if self._uow.defer_update(self._table, self._key, values, duplicates):
             return  # batch mode, and the row is known to exist: no NotFound to check for
         row_id = str(values[self._key])
         count = self._uow.update_row(
             self._table,
             self._key,
             values,
-            self._duplicate(row_id, specific),
-            savepoint=specific is not None,
+            duplicates.of(values),
+            savepoint=specific is not None or by_row is not None,
         )
         if count == 0:
             raise _not_found(self._kind, row_id)
@@ -654,23 +694,19 @@ def _subscriptions_from_rows(rows: Sequence[m.Row]) -> builtins.list[Subscriptio
     return [m.subscription_from_row(r) for r in rows]
 
 
-def _cycle_taken(invoice: Invoice) -> Describe:
-    # A partial, not a closure: fewer objects per write (see _Duplicate).
-    return functools.partial(_cycle_conflict, invoice)
-
-
-def _cycle_conflict(invoice: Invoice, name: str | None) -> Conflict | None:
-    if name != "uq_invoices_subscription_cycle" or invoice.period is None:
+def _cycle_conflict(row: Mapping[str, Any], name: str | None) -> Conflict | None:
+    """Describe a second cycle invoice for one period, from the invoice's row."""
+    if name != "uq_invoices_subscription_cycle" or row["period_start"] is None:
         return None
-    start = invoice.period.start.isoformat()
+    start = row["period_start"].isoformat()
     return Conflict(
-        f"subscription {invoice.subscription_id} already has a cycle invoice for the period"
+        f"subscription {row['subscription_id']} already has a cycle invoice for the period"
         f" starting {start}",
         details={
             "kind": "invoice",
-            "id": invoice.id,
+            "id": row["id"],
             "constraint": "invoice_subscription_cycle",
-            "subscription_id": invoice.subscription_id,
+            "subscription_id": row["subscription_id"],
             "period_start": start,
         },
     )
@@ -701,7 +737,7 @@ class Invoices(_Repository):
         """Store a new invoice; a second cycle invoice for the same period raises Conflict."""
         self._forget_read_ahead()
         values = m.invoice_row(invoice)
-        self._insert(values, _cycle_taken(invoice))
+        self._insert(values, by_row=_cycle_conflict)
         lines = m.invoice_line_rows(invoice)
         if lines:  # a new invoice's lines cannot collide with anything
             self._uow.insert_rows(t.invoice_lines, lines)
@@ -751,18 +787,21 @@ class Invoices(_Repository):
         if known is not None and known.lines == invoice.lines:
             # Batch mode, lines as they were (paying, voiding): the invoice row alone.
             values = m.invoice_row(invoice)
-            self._update(values, _cycle_taken(invoice))
+            self._update(values, by_row=_cycle_conflict)
             self._uow.remember(self._table, invoice.id, invoice, values)
             return
         c = t.invoices.c
         lines = m.invoice_line_rows(invoice)
+        values = m.invoice_row(invoice)
         statements: builtins.list[sa.Executable] = [
-            sa.update(t.invoices).where(c.id == invoice.id).values(m.invoice_row(invoice)),
+            sa.update(t.invoices).where(c.id == invoice.id).values(values),
             sa.delete(t.invoice_lines).where(t.invoice_lines.c.invoice_id == invoice.id),
         ]
         if lines:
             statements.append(sa.insert(t.invoice_lines).values(lines))
-        counts = self._uow.write(statements, self._duplicate(invoice.id, _cycle_taken(invoice)))
+        counts = self._uow.write(
+            statements, self._duplicate(invoice.id, functools.partial(_cycle_conflict, values))
+        )
         if counts[0] == 0:
             raise _not_found("invoice", invoice.id)
         self._uow.remember(self._table, invoice.id, invoice)
@@ -904,21 +943,17 @@ class Invoices(_Repository):
         return [m.pending_line_from_row(r) for r in sorted(taken, key=lambda r: r["seq"])]
 
 
-def _payment_key_taken(payment: Payment) -> Describe:
-    # A partial, not a closure: fewer objects per write (see _Duplicate).
-    return functools.partial(_payment_key_conflict, payment)
-
-
-def _payment_key_conflict(payment: Payment, name: str | None) -> Conflict | None:
+def _payment_key_conflict(row: Mapping[str, Any], name: str | None) -> Conflict | None:
+    """Describe a reused payment idempotency key, from the payment's row."""
     if name != "uq_payments_idempotency_key":
         return None
     return Conflict(
-        f"a payment with idempotency key {payment.idempotency_key!r} already exists",
+        f"a payment with idempotency key {row['idempotency_key']!r} already exists",
         details={
             "kind": "payment",
-            "id": payment.id,
+            "id": row["id"],
             "constraint": "payment_idempotency_key",
-            "idempotency_key": payment.idempotency_key,
+            "idempotency_key": row["idempotency_key"],
         },
     )
 
@@ -956,7 +991,7 @@ class Payments(_Repository):
     def add(self, payment: Payment) -> None:
         """Store a new payment; a reused idempotency key raises Conflict."""
         values = m.payment_row(payment)
-        self._insert(values, _payment_key_taken(payment))
+        self._insert(values, by_row=_payment_key_conflict)
         self._uow.remember(self._table, payment.id, payment, values)
 
     def get(self, payment_id: str) -> Payment:
@@ -1057,7 +1092,7 @@ class Payments(_Repository):
     def update(self, payment: Payment) -> None:
         """Replace a stored payment."""
         values = m.payment_row(payment)
-        self._update(values, _payment_key_taken(payment))
+        self._update(values, by_row=_payment_key_conflict)
         self._uow.remember(self._table, payment.id, payment, values)
 
     def list(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
-import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,8 +33,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from lumenquest_adapters.sqlalchemy import _repositories as r
 from lumenquest_adapters.sqlalchemy._batch import (
+    PLAIN_NAMES,
+    TABLES,
     Batch,
-    Write,
+    Writes,
     pipelines,
     send,
     send_pipelined,
@@ -108,15 +109,6 @@ class Identity:
             raise ValueError(f"role must be one of {_ROLES}, not {self.role!r}")
         if self.role == "user" and not self.customer_id:
             raise ValueError("a user session needs the customer_id it acts for")
-
-
-# A batch keys the rows it holds by (table name, id). A Table's name is SQLAlchemy's
-# quoted_name, a str subclass the garbage collector tracks, so every key tuple holding it
-# stayed tracked for the whole batch (8 of 63 tracked objects a renewal) and added to
-# each full collection. A plain str leaves the tuples untracked from their first one.
-_PLAIN_NAME: dict[sa.Table, str] = {
-    table: sys.intern(str(table.name)) for table in metadata.tables.values()
-}
 
 
 @functools.cache
@@ -487,7 +479,7 @@ class SqlAlchemyUnitOfWork:
         batch = self.batch
         if batch is not None:
             # Batch.queue inline: ten inserts a renewal.
-            batch.writes.append(Write(table, values, describe))
+            batch.writes.append(PLAIN_NAMES[table], values, batch.describer(describe), None)
             batch.tables.add(table)
             return
         self._insert_now(table, values, described(describe, values))
@@ -497,7 +489,7 @@ class SqlAlchemyUnitOfWork:
         batch = self.batch
         if batch is not None:
             for row in rows:
-                batch.queue(Write(table, row, None))
+                batch.queue(table, row, None)
             return
         if not rows:
             return
@@ -541,14 +533,14 @@ class SqlAlchemyUnitOfWork:
     ) -> bool:
         """Queue the update of a row this unit of work holds; say whether it was queued."""
         batch = self.batch
-        name = _PLAIN_NAME[table]
+        name = PLAIN_NAMES[table]
         if batch is None or (name, values[key]) not in batch.known:
             return False
         # Only the columns that changed: fewer values to bind, send and store (a renewal
         # moves a subscription's period, a payment its status), none when nothing did.
         changed = batch.changed(table, name, key, values)
         if changed is not None:
-            batch.queue(Write(table, changed, describe, key))
+            batch.queue(table, changed, describe, key)
         return True
 
     def remember(
@@ -558,7 +550,7 @@ class SqlAlchemyUnitOfWork:
         batch = self.batch
         if batch is None:
             return
-        name = _PLAIN_NAME[table]
+        name = PLAIN_NAMES[table]
         batch.known[name, row_id] = row
         if stored is None:
             batch.stored.pop((name, row_id), None)
@@ -568,7 +560,7 @@ class SqlAlchemyUnitOfWork:
     def recall(self, table: sa.Table, row_id: str) -> Any:
         """Return the row as this unit of work last read or wrote it in batch mode, or None."""
         batch = self.batch
-        return None if batch is None else batch.known.get((_PLAIN_NAME[table], row_id))
+        return None if batch is None else batch.known.get((PLAIN_NAMES[table], row_id))
 
     def prepare_batch(
         self,
@@ -638,20 +630,22 @@ class SqlAlchemyUnitOfWork:
         )
         batch.number_written = batch.number
 
-    def _replay(self, writes: Sequence[Write]) -> None:
+    def _replay(self, writes: Writes) -> None:
         """Run queued writes one at a time, so the first one that breaks a rule says which."""
         batch, self.batch = self.batch, None
+        assert batch is not None  # only a batch's flush replays
         try:
             for write in writes:
-                describe = described(write.describe, write.values)
+                table = TABLES[write.table]
+                describe = batch.describe_of(write)
                 if write.key is None:
-                    self._insert_now(write.table, write.values, describe)
+                    self._insert_now(table, write.values, describe)
                 else:
-                    key = write.table.c[write.key]
+                    key = table.c[write.key]
                     statement = (
-                        sa.update(write.table)
+                        sa.update(table)
                         .where(key == write.values[write.key])
-                        .values(plain_json(write.table.name, write.values))
+                        .values(plain_json(write.table, write.values))
                     )
                     self.write([statement], describe)
         finally:
