@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.util import find_tables
 
 from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow, described
-from lumenquest_adapters.sqlalchemy._mapping import json_encoder, plain_json
+from lumenquest_adapters.sqlalchemy._mapping import plain_json, same_json
 from lumenquest_adapters.sqlalchemy._raw import (
     array_literals,
     array_parameters,
@@ -210,12 +210,12 @@ class Batch:
         for name, value in values.items():
             old = get(name, _ABSENT)
             # The same object, or equal and not JSON (most columns): unchanged. Equal JSON
-            # may still differ (1, 1.0, true): _same_json tells, without encoding both
+            # may still differ (1, 1.0, true): same_json tells, without encoding both
             # sides sorted (the subscription's price, every renewal: 6.0G -> 5.7G
             # instructions over 2,000).
             if name != key and (
                 old is value
-                or (old == value and (value is None or name not in json or _same_json(old, value)))
+                or (old == value and (value is None or name not in json or same_json(old, value)))
             ):
                 continue
             changed[name] = value
@@ -229,37 +229,6 @@ class Batch:
 
 
 _ABSENT = object()
-# JSON equal by ``==`` may still differ (1, 1.0 and true are equal): its canonical text,
-# from the C encoder, tells.
-_canonical = json_encoder(sort_keys=True)
-
-
-def _same_json(old: Any, new: Any) -> bool:
-    """Say whether JSON values equal by ``==`` have the same canonical text.
-
-    Equal values differ only where a leaf's type does (1, 1.0 and true), a float's sign
-    (0.0 and -0.0) or a key's type (1 and true): dicts with str keys and lists of the
-    same type are walked, str, int, bool and None leaves need no more, floats compare
-    by repr, anything else by canonical text (which raises where the encoder would).
-    """
-    kind = type(old)
-    if kind is not type(new):
-        return bool(_canonical(old) == _canonical(new))  # 1 and true, a mapping and its proxy
-    if kind is str or kind is int or kind is bool or old is None:
-        return True
-    if kind is dict:
-        for name, value in old.items():
-            if type(name) is not str:
-                return bool(_canonical(old) == _canonical(new))
-            other = new[name]
-            if value is not other and type(value) is not str and not _same_json(value, other):
-                return False
-        return True
-    if kind is list:
-        return all(map(_same_json, old, new))
-    if kind is float:
-        return repr(old) == repr(new)
-    return bool(_canonical(old) == _canonical(new))
 
 
 @functools.cache

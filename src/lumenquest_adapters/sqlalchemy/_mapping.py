@@ -130,6 +130,39 @@ json_dumps = json_encoder()
 """``json.dumps`` that also takes read-only mappings, met by the C encoder: no Python walk."""
 
 
+# JSON equal by ``==`` may still differ (1, 1.0 and true are equal): its canonical text,
+# from the C encoder, tells.
+_canonical = json_encoder(sort_keys=True)
+
+
+def same_json(old: Any, new: Any) -> bool:
+    """Say whether JSON values equal by ``==`` have the same canonical text.
+
+    Equal values differ only where a leaf's type does (1, 1.0 and true), a float's sign
+    (0.0 and -0.0) or a key's type (1 and true): dicts with str keys and lists of the
+    same type are walked, str, int, bool and None leaves need no more, floats compare
+    by repr, anything else by canonical text (which raises where the encoder would).
+    """
+    kind = type(old)
+    if kind is not type(new):
+        return bool(_canonical(old) == _canonical(new))  # 1 and true, a mapping and its proxy
+    if kind is str or kind is int or kind is bool or old is None:
+        return True
+    if kind is dict:
+        for name, value in old.items():
+            if type(name) is not str:
+                return bool(_canonical(old) == _canonical(new))
+            other = new[name]
+            if value is not other and type(value) is not str and not same_json(value, other):
+                return False
+        return True
+    if kind is list:
+        return all(map(same_json, old, new))
+    if kind is float:
+        return repr(old) == repr(new)
+    return bool(_canonical(old) == _canonical(new))
+
+
 # Columns holding the domain's own JSON data (read-only mappings and tuples), stored as
 # they come: :func:`json_dumps` encodes them in C, on PostgreSQL's direct path and through
 # the engines ``create_engine_for`` makes; the statements the unit of work has SQLAlchemy
@@ -298,13 +331,16 @@ def shared_price_json(value: Row) -> Row:
 
     Of a batch's thousands of subscriptions, most keep one of a few prices: one shared
     dict each, rather than one a row that the batch holds (and the garbage collector
-    follows) until it commits. Nothing changes the dicts of a read row.
+    follows) until it commits. Only the very same JSON is shared (1 and 1.0 are equal,
+    not the same). Nothing changes the dicts of a read row.
     """
     cached = _PRICES.get(value["id"])
-    if cached is None or not (cached[0] is value or cached[0] == value):
+    if cached is None:
         price_from_row(value)  # kept, with its Price, for the rows that follow
-        cached = _PRICES[value["id"]]
-    return cached[0]
+        return _PRICES[value["id"]][0]
+    if cached[0] is value or (cached[0] == value and same_json(cached[0], value)):
+        return cached[0]
+    return value
 
 
 def price_snapshot(price: Price) -> Row:

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, _batch, _raw, upgrade
-from lumenquest_adapters.sqlalchemy._batch import Batch, _canonical, _same_json
+from lumenquest_adapters.sqlalchemy._batch import Batch
 from lumenquest_adapters.sqlalchemy._errors import DescribeRow, described
+from lumenquest_adapters.sqlalchemy._mapping import _canonical
+from lumenquest_adapters.sqlalchemy._mapping import same_json as _same_json
 from lumenquest_adapters.sqlalchemy._schema import customers
 from lumenquest_adapters.testing.samples import T0, customer, plan, price, subscription
 from lumenquest_core.errors import Conflict

@@ -12,6 +12,12 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, upgrade
+from lumenquest_adapters.sqlalchemy._mapping import (
+    price_from_row,
+    price_row,
+    price_snapshot,
+    shared_price_json,
+)
 from lumenquest_adapters.testing.samples import (
     T0,
     customer,
@@ -19,6 +25,7 @@ from lumenquest_adapters.testing.samples import (
     outbox_message,
     payment,
     plan,
+    price,
     subscription,
 )
 from lumenquest_core.errors import Conflict
@@ -167,3 +174,14 @@ def test_a_queued_write_breaking_its_rule_raises_the_unbatched_conflict(
                 _write_and_commit(uow, write)
         assert str(raised.value) == message
         assert raised.value.details == {**details, "id": row_id}
+
+
+def test_a_price_json_is_shared_only_when_it_is_the_very_same() -> None:
+    kept = shared_price_json(price_row(price("price_shared")))  # a copy of the first is kept
+    same = price_row(price("price_shared"))
+    assert same == kept
+    assert shared_price_json(same) is kept
+    # Equal by ==, not the same JSON: read as it is, so that an update still rewrites it.
+    assert shared_price_json({**same, "unit_amount": 1000.0}) is not kept
+    assert shared_price_json({**same, "active": 1}) is not kept
+    assert price_snapshot(price_from_row(same)) is kept
