@@ -228,11 +228,11 @@ class _Repository:
             return self._duplicates
         return _Duplicates(self._names, self._kind, self._key, specific)
 
-    def _by_row(self, by_row: RowConflict | None) -> _Duplicates | None:
-        """Describe the broken constraints of any row: its key's, or the rule ``by_row`` knows."""
-        return (
-            None if by_row is None else _row_duplicates(self._names, self._kind, self._key, by_row)
-        )
+    def _describing(self, specific: Describe | None, by_row: RowConflict | None) -> _Duplicates:
+        """Describe the broken constraints of any row: its key's, or one of ``by_row`` or ``specific``."""
+        if by_row is not None:  # one for the table and rule: a batch may hold many rows
+            return _row_duplicates(self._names, self._kind, self._key, by_row)
+        return self._duplicates_of(specific)
 
     def _insert(
         self,
@@ -242,7 +242,7 @@ class _Repository:
         by_row: RowConflict | None = None,
     ) -> None:
         """Insert a row; ``by_row`` rather than ``specific`` where a batch may hold many."""
-        self._uow.insert(self._table, values, self._by_row(by_row) or self._duplicates_of(specific))
+        self._uow.insert(self._table, values, self._describing(specific, by_row))
 
     def _update(
         self,
@@ -252,7 +252,7 @@ class _Repository:
         by_row: RowConflict | None = None,
     ) -> None:
         """Replace a row; only a table with a unique key besides its own pays for a savepoint."""
-        duplicates = self._by_row(by_row) or self._duplicates_of(specific)
+        duplicates = self._describing(specific, by_row)
         if self._uow.defer_update(self._table, self._key, values, duplicates):
             return  # batch mode, and the row is known to exist: no NotFound to check for
         row_id = str(values[self._key])
