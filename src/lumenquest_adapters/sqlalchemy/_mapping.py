@@ -100,7 +100,9 @@ def plain(value: Any) -> Any:
 
 def read_only_default(value: Any) -> Any:
     """Let json encode a read-only mapping (the domain's frozen data) as the dict it reads as."""
-    if isinstance(value, Mapping):
+    # The exact type first: a registered ABC's isinstance is never cached for it (five a
+    # renewal, the outbox's and audit rows' data).
+    if type(value) is MappingProxyType or isinstance(value, Mapping):
         return {key if type(key) is str else str(key): item for key, item in value.items()}
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
