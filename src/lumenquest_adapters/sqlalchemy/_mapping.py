@@ -338,8 +338,9 @@ def shared_price_json(value: Row) -> Row:
     """
     cached = _PRICES.get(value["id"])
     if cached is None:
-        price_from_row(value)  # kept, with its Price, for the rows that follow
-        return _PRICES[value["id"]][0]
+        kept = dict(value)
+        _keep_price(kept, _price_from_row(value))  # with its Price, for the rows that follow
+        return kept
     if cached[0] is value or (cached[0] == value and same_json(cached[0], value)):
         return cached[0]
     return value
