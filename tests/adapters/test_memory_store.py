@@ -206,6 +206,20 @@ def test_a_pending_line_taken_and_added_again_in_one_unit_of_work_is_kept(
         assert [p.id for p in uow.invoices.take_pending_lines("sub_1")] == ["pl_1"]
 
 
+def test_pending_lines_are_taken_from_an_empty_store_and_from_this_unit_of_work(
+    store: MemoryStore,
+) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        assert uow.invoices.take_pending_lines("sub_1") == []
+        # Nothing committed yet: the line staged here is still found and taken.
+        uow.invoices.add_pending_line(pending_line("pl_1"))
+        assert [p.id for p in uow.invoices.take_pending_lines("sub_1")] == ["pl_1"]
+        assert uow.invoices.take_pending_lines("sub_1") == []
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        assert uow.invoices.take_pending_lines("sub_1") == []
+
+
 def test_an_update_that_moves_an_invoice_to_another_customer_moves_its_listing(
     store: MemoryStore,
 ) -> None:
