@@ -137,6 +137,9 @@ class Table(Generic[R]):
         self.id_of = id_of
         self.uniques = tuple(uniques)
         self.unique_keys = tuple(u.key_of for u in self.uniques)
+        # The key function of a table's only unique index (every table with a unique key
+        # has one), read by the hot paths without a length test and a subscript.
+        self.unique_key: KeyOf | None = self.unique_keys[0] if len(self.uniques) == 1 else None
         self.indexes = tuple(SecondaryIndex(n, k) for n, k in (indexes or {}).items())
         self._index_named = {index.name: index for index in self.indexes}
         self.rows: dict[str, R] = {}
@@ -582,8 +585,8 @@ class View(Generic[R]):
     def _claim(self, overlay: Overlay[R], row_id: str, row: R, previous: R | None) -> None:
         """Check ``row``'s unique keys, then record them as staged (``previous``'s released)."""
         table = self.table
-        if len(table.unique_keys) == 1:  # every table with a unique key has one: no loops
-            key_of = table.unique_keys[0]
+        key_of = table.unique_key
+        if key_of is not None:  # every table with a unique key has one: no loops
             key = key_of(row)
             staged = overlay.unique_owners[0]
             if key is not None:
