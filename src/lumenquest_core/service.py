@@ -1554,7 +1554,10 @@ class Billing:
             return None, sub
         currency = lines[0].amount.currency
         balance = customer.balance() if customer.currency == currency else None
-        draft = invoicing.build_invoice(
+        # Numbered first and built finalized: one invoice object instead of a draft and
+        # its copy (a number taken by a unit of work that fails is rolled back with it).
+        number = invoicing.format_invoice_number(self._prefix, uow.invoices.next_number())
+        invoice = invoicing.build_invoice(
             invoice_id=self._ids("in"),
             customer_id=customer.id,
             currency=currency,
@@ -1566,9 +1569,8 @@ class Billing:
             discount=None if sub is None else sub.discount,
             tax_calculator=self._tax,
             credit_balance=balance,
+            number=number,
         )
-        number = invoicing.format_invoice_number(self._prefix, uow.invoices.next_number())
-        invoice = invoicing.finalize(draft, number=number, at=at)
         uow.invoices.add(invoice)
         if balance is not None and (
             invoice.credit_applied.amount or invoice.credit_generated.amount
