@@ -412,6 +412,7 @@ def build_invoice(
     tax_calculator: TaxCalculator | None = None,
     credit_balance: Money | None = None,
     days_until_due: int | None = None,
+    number: str | None = None,
 ) -> Invoice:
     """Return a draft invoice for ``lines`` with its discount, taxes and credit computed.
 
@@ -420,6 +421,8 @@ def build_invoice(
     ``tax_rates`` win over the calculator's. ``credit_balance`` is the customer's credit
     (never negative; bill a debt as a line) and pays what it can of a positive total.
     ``due_at`` is ``days_until_due`` days after ``at`` (Stripe counts from creation).
+    With ``number``, the invoice comes back finalized under it at ``at``, as
+    :func:`finalize` would return the draft (one invoice built instead of two).
     """
     _check_id(invoice_id, "invoice_id")
     _check_id(customer_id, "customer_id")
@@ -487,6 +490,8 @@ def build_invoice(
     state["subscription_id"], state["period"] = subscription_id, period
     state["discount_coupon_id"] = None if applied is None else applied.coupon.id
     state["due_at"] = due_at
+    if number is not None:
+        _finalize_state(state, number, at)
     return build_trusted(Invoice, state)
 
 
@@ -528,18 +533,21 @@ def finalize(invoice: Invoice, *, number: str, at: datetime) -> Invoice:
     """Return the draft opened under ``number``; with nothing due it is paid at once, as Stripe does."""
     if invoice.status not in _DRAFT_ONLY:  # _require's test, without its call on the hot path
         raise _refuse(invoice, "finalize")
-    _check_id(number, "number")
-    at = aware(at, "at")
-    # evolve_trusted, without packing and unpacking keywords: every renewal finalizes.
+    # evolve_trusted, without packing and unpacking keywords.
     state = invoice.__dict__.copy()
-    state["number"] = number
+    _finalize_state(state, number, aware(at, "at"))
+    return build_trusted(Invoice, state)
+
+
+def _finalize_state(state: dict[str, Any], number: str, at: datetime) -> None:
+    """Turn a draft's state into the finalized invoice's: open, or paid when nothing is due."""
+    state["number"] = _check_id(number, "number")
     state["finalized_at"] = at
-    if invoice.amount_due:
+    if state["amount_due"].amount:
         state["status"] = _OPEN
     else:
         state["status"] = _PAID  # opened and paid in one copy instead of two
         state["paid_at"] = at
-    return build_trusted(Invoice, state)
 
 
 def pay(invoice: Invoice, *, at: datetime, amount: Money | None = None) -> Invoice:

@@ -25,7 +25,7 @@ import attrs
 from lumenquest_core.catalog import UsageType
 from lumenquest_core.errors import CurrencyMismatch, ValidationError
 from lumenquest_core.money import Money, _money, currency_exponent, round_half_even
-from lumenquest_core.periods import Period
+from lumenquest_core.periods import Interval, Period
 from lumenquest_core.subscriptions import Subscription, SubscriptionStatus
 
 __all__ = [
@@ -70,6 +70,10 @@ _MONTHS_PER_YEAR: Final[int] = 12
 
 # Past-due subscriptions still count: the customer is expected to pay, and ChartMogul
 # keeps them in MRR until dunning ends them (unpaid or canceled).
+# Bound once: each ``Enum.X`` costs a metaclass hook in Python 3.11; every renewal's
+# change row asks for its subscription's MRR.
+_METERED = UsageType.METERED
+_MONTH = Interval.MONTH
 _PAYING_STATUSES: Final[frozenset[SubscriptionStatus]] = frozenset(
     {SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE}
 )
@@ -141,7 +145,7 @@ def subscription_mrr(sub: Subscription) -> Money:
     usage billed in arrears is not committed revenue.
     """
     price = sub.price
-    if sub.status not in _PAYING_STATUSES or price.usage_type is UsageType.METERED:
+    if sub.status not in _PAYING_STATUSES or price.usage_type is _METERED:
         return Money.zero(price.currency)
     cycle_amount = price.amount_for(sub.quantity)
     discount = sub.discount
@@ -149,7 +153,10 @@ def subscription_mrr(sub: Subscription) -> Money:
         # The same rounding an invoice uses, so MRR matches what is actually billed.
         cycle_amount = cycle_amount - discount.coupon.amount_off_of(cycle_amount)
     # amount ÷ (p/q) months is amount·q/p: integer arithmetic, no Fraction built per call.
-    months = price.cycle.months
+    cycle = price.cycle
+    if cycle.count == 1 and cycle.interval is _MONTH:
+        return cycle_amount  # a month's amount is its MRR: nothing to normalise or round
+    months = cycle.months
     monthly = round_half_even(cycle_amount.amount * months.denominator, months.numerator)
     return _money(monthly, price.currency)  # an int in the price's valid currency
 

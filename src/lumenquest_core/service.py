@@ -104,12 +104,13 @@ _INCOMPLETE, _TRIALING, _PAUSED, _CANCELED = (
     _Status.PAUSED,
     _Status.CANCELED,
 )
-_PAID = InvoiceStatus.PAID
+_PAID, _OPEN = InvoiceStatus.PAID, InvoiceStatus.OPEN
 _PENDING, _SUCCEEDED = PaymentStatus.PENDING, PaymentStatus.SUCCEEDED
 _CHARGE_SUCCEEDED = ChargeStatus.SUCCEEDED
 _CYCLE = BillingReason.SUBSCRIPTION_CYCLE
 _METERED = UsageType.METERED
 _INVOICE_FINALIZED, _PAYMENT_SUCCEEDED = EventName.INVOICE_FINALIZED, EventName.PAYMENT_SUCCEEDED
+_INVOICE_PAID = EventName.INVOICE_PAID
 
 SYSTEM_ACTOR = "system"
 _DISPATCH_LOCK = "lumenquest:dispatch-events"
@@ -1553,7 +1554,10 @@ class Billing:
             return None, sub
         currency = lines[0].amount.currency
         balance = customer.balance() if customer.currency == currency else None
-        draft = invoicing.build_invoice(
+        # Numbered first and built finalized: one invoice object instead of a draft and
+        # its copy (a number taken by a unit of work that fails is rolled back with it).
+        number = invoicing.format_invoice_number(self._prefix, uow.invoices.next_number())
+        invoice = invoicing.build_invoice(
             invoice_id=self._ids("in"),
             customer_id=customer.id,
             currency=currency,
@@ -1565,9 +1569,8 @@ class Billing:
             discount=None if sub is None else sub.discount,
             tax_calculator=self._tax,
             credit_balance=balance,
+            number=number,
         )
-        number = invoicing.format_invoice_number(self._prefix, uow.invoices.next_number())
-        invoice = invoicing.finalize(draft, number=number, at=at)
         uow.invoices.add(invoice)
         if balance is not None and (
             invoice.credit_applied.amount or invoice.credit_generated.amount
@@ -1617,7 +1620,7 @@ class Billing:
 
     def _paid_event(self, invoice: Invoice, at: datetime) -> DomainEvent:
         return _json_event(
-            EventName.INVOICE_PAID,
+            _INVOICE_PAID,
             invoice.id,
             invoice.customer_id,
             at,
@@ -1653,8 +1656,8 @@ class Billing:
         assert updated is not None
         if invoice is None:
             return updated, []
-        if invoice.status is not InvoiceStatus.OPEN:
-            if updated.status is _Status.INCOMPLETE:
+        if invoice.status is not _OPEN:
+            if updated.status is _INCOMPLETE:
                 # Nothing left to pay (credit or a coupon covered it): the first invoice is paid.
                 updated = self._apply(
                     uow, updated, lifecycle.payment_succeeded(updated, at), "payment_succeeded", at

@@ -206,6 +206,20 @@ def test_a_pending_line_taken_and_added_again_in_one_unit_of_work_is_kept(
         assert [p.id for p in uow.invoices.take_pending_lines("sub_1")] == ["pl_1"]
 
 
+def test_pending_lines_are_taken_from_an_empty_store_and_from_this_unit_of_work(
+    store: MemoryStore,
+) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        assert uow.invoices.take_pending_lines("sub_1") == []
+        # Nothing committed yet: the line staged here is still found and taken.
+        uow.invoices.add_pending_line(pending_line("pl_1"))
+        assert [p.id for p in uow.invoices.take_pending_lines("sub_1")] == ["pl_1"]
+        assert uow.invoices.take_pending_lines("sub_1") == []
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        assert uow.invoices.take_pending_lines("sub_1") == []
+
+
 def test_an_update_that_moves_an_invoice_to_another_customer_moves_its_listing(
     store: MemoryStore,
 ) -> None:
@@ -235,6 +249,30 @@ def test_the_due_index_does_not_grow_with_updates(store: MemoryStore) -> None:
             )
             uow.commit()
     assert len(store.due_heap) <= 2 * len(store.due_of) + 1024
+    with MemoryUnitOfWork(store) as uow:
+        assert [s.id for s in uow.subscriptions.claim_due(T0, limit=5)] == ["sub_1"]
+
+
+def test_subscriptions_due_at_one_instant_share_its_object_in_the_due_index(
+    store: MemoryStore,
+) -> None:
+    later = T0 + timedelta(days=3)
+    with MemoryUnitOfWork(store) as uow:
+        # Equal instants, but distinct objects.
+        uow.subscriptions.add(subscription("sub_1", due=T0 + timedelta(days=2, hours=24)))
+        uow.subscriptions.add(subscription("sub_2", due=later.replace()))
+        uow.commit()
+    first, second = sorted(store.due_heap)
+    assert first[0] is second[0] == later
+    assert store.due_of["sub_1"] is store.due_of["sub_2"] is first[0]
+
+
+def test_the_due_instants_are_forgotten_once_there_are_many(store: MemoryStore) -> None:
+    store.due_instants.update((T0 - timedelta(seconds=i),) * 2 for i in range(1, 4097))
+    with MemoryUnitOfWork(store) as uow:
+        uow.subscriptions.add(subscription("sub_1", due=T0))
+        uow.commit()
+    assert store.due_instants == {T0: T0}
     with MemoryUnitOfWork(store) as uow:
         assert [s.id for s in uow.subscriptions.claim_due(T0, limit=5)] == ["sub_1"]
 
@@ -363,6 +401,40 @@ def test_an_index_read_late_files_rows_moved_before_and_after_its_first_read(
         uow.invoices.add(invoice("in_3", customer_id="cus_2", subscription_id="sub_3"))
         uow.commit()
     assert _customer_ids(store, "cus_2") == ["in_1", "in_2", "in_3"]
+
+
+def _positions_match(store: MemoryStore) -> bool:
+    table = store.pending_lines
+    return all(table.order[at] == row_id for row_id, at in table.position.items())
+
+
+def test_committed_rows_keep_their_positions_after_a_staged_row_was_dropped(
+    store: MemoryStore,
+) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add_pending_line(pending_line("pl_1"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        for line_id in ("pl_2", "pl_3", "pl_4"):
+            uow.invoices.add_pending_line(pending_line(line_id))
+        uow.invoices.take_pending_lines("sub_1")  # drops pl_2 to pl_4 before they are kept
+        uow.invoices.add_pending_line(pending_line("pl_5"))
+        uow.commit()
+    assert _positions_match(store)
+    with MemoryUnitOfWork(store) as uow:
+        assert [p.id for p in uow.invoices.take_pending_lines("sub_1")] == ["pl_5"]
+
+
+def test_rows_committed_after_a_nested_commit_keep_their_positions(store: MemoryStore) -> None:
+    with MemoryUnitOfWork(store) as outer:
+        outer.invoices.add_pending_line(pending_line("pl_1"))
+        outer.invoices.add_pending_line(pending_line("pl_2"))
+        with MemoryUnitOfWork(store) as nested:
+            nested.invoices.add_pending_line(pending_line("pl_3"))
+            nested.commit()
+        outer.commit()
+    assert _positions_match(store)
+    assert store.pending_lines.order == ["pl_3", "pl_1", "pl_2"]
 
 
 def test_staged_rows_that_change_keys_are_listed_in_creation_order(store: MemoryStore) -> None:

@@ -344,6 +344,23 @@ def test_finalizing_needs_a_number():
         finalize(draft(100), number="", at=AT)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"credit_balance": usd(1000)}, {"subscription_id": "sub_1", "period": JANUARY}],
+    ids=["open", "nothing due", "a cycle invoice"],
+)
+def test_building_with_a_number_gives_the_finalized_draft(options: dict) -> None:
+    built = draft(1000, number="LQ-000001", **options)
+    assert built == open_invoice(1000, **options)
+    assert list(vars(built)) == [f.name for f in attrs.fields(Invoice)]
+    assert built == _rebuilt(built)
+
+
+def test_building_with_an_empty_number_is_refused():
+    with pytest.raises(ValidationError, match="number"):
+        draft(100, number="")
+
+
 def test_paying_an_open_invoice_in_full():
     invoice = pay(open_invoice(1000), at=LATER)
     assert invoice.status is InvoiceStatus.PAID
