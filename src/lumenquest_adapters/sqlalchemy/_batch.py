@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.util import find_tables
 
 from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow
-from lumenquest_adapters.sqlalchemy._mapping import json_encoder, plain_json
+from lumenquest_adapters.sqlalchemy._mapping import DOMAIN_JSON_COLUMNS, json_encoder, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
     array_literals,
     array_parameters,
@@ -37,6 +37,7 @@ from lumenquest_adapters.sqlalchemy._raw import (
     copy_values,
     driver_cursor,
     insert_sql,
+    json_rows,
     kept_cursor,
     reraise,
     update_sql,
@@ -280,12 +281,17 @@ def send_pipelined(connection: Connection, writes: list[Write], number: int | No
     assert isinstance(driver, psycopg.Connection)
     statement = f"SAVEPOINT {_SAVEPOINT}"
     cursor = kept_cursor(connection)
+    combined = _combined(connection, inserts, updates, number)
     try:
         try:
             with driver.pipeline():
                 # Savepoints are not worth preparing: psycopg would after 5 uses.
                 cursor.execute(statement, prepare=False)
-                if number is not None:
+                if combined is not None:
+                    for statement, params in combined:
+                        cursor.execute(statement, params)
+                    inserts = updates = []  # all sent
+                elif number is not None:
                     statement = _COUNTER
                     cursor.execute(statement, (number,))
                 for (table, columns), rows in inserts:
@@ -305,6 +311,102 @@ def send_pipelined(connection: Connection, writes: list[Write], number: int | No
     except psycopg.Error as exc:
         reraise(connection, statement, exc)
     return True
+
+
+def _combined(
+    connection: Connection, inserts: _Inserts, updates: _Updates, number: int | None
+) -> list[tuple[str, list[Any]]] | None:
+    """Return the whole flush as one or two statements and their parameters, if it can be.
+
+    Each insert and update is a data-modifying ``WITH`` part taking its rows as one JSON
+    parameter (``jsonb_populate_recordset``): psycopg's own work per statement and per
+    parameter was most of a small flush's cost, and the text is the same for every
+    flush of the same tables and columns, so the server prepares it. Foreign keys are
+    checked at commit, so the order of the parts does not matter; but a part sees no row
+    another part of its statement writes, so the rows whose row-level security checks
+    a parent (see ``_CHECKED_AGAINST``) go in a second statement when their parent table
+    takes rows too. None (send them one by one) when a column's values cannot go as JSON
+    here, or an update's row is inserted or updated again in this flush.
+    """
+    inserted = {table.name for (table, _columns), _rows in inserts}
+    late = {child for child, parent in _CHECKED_AGAINST.items() if parent in inserted}
+    waves: tuple[list[Any], list[Any]] = ([] if number is None else [number], [])
+    shapes: tuple[list[Any], list[Any]] = ([], [])
+    for (table, columns), rows in inserts:
+        write = json_rows(connection, table, columns)
+        if write is None:
+            return None
+        wave = table.name in late
+        waves[wave].append(write(rows))
+        shapes[wave].append((table, columns))
+    touched: set[tuple[sa.Table, str, Any]] = set()  # the rows updated: table, key, value
+    for table, (key, columns), rows in updates:
+        write = json_rows(connection, table, columns)
+        if write is None:
+            return None
+        for row in rows:
+            updated = (table, key, row[key])
+            if updated in touched:
+                return None
+            touched.add(updated)
+        wave = table.name in late
+        waves[wave].append(write(rows))
+        shapes[wave].append((table, key, columns))
+    if touched:
+        for (table, _columns), rows in inserts:
+            for key in {key for (updated, key, _value) in touched if updated is table}:
+                if any((table, key, row.get(key)) in touched for row in rows):
+                    return None
+    dialect = connection.dialect
+    return [
+        (_combined_text(dialect, tuple(shape), wave == 0 and number is not None), params)
+        for wave, (shape, params) in enumerate(zip(shapes, waves, strict=True))
+        if shape or params
+    ]
+
+
+# Tables whose row-level security policy checks the row's parent (an EXISTS on it,
+# migration 0002): a parent written in the same statement is not seen yet.
+_CHECKED_AGAINST = {
+    "invoice_lines": "invoices",
+    "refunds": "invoices",
+    "usage_records": "subscriptions",
+}
+
+
+@functools.cache
+def _combined_text(dialect: Dialect, groups: tuple[tuple[Any, ...], ...], counter: bool) -> str:
+    """``WITH w0 AS (…), … last``: the counter, then each group's insert or update."""
+    preparer = dialect.identifier_preparer
+    parts = [_COUNTER.replace("%s", "%s::BIGINT")] if counter else []
+    for table, *shape in groups:
+        name = preparer.format_table(table)
+        rows = f"jsonb_populate_recordset(NULL::{name}, %s::JSONB) AS v"
+        domain_json = DOMAIN_JSON_COLUMNS.get(str(table.name), ())
+
+        def value(column: str, domain_json: tuple[str, ...] = domain_json) -> str:
+            quoted = preparer.quote(column)
+            # A history table's data comes as its JSON text, a JSON string: parsed here.
+            return f"(v.{quoted} #>> '{{}}')::JSONB" if column in domain_json else f"v.{quoted}"
+
+        if len(shape) == 1:
+            (columns,) = shape
+            names = ", ".join(preparer.quote(column) for column in columns)
+            values = ", ".join(value(column) for column in columns)
+            parts.append(f"INSERT INTO {name} ({names}) SELECT {values} FROM {rows}")
+            continue
+        key, columns = shape
+        assignments = ", ".join(
+            f"{preparer.quote(column)} = {value(column)}" for column in columns if column != key
+        )
+        quoted_key = preparer.quote(key)
+        parts.append(
+            f"UPDATE {name} AS t SET {assignments} FROM {rows} WHERE t.{quoted_key} = v.{quoted_key}"
+        )
+    *first, last = parts
+    if not first:
+        return last
+    return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(first)) + " " + last
 
 
 def _send_updates(

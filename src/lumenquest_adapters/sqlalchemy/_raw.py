@@ -50,6 +50,7 @@ __all__ = [
     "insert_many",
     "insert_new",
     "insert_sql",
+    "json_rows",
     "kept_cursor",
     "reraise",
     "select_by_key",
@@ -650,6 +651,62 @@ def _array_builder(
         ]
 
     return literals
+
+
+def json_rows(
+    connection: Connection, table: sa.Table, columns: tuple[str, ...]
+) -> Callable[[Sequence[dict[str, Any]]], str] | None:
+    """Return a function giving rows' values of ``columns`` as one JSON array of objects.
+
+    For ``jsonb_populate_recordset``: one parameter carries a table's rows, encoded by
+    the C encoder, where a parameter per value costs the driver a Python call each.
+    Instants go as ISO 8601 (checked and made UTC as the column type does), a history
+    table's data as its JSON text (a string: the statement parses it). None when a
+    column's type is not one written here, or the engine has a JSON serializer of its own.
+    """
+    return _json_row_writer(connection.dialect, table, columns)
+
+
+@functools.cache
+def _json_row_writer(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...]
+) -> Callable[[Sequence[dict[str, Any]]], str] | None:
+    if dialect._json_serializer not in (None, json_dumps):
+        return None
+    domain_json = DOMAIN_JSON_COLUMNS.get(str(table.name), ())
+    instants: list[tuple[str, Callable[[Any], Any]]] = []
+    texts: list[str] = []  # history data, as its JSON text
+    for name in columns:
+        type_ = table.c[name].type
+        if isinstance(type_, UTCDateTime):
+            instants.append((name, functools.partial(type_.process_bind_param, dialect=dialect)))
+        elif name in domain_json:
+            texts.append(name)
+        elif not isinstance(
+            type_.dialect_impl(dialect), sa.JSON | sa.String | sa.Integer | sa.Boolean
+        ):
+            return None
+    if not instants and not texts:
+        return json_dumps
+
+    def write(rows: Sequence[dict[str, Any]]) -> str:
+        converted = []
+        for row in rows:
+            values = row.copy()
+            for name, check in instants:
+                value = values[name]
+                if value is not None:
+                    if value.tzinfo is not UTC:  # else the type returns it as is
+                        value = check(value)
+                    values[name] = value.isoformat()
+            for name in texts:
+                value = values[name]
+                if value is not None and type(value) is not str:
+                    values[name] = json_dumps(value)
+            converted.append(values)
+        return json_dumps(converted)
+
+    return write
 
 
 def text_array(values: Sequence[str]) -> str:
