@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.util import find_tables
 
 from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow
-from lumenquest_adapters.sqlalchemy._mapping import DOMAIN_JSON_COLUMNS, json_encoder, plain_json
+from lumenquest_adapters.sqlalchemy._mapping import json_encoder, plain_json
 from lumenquest_adapters.sqlalchemy._raw import (
     array_literals,
     array_parameters,
@@ -382,22 +382,18 @@ def _combined_text(dialect: Dialect, groups: tuple[tuple[Any, ...], ...], counte
     for table, *shape in groups:
         name = preparer.format_table(table)
         rows = f"jsonb_populate_recordset(NULL::{name}, %s::JSONB) AS v"
-        domain_json = DOMAIN_JSON_COLUMNS.get(str(table.name), ())
-
-        def value(column: str, domain_json: tuple[str, ...] = domain_json) -> str:
-            quoted = preparer.quote(column)
-            # A history table's data comes as its JSON text, a JSON string: parsed here.
-            return f"(v.{quoted} #>> '{{}}')::JSONB" if column in domain_json else f"v.{quoted}"
-
         if len(shape) == 1:
             (columns,) = shape
             names = ", ".join(preparer.quote(column) for column in columns)
-            values = ", ".join(value(column) for column in columns)
+            values = ", ".join(f"v.{preparer.quote(column)}" for column in columns)
             parts.append(f"INSERT INTO {name} ({names}) SELECT {values} FROM {rows}")
             continue
         key, columns = shape
         assignments = ", ".join(
-            f"{preparer.quote(column)} = {value(column)}" for column in columns if column != key
+            f"{quoted} = v.{quoted}"
+            for column in columns
+            if column != key
+            for quoted in (preparer.quote(column),)
         )
         quoted_key = preparer.quote(key)
         parts.append(

@@ -580,6 +580,7 @@ def _binder(
 # few instants (the run's, the periods' bounds) over and over. Bounded: emptied when full.
 _INSTANT_TEXTS: dict[datetime, str] = {}
 _ARRAY_INSTANTS: dict[datetime, str] = {}  # the same, as array elements (quoted ISO 8601)
+_JSON_INSTANTS: dict[datetime, str] = {}  # the same, as JSON rows take them (ISO 8601)
 _INSTANT_TEXTS_KEPT = 4096
 
 
@@ -660,8 +661,7 @@ def json_rows(
 
     For ``jsonb_populate_recordset``: one parameter carries a table's rows, encoded by
     the C encoder, where a parameter per value costs the driver a Python call each.
-    Instants go as ISO 8601 (checked and made UTC as the column type does), a history
-    table's data as its JSON text (a string: the statement parses it). None when a
+    Instants go as ISO 8601 (checked and made UTC as the column type does). None when a
     column's type is not one written here, or the engine has a JSON serializer of its own.
     """
     return _json_row_writer(connection.dialect, table, columns)
@@ -675,22 +675,23 @@ def _json_row_writer(
         return None
     domain_json = DOMAIN_JSON_COLUMNS.get(str(table.name), ())
     instants: list[tuple[str, Callable[[Any], Any]]] = []
-    texts: list[str] = []  # history data, as its JSON text
+    texts: list[tuple[str, str]] = []  # history data: (column, its JSON key and colon)
     for name in columns:
         type_ = table.c[name].type
         if isinstance(type_, UTCDateTime):
             instants.append((name, functools.partial(type_.process_bind_param, dialect=dialect)))
         elif name in domain_json:
-            texts.append(name)
+            texts.append((name, ", " + json_dumps(name) + ": "))
         elif not isinstance(
             type_.dialect_impl(dialect), sa.JSON | sa.String | sa.Integer | sa.Boolean
         ):
             return None
     if not instants and not texts:
         return json_dumps
+    memo = _JSON_INSTANTS
 
     def write(rows: Sequence[dict[str, Any]]) -> str:
-        converted = []
+        encoded = []
         for row in rows:
             values = row.copy()
             for name, check in instants:
@@ -698,13 +699,26 @@ def _json_row_writer(
                 if value is not None:
                     if value.tzinfo is not UTC:  # else the type returns it as is
                         value = check(value)
-                    values[name] = value.isoformat()
-            for name in texts:
-                value = values[name]
-                if value is not None and type(value) is not str:
-                    values[name] = json_dumps(value)
-            converted.append(values)
-        return json_dumps(converted)
+                    # A memo, as for COPY: a flush's rows repeat its instant.
+                    text = memo.get(value)
+                    if text is None:
+                        if len(memo) >= _INSTANT_TEXTS_KEPT:
+                            memo.clear()
+                        text = memo[value] = value.isoformat()
+                    values[name] = text
+            if not texts:
+                encoded.append(json_dumps(values))
+                continue
+            # History data is JSON text already (domain_json_text): spliced in as it is,
+            # not escaped as a string and parsed twice (callgrind: 240,000 instructions
+            # a paid subscribe). The text is the encoder's own, never a client's.
+            spliced = [
+                key + ("null" if (value := values.pop(name)) is None else domain_json_text(value))
+                for name, key in texts
+            ]
+            text = json_dumps(values)
+            encoded.append(text[:-1] + "".join(spliced) + "}")
+        return "[" + ", ".join(encoded) + "]"
 
     return write
 
