@@ -290,18 +290,18 @@ def send_pipelined(connection: Connection, writes: list[Write], number: int | No
                 if combined is not None:
                     for statement, params in combined:
                         cursor.execute(statement, params)
-                    inserts = updates = []  # all sent
-                elif number is not None:
-                    statement = _COUNTER
-                    cursor.execute(statement, (number,))
-                for (table, columns), rows in inserts:
-                    statement = insert_sql(connection, table, columns)
-                    bound = bound_values(connection, table, columns)
-                    cursor.executemany(statement, [bound(row) for row in rows])
-                for table, (key, columns), rows in updates:
-                    statement = update_sql(connection, table, key, columns)
-                    bound = bound_values(connection, table, columns)
-                    cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
+                else:
+                    if number is not None:
+                        statement = _COUNTER
+                        cursor.execute(statement, (number,))
+                    for (table, columns), rows in inserts:
+                        statement = insert_sql(connection, table, columns)
+                        bound = bound_values(connection, table, columns)
+                        cursor.executemany(statement, [bound(row) for row in rows])
+                    for table, (key, columns), rows in updates:
+                        statement = update_sql(connection, table, key, columns)
+                        bound = bound_values(connection, table, columns)
+                        cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
                 statement = f"RELEASE SAVEPOINT {_SAVEPOINT}"
                 cursor.execute(statement, prepare=False)
         except psycopg.IntegrityError:
