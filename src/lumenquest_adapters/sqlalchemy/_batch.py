@@ -268,11 +268,17 @@ def pipelines(connection: Connection, writes: list[Write]) -> bool:
     return True
 
 
-def send_pipelined(connection: Connection, writes: list[Write], number: int | None) -> bool:
+def send_pipelined(
+    connection: Connection, writes: list[Write], number: int | None, *, commit: bool = False
+) -> bool:
     """Send writes (and the invoice counter's ``number``) in one pipeline, in a savepoint.
 
     Return False when a constraint broke: everything was rolled back to the savepoint,
     and the transaction is usable again. Other errors raise as SQLAlchemy's would.
+    ``commit``: the pipeline ends with ``COMMIT``, not the savepoint's release (a round
+    trip fewer); should the writes break a constraint, it is not run, and when the
+    ``COMMIT`` itself fails (a deferred foreign key) its error raises, the transaction
+    rolled back whole by the server.
     """
     import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
 
@@ -302,9 +308,12 @@ def send_pipelined(connection: Connection, writes: list[Write], number: int | No
                         statement = update_sql(connection, table, key, columns)
                         bound = bound_values(connection, table, columns)
                         cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
-                statement = f"RELEASE SAVEPOINT {_SAVEPOINT}"
+                statement = "COMMIT" if commit else f"RELEASE SAVEPOINT {_SAVEPOINT}"
                 cursor.execute(statement, prepare=False)
         except psycopg.IntegrityError:
+            if driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                statement = "COMMIT"
+                raise  # the COMMIT failed: no transaction left to roll back to the savepoint
             statement = f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}"
             cursor.execute(statement, prepare=False)
             return False

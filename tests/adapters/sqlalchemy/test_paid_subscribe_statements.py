@@ -68,9 +68,10 @@ def test_a_paid_subscribe_sends_its_known_statements(
     # WITH of an INSERT per table, then the invoice's line, whose row-level security
     # looks for its invoice) in a savepoint, in one pipeline; the settlement locks the
     # payment and reads its invoice, its subscription and whether that has other open
-    # invoices in one statement, then sends its 10 rows as one. BEGIN (with the
-    # identity) and COMMIT go through psycopg's connection, not a cursor: 2 of each, not
+    # invoices in one statement, then sends its 10 rows as one. Each pipeline ends with
+    # the COMMIT (no savepoint's release), which psycopg's connection then need not
+    # send. BEGIN (with the identity) goes through the connection, not a cursor: not
     # counted here; nor is the pool's pre-ping (";"), a setting of the engine.
-    subscription = ["SELECT", "UPDATE", "SAVEPOINT", "WITH", "INSERT", "RELEASE"]
-    settlement = ["SELECT", "SAVEPOINT", "WITH", "RELEASE"]
+    subscription = ["SELECT", "UPDATE", "SAVEPOINT", "WITH", "INSERT", "COMMIT"]
+    settlement = ["SELECT", "SAVEPOINT", "WITH", "COMMIT"]
     assert [word for word in sent if word != ";"] == subscription + settlement
