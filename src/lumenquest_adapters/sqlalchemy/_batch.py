@@ -8,9 +8,12 @@ Queued inserts go first, parents before children, then the updates in the order 
 were made. The invoice-number counter, locked by the first number taken, is written once.
 
 On PostgreSQL a flush of few rows (a request's, a settlement's) goes as one pipeline:
-the savepoint, the counter, every insert and update and the release travel together and
-cost one network round trip, where ``COPY`` costs two per table. Larger flushes (a
-billing run's) keep ``COPY``, which a pipeline cannot carry.
+the savepoint, the counter, every insert and update and the release (at commit, the
+``COMMIT``) travel together and cost one network round trip, where ``COPY`` costs two
+per table. Its writes are one statement, a ``WITH`` of an ``INSERT`` or ``UPDATE`` per
+table taking that table's rows as one JSON parameter (two statements when a row whose
+row-level security reads its parent comes with that parent). Larger flushes (a billing
+run's) keep ``COPY``, which a pipeline cannot carry.
 
 Should the bulk statements break a constraint, they are rolled back to a savepoint and
 replayed one by one, so that the error is the very Conflict the unbatched write would
@@ -383,7 +386,8 @@ _CHECKED_AGAINST = {
 }
 
 
-@functools.cache
+# Bounded: an update's columns are those that changed, so shapes combine across tables.
+@functools.lru_cache(maxsize=1024)
 def _combined_text(dialect: Dialect, groups: tuple[tuple[Any, ...], ...], counter: bool) -> str:
     """``WITH w0 AS (…), … last``: the counter, then each group's insert or update."""
     preparer = dialect.identifier_preparer
