@@ -79,11 +79,12 @@ def count_statements() -> dict[str, int]:
         name = getattr(gen, "__name__", "")
         idle = self.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
         # A pipeline's exchanges are counted once, at its end; entering one sends nothing,
-        # nor does a rollback (the pool's reset) of a connection not in a transaction.
+        # nor does a rollback (the pool's reset) or a commit (after a pipeline that
+        # committed) of a connection not in a transaction.
         if (
             self.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
             and name != "_enter_gen"
-            and not (name == "_rollback_gen" and idle)
+            and not (name in ("_rollback_gen", "_commit_gen") and idle)
         ):
             add("round_trips", 1, gen)
         return wait(self, gen, *args, **kw)

@@ -306,7 +306,7 @@ class SqlAlchemyUnitOfWork:
             self._end(lambda: None)
             return
         try:
-            self.flush()
+            self.flush(commit=True)  # a pipelined flush commits too: then this sends nothing
             self._end(connection.commit)
         except BaseException:
             # A failed COMMIT leaves SQLAlchemy's transaction open but unusable, and
@@ -585,8 +585,11 @@ class SqlAlchemyUnitOfWork:
         invoice_repository.load(invoices, known=known_invoices)
         invoice_repository.note_pending_lines(pending_lines_of)
 
-    def flush(self) -> None:
-        """Send the queued writes, in bulk; a broken constraint raises the unbatched Conflict."""
+    def flush(self, *, commit: bool = False) -> None:
+        """Send the queued writes, in bulk; a broken constraint raises the unbatched Conflict.
+
+        ``commit``: a flush sent as one pipeline ends with the ``COMMIT`` (one round trip).
+        """
         batch = self.batch
         if batch is None or not batch.holds_writes():
             return
@@ -595,7 +598,7 @@ class SqlAlchemyUnitOfWork:
         with translated(metadata):
             if writes and pipelines(connection, writes):
                 number = None if batch.number == batch.number_written else batch.number
-                sent = send_pipelined(connection, writes, number)
+                sent = send_pipelined(connection, writes, number, commit=commit)
                 self._write_locked = True
                 if sent:
                     batch.number_written = batch.number

@@ -134,6 +134,10 @@ def _lock_wait_seen(engine: Engine, holder: sa.Connection, seconds: float = 10.0
             ).scalar_one()
             if blocked:
                 return True
+            # A transaction reads pg_stat_activity once, at its first look: end it, or
+            # a first poll before the wait began would never see it (a failure, then a
+            # teardown stuck behind the holder's lock).
+            watcher.rollback()
             threading.Event().wait(0.01)  # a poll for the condition, not a timing
     return False
 

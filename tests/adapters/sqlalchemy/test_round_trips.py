@@ -17,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, upgrade
-from lumenquest_adapters.testing.samples import customer, invoice
+from lumenquest_adapters.testing.samples import customer, invoice, subscription
 from lumenquest_core.errors import Conflict, NotFound, ValidationError
 from lumenquest_core.invoicing import InvoiceStatus
 
@@ -80,6 +80,27 @@ def test_a_conflict_at_commit_keeps_nothing_of_the_batch(engine: Engine) -> None
         assert [c.id for c in uow.customers.list()] == ["cus_1"]
         assert uow.customers.get("cus_1").name == "Ada"
         assert uow.invoices.next_number() == number  # the counter did not move either
+
+
+def test_a_foreign_key_broken_at_commit_raises_typed_and_keeps_nothing(engine: Engine) -> None:
+    # Foreign keys are checked at COMMIT, which on PostgreSQL ends the flush's pipeline:
+    # its failure is the same Conflict, and the server has rolled back all of it.
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.prepare_batch()
+        number = uow.invoices.next_number()
+        uow.customers.add(customer("cus_2"))
+        uow.subscriptions.add(subscription("sub_1", customer_id="cus_9"))  # no such customer
+        with pytest.raises(Conflict) as raised:
+            uow.commit()
+        uow.rollback()  # nothing left to roll back: a no-op, not an error
+    assert raised.value.code == "CONFLICT"
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        assert [c.id for c in uow.customers.list()] == ["cus_1"]
+        assert uow.invoices.next_number() == number  # the counter did not move either
+        uow.customers.add(customer("cus_3"))  # the pooled connection is sound
+        uow.commit()
+    with SqlAlchemyUnitOfWork(engine) as uow:
+        assert [c.id for c in uow.customers.list()] == ["cus_1", "cus_3"]
 
 
 @pytest.mark.parametrize("count", [3, 250])  # one pipeline; COPY past the pipeline's size
