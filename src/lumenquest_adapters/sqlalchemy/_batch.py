@@ -8,12 +8,9 @@ Queued inserts go first, parents before children, then the updates in the order 
 were made. The invoice-number counter, locked by the first number taken, is written once.
 
 On PostgreSQL a flush of few rows (a request's, a settlement's) goes as one pipeline:
-the savepoint, the counter, every insert and update and the release (at commit, the
-``COMMIT``) travel together and cost one network round trip, where ``COPY`` costs two
-per table. Its writes are one statement, a ``WITH`` of an ``INSERT`` or ``UPDATE`` per
-table taking that table's rows as one JSON parameter (two statements when a row whose
-row-level security reads its parent comes with that parent). Larger flushes (a billing
-run's) keep ``COPY``, which a pipeline cannot carry.
+the savepoint, the counter, every insert and update and the release travel together and
+cost one network round trip, where ``COPY`` costs two per table. Larger flushes (a
+billing run's) keep ``COPY``, which a pipeline cannot carry.
 
 Should the bulk statements break a constraint, they are rolled back to a savepoint and
 replayed one by one, so that the error is the very Conflict the unbatched write would
@@ -40,7 +37,6 @@ from lumenquest_adapters.sqlalchemy._raw import (
     copy_values,
     driver_cursor,
     insert_sql,
-    json_rows,
     kept_cursor,
     reraise,
     update_sql,
@@ -348,27 +344,22 @@ def send_pipelined(
     assert isinstance(driver, psycopg.Connection)
     statement = f"SAVEPOINT {_SAVEPOINT}"
     cursor = kept_cursor(connection)
-    combined = _combined(connection, inserts, updates, number)
     try:
         try:
             with driver.pipeline():
                 # Savepoints are not worth preparing: psycopg would after 5 uses.
                 cursor.execute(statement, prepare=False)
-                if combined is not None:
-                    for statement, params in combined:
-                        cursor.execute(statement, params)
-                else:
-                    if number is not None:
-                        statement = _COUNTER
-                        cursor.execute(statement, (number,))
-                    for (table, columns), rows in inserts:
-                        statement = insert_sql(connection, table, columns)
-                        bound = bound_values(connection, table, columns)
-                        cursor.executemany(statement, [bound(row) for row in rows])
-                    for table, (key, columns), rows in updates:
-                        statement = update_sql(connection, table, key, columns)
-                        bound = bound_values(connection, table, columns)
-                        cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
+                if number is not None:
+                    statement = _COUNTER
+                    cursor.execute(statement, (number,))
+                for (table, columns), rows in inserts:
+                    statement = insert_sql(connection, table, columns)
+                    bound = bound_values(connection, table, columns)
+                    cursor.executemany(statement, [bound(row) for row in rows])
+                for table, (key, columns), rows in updates:
+                    statement = update_sql(connection, table, key, columns)
+                    bound = bound_values(connection, table, columns)
+                    cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
                 statement = "COMMIT" if commit else f"RELEASE SAVEPOINT {_SAVEPOINT}"
                 cursor.execute(statement, prepare=False)
         except psycopg.IntegrityError:
@@ -381,99 +372,6 @@ def send_pipelined(
     except psycopg.Error as exc:
         reraise(connection, statement, exc)
     return True
-
-
-def _combined(
-    connection: Connection, inserts: _Inserts, updates: _Updates, number: int | None
-) -> list[tuple[str, list[Any]]] | None:
-    """Return the whole flush as one or two statements and their parameters, if it can be.
-
-    Each insert and update is a data-modifying ``WITH`` part taking its rows as one JSON
-    parameter (``jsonb_populate_recordset``): psycopg's own work per statement and per
-    parameter was most of a small flush's cost, and the text is the same for every
-    flush of the same tables and columns, so the server prepares it. Foreign keys are
-    checked at commit, so the order of the parts does not matter; but a part sees no row
-    another part of its statement writes, so the rows whose row-level security checks
-    a parent (see ``_CHECKED_AGAINST``) go in a second statement when their parent table
-    takes rows too. None (send them one by one) when a column's values cannot go as JSON
-    here, or an update's row is inserted or updated again in this flush.
-    """
-    inserted = {table.name for (table, _columns), _rows in inserts}
-    late = {child for child, parent in _CHECKED_AGAINST.items() if parent in inserted}
-    waves: tuple[list[Any], list[Any]] = ([] if number is None else [number], [])
-    shapes: tuple[list[Any], list[Any]] = ([], [])
-    for (table, columns), rows in inserts:
-        write = json_rows(connection, table, columns)
-        if write is None:
-            return None
-        wave = table.name in late
-        waves[wave].append(write(rows))
-        shapes[wave].append((table, columns))
-    touched: set[tuple[sa.Table, str, Any]] = set()  # the rows updated: table, key, value
-    for table, (key, columns), rows in updates:
-        write = json_rows(connection, table, columns)
-        if write is None:
-            return None
-        for row in rows:
-            updated = (table, key, row[key])
-            if updated in touched:
-                return None
-            touched.add(updated)
-        wave = table.name in late
-        waves[wave].append(write(rows))
-        shapes[wave].append((table, key, columns))
-    if touched:
-        for (table, _columns), rows in inserts:
-            for key in {key for (updated, key, _value) in touched if updated is table}:
-                if any((table, key, row.get(key)) in touched for row in rows):
-                    return None
-    dialect = connection.dialect
-    return [
-        (_combined_text(dialect, tuple(shape), wave == 0 and number is not None), params)
-        for wave, (shape, params) in enumerate(zip(shapes, waves, strict=True))
-        if shape or params
-    ]
-
-
-# Tables whose row-level security policy checks the row's parent (an EXISTS on it,
-# migration 0002): a parent written in the same statement is not seen yet.
-_CHECKED_AGAINST = {
-    "invoice_lines": "invoices",
-    "refunds": "invoices",
-    "usage_records": "subscriptions",
-}
-
-
-# Bounded: an update's columns are those that changed, so shapes combine across tables.
-@functools.lru_cache(maxsize=1024)
-def _combined_text(dialect: Dialect, groups: tuple[tuple[Any, ...], ...], counter: bool) -> str:
-    """``WITH w0 AS (…), … last``: the counter, then each group's insert or update."""
-    preparer = dialect.identifier_preparer
-    parts = [_COUNTER.replace("%s", "%s::BIGINT")] if counter else []
-    for table, *shape in groups:
-        name = preparer.format_table(table)
-        rows = f"jsonb_populate_recordset(NULL::{name}, %s::JSONB) AS v"
-        if len(shape) == 1:
-            (columns,) = shape
-            names = ", ".join(preparer.quote(column) for column in columns)
-            values = ", ".join(f"v.{preparer.quote(column)}" for column in columns)
-            parts.append(f"INSERT INTO {name} ({names}) SELECT {values} FROM {rows}")
-            continue
-        key, columns = shape
-        assignments = ", ".join(
-            f"{quoted} = v.{quoted}"
-            for column in columns
-            if column != key
-            for quoted in (preparer.quote(column),)
-        )
-        quoted_key = preparer.quote(key)
-        parts.append(
-            f"UPDATE {name} AS t SET {assignments} FROM {rows} WHERE t.{quoted_key} = v.{quoted_key}"
-        )
-    *first, last = parts
-    if not first:
-        return last
-    return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(first)) + " " + last
 
 
 def _send_updates(

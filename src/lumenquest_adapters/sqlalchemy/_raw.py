@@ -51,7 +51,6 @@ __all__ = [
     "insert_many",
     "insert_new",
     "insert_sql",
-    "json_rows",
     "kept_cursor",
     "reraise",
     "select_by_key",
@@ -596,7 +595,6 @@ def _binder(
 # few instants (the run's, the periods' bounds) over and over. Bounded: emptied when full.
 _INSTANT_TEXTS: dict[datetime, str] = {}
 _ARRAY_INSTANTS: dict[datetime, str] = {}  # the same, as array elements (quoted ISO 8601)
-_JSON_INSTANTS: dict[datetime, str] = {}  # the same, as JSON rows take them (ISO 8601)
 _INSTANT_TEXTS_KEPT = 4096
 
 
@@ -668,75 +666,6 @@ def _array_builder(
         ]
 
     return literals
-
-
-def json_rows(
-    connection: Connection, table: sa.Table, columns: tuple[str, ...]
-) -> Callable[[Sequence[dict[str, Any]]], str] | None:
-    """Return a function giving rows' values of ``columns`` as one JSON array of objects.
-
-    For ``jsonb_populate_recordset``: one parameter carries a table's rows, encoded by
-    the C encoder, where a parameter per value costs the driver a Python call each.
-    Instants go as ISO 8601 (checked and made UTC as the column type does). None when a
-    column's type is not one written here, or the engine has a JSON serializer of its own.
-    """
-    return _json_row_writer(connection.dialect, table, columns)
-
-
-@functools.cache
-def _json_row_writer(
-    dialect: Dialect, table: sa.Table, columns: tuple[str, ...]
-) -> Callable[[Sequence[dict[str, Any]]], str] | None:
-    if dialect._json_serializer not in (None, json_dumps):
-        return None
-    domain_json = DOMAIN_JSON_COLUMNS.get(str(table.name), ())
-    instants: list[tuple[str, Callable[[Any], Any]]] = []
-    texts: list[tuple[str, str]] = []  # history data: (column, its JSON key and colon)
-    for name in columns:
-        type_ = table.c[name].type
-        if isinstance(type_, UTCDateTime):
-            instants.append((name, functools.partial(type_.process_bind_param, dialect=dialect)))
-        elif name in domain_json:
-            texts.append((name, ", " + json_dumps(name) + ": "))
-        elif not isinstance(
-            type_.dialect_impl(dialect), sa.JSON | sa.String | sa.Integer | sa.Boolean
-        ):
-            return None
-    if not instants and not texts:
-        return json_dumps
-    memo = _JSON_INSTANTS
-
-    def write(rows: Sequence[dict[str, Any]]) -> str:
-        encoded = []
-        for row in rows:
-            values = row.copy()
-            for name, check in instants:
-                value = values[name]
-                if value is not None:
-                    if value.tzinfo is not UTC:  # else the type returns it as is
-                        value = check(value)
-                    # A memo, as for COPY: a flush's rows repeat its instant.
-                    text = memo.get(value)
-                    if text is None:
-                        if len(memo) >= _INSTANT_TEXTS_KEPT:
-                            memo.clear()
-                        text = memo[value] = value.isoformat()
-                    values[name] = text
-            if not texts:
-                encoded.append(json_dumps(values))
-                continue
-            # History data is JSON text already (domain_json_text): spliced in as it is,
-            # not escaped as a string and parsed twice (callgrind: 240,000 instructions
-            # a paid subscribe). The text is the encoder's own, never a client's.
-            spliced = [
-                key + ("null" if (value := values.pop(name)) is None else domain_json_text(value))
-                for name, key in texts
-            ]
-            text = json_dumps(values)
-            encoded.append(text[:-1] + "".join(spliced) + "}")
-        return "[" + ", ".join(encoded) + "]"
-
-    return write
 
 
 def text_array(values: Sequence[str]) -> str:
