@@ -318,14 +318,17 @@ def price_from_row(row: Row) -> Price:
     if cached is not None and (cached[0] is row or cached[0] == row):
         return cached[1]
     price = _price_from_row(row)
-    _keep_price(dict(row), price)
+    _keep_price(row, price)
     return price
 
 
-def _keep_price(row: Row, price: Price) -> None:
+def _keep_price(row: Row, price: Price) -> Row:
+    """Keep a copy of ``row`` with plain str keys (same_json's quick walk needs them)."""
+    kept = {str(name): value for name, value in row.items()}
     if len(_PRICES) >= _PRICES_KEPT:
         _PRICES.clear()
-    _PRICES[price.id] = (row, price)
+    _PRICES[price.id] = (kept, price)
+    return kept
 
 
 def shared_price_json(value: Row) -> Row:
@@ -337,10 +340,8 @@ def shared_price_json(value: Row) -> Row:
     not the same). Nothing changes the dicts of a read row.
     """
     cached = _PRICES.get(value["id"])
-    if cached is None:
-        kept = dict(value)
-        _keep_price(kept, _price_from_row(value))  # with its Price, for the rows that follow
-        return kept
+    if cached is None:  # kept, with its Price, for the rows that follow
+        return _keep_price(value, _price_from_row(value))
     if cached[0] is value or (cached[0] == value and same_json(cached[0], value)):
         return cached[0]
     return value
@@ -351,9 +352,7 @@ def price_snapshot(price: Price) -> Row:
     cached = _PRICES.get(price.id)
     if cached is not None and cached[1] is price:
         return cached[0]
-    row = price_row(price)
-    _keep_price(row, price)
-    return row
+    return _keep_price(price_row(price), price)
 
 
 def _price_from_row(row: Row) -> Price:

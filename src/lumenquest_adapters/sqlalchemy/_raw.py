@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -488,20 +489,23 @@ def _row_maker(
     dialect: Dialect, table: sa.Table, oids: tuple[int, ...]
 ) -> Callable[[Sequence[Any]], dict[str, Any]]:
     """Return a function making a row's mapping, each value through its type's result processing."""
-    names = tuple(column.name for column in table.c)
+    # Plain str keys: a Column's name is SQLAlchemy's quoted_name, a str subclass the
+    # garbage collector tracks, so every row keyed by it was followed through each of
+    # the collector's passes while a batch held it (and compared as JSON the slow way).
+    names = tuple(sys.intern(str(column.name)) for column in table.c)
     processed: list[tuple[str, Callable[[Any], Any]]] = []
-    for column, oid in zip(table.c, oids, strict=True):
+    for name, column, oid in zip(names, table.c, oids, strict=True):
         if isinstance(column.type, UTCDateTime):
             # psycopg hands timestamptz back aware, in the session's zone: to UTC, without
             # the type's two Python calls per value (a billing run reads thousands).
-            processed.append((column.name, _TO_UTC))
+            processed.append((name, _TO_UTC))
             continue
         process: Callable[[Any], Any] | None = column.type._cached_result_processor(dialect, oid)
-        shared = _SHARED_JSON.get((table.name, column.name))
+        shared = _SHARED_JSON.get((table.name, name))
         if shared is not None:
             process = shared if process is None else _then(process, shared)
         if process is not None:
-            processed.append((column.name, process))
+            processed.append((name, process))
 
     def make(row: Sequence[Any]) -> dict[str, Any]:
         mapping = dict(zip(names, row, strict=True))

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import pytest
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import quoted_name
 
 from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, upgrade
 from lumenquest_adapters.sqlalchemy._mapping import (
@@ -91,6 +92,10 @@ def test_claimed_subscriptions_of_one_price_share_its_json_and_renew_without_it(
         claimed = uow.subscriptions.claim_due(T0 + timedelta(days=40), limit=10)
         assert [sub.id for sub in claimed] == ["sub_1", "sub_2", "sub_3"]
         rows = [uow.claimed[sub.id][1] for sub in claimed]
+        # Keyed by plain str, not SQLAlchemy's quoted_name (which the collector tracks,
+        # and which made every JSON comparison take the slow, canonical-text way).
+        assert {type(name) for row in rows for name in row} == {str}
+        assert {type(name) for name in rows[0]["price"]} == {str}
         assert rows[0]["price"] is rows[1]["price"] is rows[2]["price"]
         assert claimed[0].price is claimed[1].price
         uow.prepare_batch(subscriptions=[sub.id for sub in claimed])
@@ -185,3 +190,6 @@ def test_a_price_json_is_shared_only_when_it_is_the_very_same() -> None:
     assert shared_price_json({**same, "unit_amount": 1000.0}) is not kept
     assert shared_price_json({**same, "active": 1}) is not kept
     assert price_snapshot(price_from_row(same)) is kept
+    # A row keyed by quoted_name (as SQLAlchemy names columns) is kept with str keys.
+    quoted = {quoted_name(name, None): value for name, value in price_row(price("q")).items()}
+    assert {type(name) for name in shared_price_json(quoted)} == {str}
