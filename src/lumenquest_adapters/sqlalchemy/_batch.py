@@ -56,11 +56,11 @@ __all__ = [
 ]
 
 # Parents before children, so that a bulk insert never waits for its foreign key's row.
-_RANK = {str(table.name): rank for rank, table in enumerate(metadata.sorted_tables)}
 TABLES: Mapping[str, sa.Table] = {
     sys.intern(str(table.name)): table for table in metadata.sorted_tables
 }
-"""Every table by its plain name, as a :class:`Write` names it."""
+"""Every table by its plain name, as a :class:`Write` names it, parents first."""
+_RANK = {name: rank for rank, name in enumerate(TABLES)}
 PLAIN_NAMES: Mapping[sa.Table, str] = {table: name for name, table in TABLES.items()}
 """Every table's plain name.
 
