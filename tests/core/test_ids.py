@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -13,13 +14,13 @@ from lumenquest_core.service import _time_ordered_id
 
 _SHAPE = re.compile(r"sub_[0-9a-f]{32}")
 _MILLISECONDS = st.integers(min_value=0, max_value=(1 << 48) - 1)
-_ENTROPY = st.binary(min_size=10, max_size=10)
+_ENTROPY = st.binary(min_size=10, max_size=10).map(bytes.hex)
 
 
 def test_an_id_is_the_prefix_and_32_hex_digits_and_never_repeats() -> None:
-    ids = [new_id("sub") for _ in range(2_000)]
+    ids = [new_id("sub") for _ in range(5_000)]  # past one block of drawn entropy
     assert all(_SHAPE.fullmatch(made) for made in ids)
-    assert len(set(ids)) == len(ids)
+    assert len({made[-20:] for made in ids}) == len(ids)
 
 
 def test_an_id_carries_the_millisecond_it_was_made() -> None:
@@ -31,7 +32,7 @@ def test_an_id_carries_the_millisecond_it_was_made() -> None:
 
 @given(_MILLISECONDS, _MILLISECONDS, _ENTROPY, _ENTROPY)
 def test_ids_of_later_milliseconds_sort_after_whatever_their_entropy(
-    first: int, second: int, first_entropy: bytes, second_entropy: bytes
+    first: int, second: int, first_entropy: str, second_entropy: str
 ) -> None:
     earlier, later = sorted((first, second))
     if earlier == later:
@@ -42,7 +43,22 @@ def test_ids_of_later_milliseconds_sort_after_whatever_their_entropy(
 
 
 @given(_MILLISECONDS, _ENTROPY)
-def test_the_last_20_digits_are_the_entropy(milliseconds: int, entropy: bytes) -> None:
+def test_an_id_is_its_milliseconds_then_its_entropy(milliseconds: int, entropy: str) -> None:
     made = _time_ordered_id("evt", milliseconds, entropy)
-    assert made == f"evt_{milliseconds:012x}{entropy.hex()}"
-    assert bytes.fromhex(made[-20:]) == entropy
+    assert made == f"evt_{milliseconds:012x}{entropy}"
+    assert int(made[4:16], 16) == milliseconds
+
+
+def test_a_forked_child_does_not_reuse_the_entropy_its_parent_will_use() -> None:
+    new_id("sub")  # the parent holds drawn entropy not yet used
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child, which coverage does not follow
+        os.write(writing, new_id("sub").encode())
+        os._exit(0)
+    os.close(writing)
+    os.waitpid(child, 0)
+    with os.fdopen(reading) as pipe:
+        childs = pipe.read()
+    assert _SHAPE.fullmatch(childs)
+    assert childs[-20:] != new_id("sub")[-20:]
