@@ -38,8 +38,10 @@ from lumenquest_core.subscriptions import Subscription, SubscriptionStatus
 __all__ = [
     "AnalyticsEvent",
     "AnalyticsRepository",
+    "AuditFields",
     "AuditLog",
     "Cache",
+    "ChangeFields",
     "Clock",
     "CouponRepository",
     "CreditNoteRepository",
@@ -49,6 +51,7 @@ __all__ = [
     "EmailDeliveryRepository",
     "EmailMessage",
     "EmailSender",
+    "HistoryWriter",
     "IdempotencyRecord",
     "IdempotencyStore",
     "InvoiceRepository",
@@ -514,6 +517,64 @@ class SubscriptionChangeRepository(Protocol):
 
     def trial_outcomes(self, period: Period, currency: str) -> Sequence[TrialOutcome]:
         """Return ``(plan_id, converted)`` of each change in ``[start, end)`` leaving ``trialing``."""
+        ...
+
+
+AuditFields = tuple[
+    str,  # id
+    str,  # actor
+    str,  # action
+    str,  # subject_type
+    str,  # subject_id
+    datetime,  # at
+    str | None,  # customer_id
+    Mapping[str, Any] | None,  # before
+    Mapping[str, Any] | None,  # after
+]
+"""An :class:`AuditEntry`'s fields, in its order, valid together and JSON-ready."""
+
+ChangeFields = tuple[
+    str,  # id
+    str,  # subscription_id
+    str,  # customer_id
+    str,  # kind
+    datetime,  # at
+    str | None,  # from_status
+    str,  # to_status
+    str | None,  # from_price_id
+    str,  # to_price_id
+    int | None,  # from_quantity
+    int,  # to_quantity
+    Money,  # mrr
+    str,  # plan_id
+    Mapping[str, Any],  # data
+]
+"""A :class:`SubscriptionChange`'s fields, in its order, valid together."""
+
+
+class HistoryWriter(Protocol):
+    """What a unit of work may also offer: a change's history rows written in one call.
+
+    Optional: ``Billing`` looks for ``add_history`` on its unit of work and, without
+    it, writes the same rows one by one through ``outbox``, ``audit_log`` and
+    ``subscription_changes``. The rows come as fields, not objects: a renewal writes
+    eight of them, and building each object only for a store to take it apart again
+    cost more than storing it.
+    """
+
+    def add_history(
+        self,
+        at: datetime,
+        messages: Sequence[tuple[str, DomainEvent]],
+        entry: AuditFields | None = None,
+        change: ChangeFields | None = None,
+    ) -> None:
+        """Store as ``outbox.add``, ``audit_log.add`` and ``subscription_changes.add`` would.
+
+        ``messages``: (id, event) pairs, each an undelivered ``OutboxMessage`` created
+        at ``at``, stored in this order; then the audit entry; then the change. A reused
+        id raises Conflict.
+        """
         ...
 
 

@@ -68,7 +68,9 @@ from lumenquest_core.payments import (
 from lumenquest_core.periods import BillingCycle, Interval, Period, aware, iso_text, period_at
 from lumenquest_core.ports import (
     AnalyticsEvent,
+    AuditFields,
     Cache,
+    ChangeFields,
     Clock,
     DeliveryStatus,
     EmailDelivery,
@@ -226,6 +228,47 @@ def _json_event(
             "data": MappingProxyType(data),
         },
     )
+
+
+_AUDIT_NAMES = tuple(field.name for field in attrs.fields(AuditEntry))
+_CHANGE_NAMES = tuple(field.name for field in attrs.fields(SubscriptionChange))
+
+
+def _write_history(
+    uow: UnitOfWork,
+    at: datetime,
+    messages: Sequence[tuple[str, DomainEvent]],
+    entry: AuditFields | None = None,
+    change: ChangeFields | None = None,
+) -> None:
+    """Store a change's outbox messages, audit entry and change row (see HistoryWriter)."""
+    # The optional port: one call, no object built per row. A store without it (the
+    # SQLAlchemy one) gets the same rows through its repositories.
+    add_history = getattr(uow, "add_history", None)
+    if add_history is not None:
+        add_history(at, messages, entry, change)
+        return
+    if messages:
+        add = uow.outbox.add
+        for message_id, event in messages:
+            add(
+                build_trusted(
+                    OutboxMessage,
+                    {
+                        "id": message_id,
+                        "event": event,
+                        "created_at": at,
+                        "delivered_at": None,
+                        "attempts": 0,
+                    },
+                )
+            )
+    if entry is not None:
+        uow.audit_log.add(build_trusted(AuditEntry, dict(zip(_AUDIT_NAMES, entry, strict=True))))
+    if change is not None:
+        uow.subscription_changes.add(
+            build_trusted(SubscriptionChange, dict(zip(_CHANGE_NAMES, change, strict=True)))
+        )
 
 
 def _subscriber(uow: UnitOfWork, customer_id: str) -> Customer:
@@ -429,20 +472,8 @@ class Billing:
         )
 
     def _emit(self, uow: UnitOfWork, events: Iterable[DomainEvent], at: datetime) -> None:
-        add, ids = uow.outbox.add, self._ids
-        for event in events:
-            add(
-                build_trusted(
-                    OutboxMessage,
-                    {
-                        "id": ids("evt"),
-                        "event": event,
-                        "created_at": at,
-                        "delivered_at": None,
-                        "attempts": 0,
-                    },
-                )
-            )
+        ids = self._ids
+        _write_history(uow, at, [(ids("evt"), event) for event in events])
 
     def _event(
         self, name: EventName, subject_id: str, customer_id: str, at: datetime, **data: Any
@@ -468,22 +499,45 @@ class Billing:
         if not json_ready:
             before = None if before is None else to_jsonable(before)
             after = None if after is None else to_jsonable(after)
-        uow.audit_log.add(
-            build_trusted(
-                AuditEntry,
-                {
-                    "id": self._ids("aud"),
-                    "actor": self.actor,
-                    "action": action,
-                    "subject_type": subject_type,
-                    "subject_id": subject_id,
-                    "at": at,
-                    "customer_id": customer_id,
-                    "before": before,
-                    "after": after,
-                },
-            )
+        entry = (
+            self._ids("aud"),
+            self.actor,
+            action,
+            subject_type,
+            subject_id,
+            at,
+            customer_id,
+            before,
+            after,
         )
+        _write_history(uow, at, (), entry)
+
+    def _emit_and_audit(
+        self,
+        uow: UnitOfWork,
+        at: datetime,
+        events: Iterable[DomainEvent],
+        action: str,
+        subject_type: str,
+        subject_id: str,
+        customer_id: str | None,
+        after: Mapping[str, Any],
+    ) -> None:
+        """``_emit`` then ``_audit`` (``after`` JSON data already), written in one call."""
+        ids = self._ids
+        messages = [(ids("evt"), event) for event in events]
+        entry = (
+            ids("aud"),
+            self.actor,
+            action,
+            subject_type,
+            subject_id,
+            at,
+            customer_id,
+            None,
+            after,
+        )
+        _write_history(uow, at, messages, entry)
 
     def _apply(
         self,
@@ -499,41 +553,40 @@ class Billing:
             uow.subscriptions.add(sub)
         else:
             uow.subscriptions.update(sub)
-        self._emit(uow, transition.events, at)
+        # Ids taken in the order the rows were written one by one: events, entry, change.
+        ids = self._ids
+        messages = [(ids("evt"), event) for event in transition.events]
         old = None if before is None else _snapshot(before)
         new = _snapshot(sub)
-        self._audit(
-            uow,
-            at,
+        sub_id, customer_id, price = sub.id, sub.customer_id, sub.price
+        entry = (
+            ids("aud"),
+            self.actor,
             f"subscription.{action}",
             "subscription",
-            sub.id,
-            customer_id=sub.customer_id,
-            before=old,
-            after=new,
-            json_ready=True,
+            sub_id,
+            at,
+            customer_id,
+            old,
+            new,
         )
-        uow.subscription_changes.add(
-            build_trusted(
-                SubscriptionChange,
-                {
-                    "id": self._ids("chg"),
-                    "subscription_id": sub.id,
-                    "customer_id": sub.customer_id,
-                    "kind": action,
-                    "at": at,
-                    "from_status": None if old is None else old["status"],
-                    "to_status": new["status"],
-                    "from_price_id": None if before is None else before.price.id,
-                    "to_price_id": sub.price.id,
-                    "from_quantity": None if before is None else before.quantity,
-                    "to_quantity": sub.quantity,
-                    "mrr": metrics.subscription_mrr(sub),
-                    "plan_id": sub.price.plan_id,
-                    "data": _NO_DATA,
-                },
-            )
+        change = (
+            ids("chg"),
+            sub_id,
+            customer_id,
+            action,
+            at,
+            None if old is None else old["status"],
+            new["status"],
+            None if before is None else before.price.id,
+            price.id,
+            None if before is None else before.quantity,
+            sub.quantity,
+            metrics.subscription_mrr(sub),
+            price.plan_id,
+            _NO_DATA,
         )
+        _write_history(uow, at, messages, entry, change)
         return sub
 
     def _after_commit(
@@ -1633,16 +1686,15 @@ class Billing:
         ]
         if invoice.status is _PAID:
             events.append(self._paid_event(invoice, at))
-        self._emit(uow, events, at)
-        self._audit(
+        self._emit_and_audit(
             uow,
             at,
+            events,
             "invoice.finalized",
             "invoice",
             invoice.id,
-            customer_id=customer.id,
-            after=dict(finalized),  # its own dict: the event's stays read-only
-            json_ready=True,
+            customer.id,
+            dict(finalized),  # its own dict: the event's stays read-only
         )
         if sub is not None and invoice.discount_coupon_id is not None:
             used = lifecycle.discount_used(sub)
@@ -1851,16 +1903,15 @@ class Billing:
             paid = invoicing.pay(invoice, at=at)
             uow.invoices.update(paid)
             events.append(self._paid_event(paid, at))
-        self._emit(uow, events, at)
-        self._audit(
+        self._emit_and_audit(
             uow,
             at,
+            events,
             "payment.succeeded",
             "payment",
             payment.id,
-            customer_id=payment.customer_id,
-            after={"amount": dict(amount)},  # its own dict: the event's stays read-only
-            json_ready=True,
+            payment.customer_id,
+            {"amount": dict(amount)},  # its own dict: the event's stays read-only
         )
         if sub is not None and transition is not None:
             self._apply(uow, sub, transition, action, at)

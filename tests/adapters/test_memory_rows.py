@@ -79,6 +79,32 @@ def test_a_subscription_change_comes_back_equal(data: dict[str, Any]) -> None:
     assert _rows.change_from_row(_rows.change_row(change)) == change
 
 
+@given(data=_data)
+def test_a_new_message_row_is_the_row_the_outbox_stores(data: dict[str, Any]) -> None:
+    """The history path (add_history) stores exactly what outbox.add would."""
+    message = _message(data, created_at=T0 + timedelta(seconds=1))
+    row = _rows.new_message_row(message.id, message.event, message.created_at)
+    assert row == _rows.message_row(message)
+
+
+@given(before=st.none() | _data, after=st.none() | _data)
+def test_an_entry_row_of_fields_is_the_row_of_the_entry(
+    before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> None:
+    """The history path (add_history) stores exactly what audit_log.add would."""
+    entry = attrs.evolve(audit_entry("aud_1"), before=before, after=after)
+    fields = tuple(getattr(entry, f.name) for f in attrs.fields(type(entry)))
+    assert _rows.entry_row_of(fields) == _rows.entry_row(entry)  # type: ignore[arg-type]
+
+
+@given(data=_data)
+def test_a_change_row_of_fields_is_the_row_of_the_change(data: dict[str, Any]) -> None:
+    """The history path (add_history) stores exactly what subscription_changes.add would."""
+    change = attrs.evolve(subscription_change("chg_1"), data=data)
+    fields = tuple(getattr(change, f.name) for f in attrs.fields(type(change)))
+    assert _rows.change_row_of(fields) == _rows.change_row(change)  # type: ignore[arg-type]
+
+
 def test_data_that_is_not_plain_is_kept_as_given() -> None:
     # Plain data is what the service writes; anything else still round-trips, uncopied.
     entry = attrs.evolve(audit_entry("aud_1"), after={"amount": Money(100, "USD")})

@@ -12,14 +12,18 @@ from lumenquest_adapters.memory import MemoryStore, MemoryUnitOfWork
 from lumenquest_adapters.memory._tables import Table, UniqueIndex, View
 from lumenquest_adapters.testing.samples import (
     T0,
+    audit_entry,
     customer,
     invoice,
+    outbox_message,
     payment,
     pending_line,
     subscription,
+    subscription_change,
 )
 from lumenquest_core.errors import Conflict, NotFound, ValidationError
-from lumenquest_core.payments import Payment
+from lumenquest_core.payments import AuditEntry, Payment, SubscriptionChange
+from lumenquest_core.ports import AuditFields, ChangeFields
 
 
 @pytest.fixture
@@ -628,3 +632,64 @@ def test_a_row_deleted_in_this_unit_of_work_is_not_found_by_id() -> None:
     assert view.get("r2") == _Row("r2", a="y")  # committed, under a live overlay
     view.add(_Row("r1", a="z"))
     assert view.get("r1") == _Row("r1", a="z")
+
+
+def _fields(entry: AuditEntry) -> AuditFields:
+    return attrs.astuple(entry, recurse=False)  # type: ignore[return-value]
+
+
+def _change_fields(change: SubscriptionChange) -> ChangeFields:
+    return attrs.astuple(change, recurse=False)  # type: ignore[return-value]
+
+
+def test_add_history_stores_what_the_repositories_add_one_by_one(store: MemoryStore) -> None:
+    first, second = outbox_message("evt_1"), outbox_message("evt_2", customer_id="cus_2")
+    entry = attrs.evolve(audit_entry("aud_1"), after={"amount": {"amount": 5}})
+    change = subscription_change("chg_1")
+    other = MemoryStore()
+    with MemoryUnitOfWork(store) as uow:
+        uow.add_history(T0, [(first.id, first.event), (second.id, second.event)])
+        uow.add_history(T0, [], _fields(entry), _change_fields(change))
+        uow.commit()
+    with MemoryUnitOfWork(other) as uow:
+        uow.outbox.add(first)
+        uow.outbox.add(second)
+        uow.audit_log.add(entry)
+        uow.subscription_changes.add(change)
+        uow.commit()
+    for table in ("outbox", "audit_log", "subscription_changes"):
+        assert getattr(store, table).rows == getattr(other, table).rows
+        assert getattr(store, table).order == getattr(other, table).order
+    with MemoryUnitOfWork(store) as uow:
+        assert uow.outbox.pending(limit=10) == [first, second]
+        assert uow.audit_log.list(subject_id="sub_1") == [entry]
+        assert uow.subscription_changes.list(customer_id="cus_1") == [change]
+
+
+@pytest.mark.parametrize("kind", ["message", "entry", "change"])
+def test_add_history_refuses_an_id_taken_before(store: MemoryStore, kind: str) -> None:
+    message, entry, change = outbox_message("x_1"), audit_entry("x_1"), subscription_change("x_1")
+    with MemoryUnitOfWork(store) as uow:
+        uow.outbox.add(message)
+        uow.audit_log.add(entry)
+        uow.subscription_changes.add(change)
+        uow.commit()
+    arguments = {
+        "message": ([("x_1", message.event)],),
+        "entry": ([], _fields(entry)),
+        "change": ([], None, _change_fields(change)),
+    }[kind]
+    with MemoryUnitOfWork(store) as uow, pytest.raises(Conflict, match="x_1"):
+        uow.add_history(T0, *arguments)  # type: ignore[arg-type]
+
+
+def test_add_history_refuses_an_id_twice_in_one_call(store: MemoryStore) -> None:
+    event = outbox_message("evt_1").event
+    with MemoryUnitOfWork(store) as uow, pytest.raises(Conflict, match="evt_1"):
+        uow.add_history(T0, [("evt_1", event), ("evt_1", event)])
+
+
+def test_add_history_refuses_outside_the_with_block(store: MemoryStore) -> None:
+    uow = MemoryUnitOfWork(store)
+    with pytest.raises(RuntimeError, match="with"):
+        uow.add_history(T0, [("evt_1", outbox_message("evt_1").event)])

@@ -29,7 +29,7 @@ from lumenquest_core.lines import InvoiceLine, LineKind
 from lumenquest_core.money import Money, shared_money
 from lumenquest_core.payments import AuditEntry, Payment, PaymentStatus, SubscriptionChange
 from lumenquest_core.periods import trusted_period
-from lumenquest_core.ports import OutboxMessage
+from lumenquest_core.ports import AuditFields, ChangeFields, OutboxMessage
 
 __all__ = [
     "ChangeRow",
@@ -39,13 +39,16 @@ __all__ = [
     "PaymentRow",
     "change_from_row",
     "change_row",
+    "change_row_of",
     "entry_from_row",
     "entry_row",
+    "entry_row_of",
     "invoice_from_row",
     "invoice_row",
     "message_delivered",
     "message_from_row",
     "message_row",
+    "new_message_row",
     "payment_from_row",
     "payment_row",
 ]
@@ -118,6 +121,21 @@ def message_row(message: OutboxMessage) -> MessageRow:
     )
 
 
+def new_message_row(message_id: str, event: DomainEvent, at: datetime) -> MessageRow:
+    """Return the row of an undelivered message created at ``at``: ``message_row``'s."""
+    return (
+        message_id,
+        event.name._value_,
+        event.subject_id,
+        event.customer_id,
+        event.occurred_at,
+        _pack_mapping(event.data),
+        at,
+        None,
+        0,
+    )
+
+
 def message_from_row(row: MessageRow) -> OutboxMessage:
     """Rebuild an outbox message from its row."""
     message_id, name, subject_id, customer_id, occurred_at, data, created, delivered, tries = row
@@ -143,17 +161,20 @@ def message_delivered(row: MessageRow, at: datetime) -> MessageRow:
     return (*row[:MESSAGE_DELIVERED_AT], at, row[8] + 1)
 
 
+def _pack_pair(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> Any:
+    """Return an entry's before and after marshalled, None when both are, or as given."""
+    if before is None and after is None:
+        return None
+    try:  # marshalled, or kept as given if it is not plain data
+        # The pair built in the call: held by a name, marshal would see it shared
+        # and record it for back-references (9,000 entries: +10 million instructions).
+        return _dumps((before, after))
+    except ValueError:
+        return (before, after)
+
+
 def entry_row(entry: AuditEntry) -> EntryRow:
     """Return an audit entry as a compact row."""
-    before, after = entry.before, entry.after
-    packed: Any = None
-    if before is not None or after is not None:
-        try:  # marshalled, or kept as given if it is not plain data
-            # The pair built in the call: held by a name, marshal would see it shared
-            # and record it for back-references (9,000 entries: +10 million instructions).
-            packed = _dumps((before, after))
-        except ValueError:
-            packed = (before, after)
     return (
         entry.id,
         entry.actor,
@@ -162,7 +183,22 @@ def entry_row(entry: AuditEntry) -> EntryRow:
         entry.subject_id,
         entry.at,
         entry.customer_id,
-        packed,
+        _pack_pair(entry.before, entry.after),
+    )
+
+
+def entry_row_of(fields: AuditFields) -> EntryRow:
+    """Return the row of the audit entry with these fields: ``entry_row``'s."""
+    entry_id, actor, action, subject_type, subject_id, at, customer_id, before, after = fields
+    return (
+        entry_id,
+        actor,
+        action,
+        subject_type,
+        subject_id,
+        at,
+        customer_id,
+        _pack_pair(before, after),
     )
 
 
@@ -207,6 +243,43 @@ def change_row(change: SubscriptionChange) -> ChangeRow:
         mrr.currency,
         change.plan_id,
         _pack_mapping(change.data),
+    )
+
+
+def change_row_of(fields: ChangeFields) -> ChangeRow:
+    """Return the row of the subscription change with these fields: ``change_row``'s."""
+    (
+        change_id,
+        subscription_id,
+        customer_id,
+        kind,
+        at,
+        from_status,
+        to_status,
+        from_price_id,
+        to_price_id,
+        from_quantity,
+        to_quantity,
+        mrr,
+        plan_id,
+        data,
+    ) = fields
+    return (
+        change_id,
+        subscription_id,
+        customer_id,
+        kind,
+        at,
+        from_status,
+        to_status,
+        from_price_id,
+        to_price_id,
+        from_quantity,
+        to_quantity,
+        mrr.amount,
+        mrr.currency,
+        plan_id,
+        _pack_mapping(data),
     )
 
 

@@ -35,6 +35,7 @@ from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
 from lumenquest_core.errors import Conflict, ValidationError
+from lumenquest_core.events import DomainEvent
 from lumenquest_core.invoicing import BillingReason, CreditNote, Invoice, InvoiceStatus, Refund
 from lumenquest_core.metrics import (
     TRIAL_CONVERTED_STATUSES,
@@ -54,7 +55,8 @@ from lumenquest_core.periods import Period, aware
 from lumenquest_core.ports import (
     AnalyticsEvent,
     AnalyticsRepository,
-    AuditLog,
+    AuditFields,
+    ChangeFields,
     CouponRepository,
     CreditNoteRepository,
     CustomerRepository,
@@ -64,12 +66,10 @@ from lumenquest_core.ports import (
     IdempotencyStore,
     InvoiceRepository,
     OutboxMessage,
-    OutboxRepository,
     PaymentRepository,
     PendingLine,
     PlanRepository,
     PriceRepository,
-    SubscriptionChangeRepository,
     SubscriptionRepository,
     UsageRepository,
 )
@@ -1340,15 +1340,15 @@ def _usage(u: MemoryUnitOfWork) -> UsageRepository:
     return _Usage(u, u.view(u.store.usage))
 
 
-def _outbox(u: MemoryUnitOfWork) -> OutboxRepository:
+def _outbox(u: MemoryUnitOfWork) -> _Outbox:
     return _Outbox(u, u.view(u.store.outbox))
 
 
-def _audit_log(u: MemoryUnitOfWork) -> AuditLog:
+def _audit_log(u: MemoryUnitOfWork) -> _AuditLog:
     return _AuditLog(u, u.view(u.store.audit_log))
 
 
-def _subscription_changes(u: MemoryUnitOfWork) -> SubscriptionChangeRepository:
+def _subscription_changes(u: MemoryUnitOfWork) -> _SubscriptionChanges:
     return _SubscriptionChanges(u, u.view(u.store.subscription_changes))
 
 
@@ -1459,6 +1459,26 @@ class MemoryUnitOfWork:
         """Raise unless the unit of work is inside its ``with`` block (and holds the lock)."""
         if not self._open:
             raise _outside()
+
+    def add_history(
+        self,
+        at: datetime,
+        messages: Sequence[tuple[str, DomainEvent]],
+        entry: AuditFields | None = None,
+        change: ChangeFields | None = None,
+    ) -> None:
+        """Stage a change's outbox messages, audit entry and change row (``HistoryWriter``)."""
+        if not self._open:
+            raise _outside()
+        # The rows the repositories' add would stage, built from the fields at hand.
+        if messages:
+            view = self.outbox._view
+            for message_id, event in messages:
+                view.add(_rows.new_message_row(message_id, event, at), message_id)
+        if entry is not None:
+            self.audit_log._view.add(_rows.entry_row_of(entry), entry[0])
+        if change is not None:
+            self.subscription_changes._view.add(_rows.change_row_of(change), change[0])
 
     def take_number(self) -> int:
         """Hand out the next invoice number of this transaction."""
