@@ -48,7 +48,11 @@ def create_engine_for(
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         engine_options.setdefault("pool_pre_ping", True)
-        engine = sa.create_engine(parsed, **engine_options)
+        # lumenquest prepares the statements it sends to libpq itself (_raw); psycopg's
+        # own preparing would deallocate them all (DEALLOCATE ALL) at every rollback.
+        connect_args = dict(engine_options.pop("connect_args", {}))
+        connect_args.setdefault("prepare_threshold", None)
+        engine = sa.create_engine(parsed, connect_args=connect_args, **engine_options)
         # Instants are stored and returned in UTC. In a session on another zone the driver
         # converts every timestamp it reads into that zone and the mapping back: ~2,800
         # instructions each, 36 a renewal (run_due over 2,000: 4,570M -> 4,388M).
