@@ -171,15 +171,12 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
     in the transaction before them. A connection that begins some other way (an
     isolation level or read-only mode set on it) takes the two round trips.
     """
-    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
-    from psycopg import generators, pq, sql  # noqa: PLC0415
-
-    driver = connection.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
-    pgconn = driver.pgconn
+    session = _session_of(connection)
+    driver = session.driver
+    pgconn = session.pgconn
     plain = (
-        pgconn.transaction_status == pq.TransactionStatus.IDLE
-        and pgconn.pipeline_status == pq.PipelineStatus.OFF
+        pgconn.transaction_status == _IDLE
+        and pgconn.pipeline_status == _PIPELINE_OFF
         and not driver.autocommit
         and driver.isolation_level is None
         and driver.read_only is None
@@ -187,28 +184,23 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
     )
     try:
         if not plain:
+            from psycopg import sql  # noqa: PLC0415  # only PostgreSQL comes here
+
             calls = sql.SQL(", ").join(
                 sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
                 for name, value in settings.items()
             )
             driver.execute(sql.SQL("SELECT {}").format(calls))
             return
-        # libpq's own quoting (PQescapeLiteral): what sql.Literal gives, without building
-        # and rendering a composed statement on every transaction.
-        quote = pq.Escaping(pgconn).escape_literal
-        encoding = driver.info.encoding
-        command = b"BEGIN; SELECT " + b", ".join(
-            b"set_config(%s, %s, true)"
-            % (quote(name.encode(encoding)), quote(value.encode(encoding)))
-            for name, value in settings.items()
-        )
         with driver.lock:
-            pgconn.send_query(command)
-            results = driver.wait(generators.execute(pgconn))
+            pgconn.send_query(session.begin_command(settings))
+            results = driver.wait(session.execute(pgconn))
         for result in results:
-            if result.status == pq.ExecStatus.FATAL_ERROR:
-                raise psycopg.errors.error_from_result(result, encoding=encoding)
-    except psycopg.Error as exc:
+            if result.status == _FATAL_ERROR:
+                from psycopg.errors import error_from_result  # noqa: PLC0415
+
+                raise error_from_result(result, encoding=session.encoding)
+    except _driver_error() as exc:
         reraise(connection, "BEGIN; SELECT set_config(…)", exc)
 
 
@@ -853,6 +845,7 @@ def reraise(connection: Connection, statement: str, error: Exception) -> NoRetur
 
 # libpq's own numbers (its ABI), checked against psycopg's enums by the tests: the
 # module is imported where psycopg is not installed (SQLite).
+_IDLE = 0  # pq.TransactionStatus.IDLE
 _INTRANS = 2  # pq.TransactionStatus.INTRANS
 _PIPELINE_OFF = 0  # pq.PipelineStatus.OFF
 _COMMAND_OK = 1  # pq.ExecStatus.COMMAND_OK
@@ -864,11 +857,12 @@ _WAIT_R, _WAIT_RW, _READY_R = 1, 3, 1  # psycopg.waiting's Wait.R, Wait.RW and R
 _SESSION = "lumenquest_session"
 _PREPARED_MOST = 256  # named statements a connection keeps; past them, statements go unnamed
 _SEEN_MOST = 4096  # statements seen once, remembered to be prepared at their second use
+_BEGINS_KEPT = 1024  # identities' BEGIN commands a connection keeps
 _UNDEFINED_STATEMENT = "26000"  # SQLSTATE invalid_sql_statement_name
 
 _Command = tuple[str, Sequence[Any] | None, bool]  # statement, parameters, may be prepared
 # What libpq is sent for one statement: its text, values, types and formats, the name it is
-# prepared under (None: unnamed) and whether it is prepared with this one.
+# prepared under (None: unnamed) and whether it is prepared with this one (a Parse first).
 _Send = tuple[bytes, Any, Any, Any, bytes | None, bool]
 
 
@@ -923,6 +917,15 @@ def _session(connection: Connection) -> _Session | None:
     That is in a transaction begun and sound, out of psycopg's pipeline mode: nothing of
     psycopg's own (a ``BEGIN`` to send first, a pipeline's queue) is waiting.
     """
+    session = _session_of(connection)
+    pgconn = session.pgconn
+    if pgconn.transaction_status != _INTRANS or pgconn.pipeline_status != _PIPELINE_OFF:
+        return None
+    return session
+
+
+def _session_of(connection: Connection) -> _Session:
+    """Return the session of the connection's psycopg connection, made on first use."""
     pooled = connection.connection
     driver = pooled.driver_connection
     info = pooled.info
@@ -930,9 +933,6 @@ def _session(connection: Connection) -> _Session | None:
     if session is None or session.driver is not driver:
         # First use, or the pool reconnected this record since: the new connection's.
         session = info[_SESSION] = _Session(driver)
-    pgconn = session.pgconn
-    if pgconn.transaction_status != _INTRANS or pgconn.pipeline_status != _PIPELINE_OFF:
-        return None
     return session
 
 
@@ -1009,12 +1009,28 @@ class _Session:
     the connection, these too; where it was turned on again, these go unnamed.
     """
 
-    __slots__ = ("driver", "encoding", "made", "names", "pgconn", "prepares", "seen", "transformer")
+    __slots__ = (
+        "begins",
+        "driver",
+        "encoding",
+        "execute",
+        "made",
+        "names",
+        "pgconn",
+        "prepares",
+        "seen",
+        "transformer",
+    )
 
     def __init__(self, driver: Any) -> None:
-        from psycopg.adapt import Transformer  # noqa: PLC0415  # PostgreSQL only
+        from psycopg import Connection, generators  # noqa: PLC0415  # PostgreSQL only
+        from psycopg.adapt import Transformer  # noqa: PLC0415
 
-        self.driver = driver
+        assert isinstance(driver, Connection)
+        self.driver: Any = driver  # waits on generators of libpq's numbers, not its enums
+        self.execute = generators.execute  # psycopg's wait of one query's results
+        # Each identity's "BEGIN; SELECT set_config(…)", its values quoted by libpq.
+        self.begins: dict[tuple[tuple[str, str], ...], bytes] = {}
         self.pgconn = driver.pgconn
         self.transformer = Transformer.from_context(driver)
         self.encoding: str = driver.info.encoding
@@ -1031,9 +1047,42 @@ class _Session:
         it not run; the transaction is then failed, as after any error.
         """
         # Every value is dumped before anything is sent: a value the driver cannot adapt
-        # raises with nothing half sent.
-        sends = [self._send(statement, params, prepare) for statement, params, prepare in commands]
-        results = self._exchange(sends)
+        # raises with nothing half sent. One loop, inline: it runs for every statement.
+        transformer = self.transformer
+        encoding = self.encoding
+        names = self.names
+        prepares = self.prepares
+        sends: list[_Send] = []
+        expected = 1  # the results to come: one a statement, one a Parse, and the sync's
+        values: Any
+        formats: Any
+        for statement, params, prepare in commands:
+            query, count = _converted(statement, encoding)
+            if params:
+                if count != len(params):
+                    raise _count_error(count, len(params))
+                values = transformer.dump_sequence(params, _auto_formats(count))
+                types: tuple[int, ...] = transformer.types or ()
+                formats = transformer.formats
+            else:
+                if count:
+                    raise _count_error(count, 0)
+                values = formats = None
+                types = ()
+            name = None
+            new = False
+            if prepare and prepares:
+                key = (query, types)
+                name = names.get(key)
+                if name is None:
+                    name = self._new_name(key)
+                    new = name is not None
+            sends.append((query, values, types, formats, name, new))
+            expected += 2 if new else 1
+        return self._found(sends, self._exchange(sends, expected))
+
+    def _found(self, sends: list[_Send], results: list[Any]) -> list[Any]:
+        """Return each statement's result; raise the first error (forgetting failed Parses' names)."""
         names = self.names
         found: list[Any] = []
         failed = None
@@ -1062,44 +1111,24 @@ class _Session:
             raise error
         return found
 
-    def _send(self, statement: str, params: Sequence[Any] | None, prepare: bool) -> _Send:
-        """Return what libpq is sent for one statement: its text, values, types, formats, name.
+    def _new_name(self, key: tuple[bytes, tuple[int, ...]]) -> bytes | None:
+        """Return the name to prepare a statement not prepared yet under, or None (unnamed).
 
-        The name is None for a statement sent unnamed; ``new`` says it is prepared with it.
+        A statement is prepared at its second use, while fewer than ``_PREPARED_MOST``
+        are. Named at once, so that the same statement later in the pipeline uses the
+        name; forgotten again should its Parse fail.
         """
-        query, count = _converted(statement, self.encoding)
-        given = 0 if params is None else len(params)
-        if count != given:
-            raise _error(
-                "ProgrammingError",
-                f"the query has {count} placeholders but {given} parameters were passed",
-            )
-        types: tuple[int, ...] = ()
-        values = formats = None
-        if params:
-            transformer = self.transformer
-            values = transformer.dump_sequence(params, _auto_formats(count))
-            types = transformer.types or ()
-            formats = transformer.formats
-        if not prepare or not self.prepares:
-            return query, values, types, formats, None, False
-        key = (query, types)
-        name = self.names.get(key)
-        if name is not None:
-            return query, values, types, formats, name, False
         seen = self.seen
         if key not in seen or len(self.names) >= _PREPARED_MOST:
             if len(seen) >= _SEEN_MOST:
                 seen.clear()
             seen.add(key)
-            return query, values, types, formats, None, False
-        # Named now, so that the same statement later in this pipeline uses the name;
-        # forgotten again should its Parse fail.
+            return None
         name = self.names[key] = b"_lq_%d" % self.made
         self.made += 1
-        return query, values, types, formats, name, True
+        return name
 
-    def _exchange(self, sends: list[_Send]) -> list[Any]:
+    def _exchange(self, sends: list[_Send], expected: int) -> list[Any]:
         """Send the statements and a sync in pipeline mode; return every result up to the sync's."""
         pgconn = self.pgconn
         driver = self.driver
@@ -1121,7 +1150,6 @@ class _Session:
                 # it is never used again; SQLAlchemy sees it closed and replaces it.
                 pgconn.finish()
                 raise
-        expected = sum(2 if new else 1 for *_, new in sends) + 1
         if len(results) != expected:  # pragma: no cover - libpq's protocol
             import psycopg  # noqa: PLC0415  # PostgreSQL only
 
@@ -1129,12 +1157,39 @@ class _Session:
             raise psycopg.OperationalError(f"{len(results)} results, {expected} expected")
         return results
 
+    def begin_command(self, settings: dict[str, str]) -> bytes:
+        """Return ``BEGIN; SELECT set_config(name, value, true), …`` for the settings."""
+        key = tuple(settings.items())
+        command = self.begins.get(key)
+        if command is None:
+            from psycopg.pq import Escaping  # noqa: PLC0415  # PostgreSQL only
+
+            if len(self.begins) >= _BEGINS_KEPT:
+                self.begins.clear()
+            # libpq's own quoting (PQescapeLiteral): what sql.Literal gives, without
+            # building and rendering a composed statement.
+            quote = Escaping(self.pgconn).escape_literal
+            encoding = self.encoding
+            command = self.begins[key] = b"BEGIN; SELECT " + b", ".join(
+                b"set_config(%s, %s, true)"
+                % (quote(name.encode(encoding)), quote(value.encode(encoding)))
+                for name, value in key
+            )
+        return command
+
     def rows(self, result: Any) -> list[Any]:
         """Return a result's rows as tuples, each value loaded as the cursor loads it."""
         transformer = self.transformer
         transformer.set_pgresult(result)
         rows: list[Any] = transformer.load_rows(0, result.ntuples, tuple)
         return rows
+
+
+def _count_error(count: int, given: int) -> Exception:
+    """Return psycopg's error for parameters that do not match the placeholders."""
+    return _error(
+        "ProgrammingError", f"the query has {count} placeholders but {given} parameters were passed"
+    )
 
 
 def _error(kind: str, message: str) -> Exception:

@@ -62,6 +62,7 @@ def _prepared(connection: Connection) -> list[str]:
 
 def test_libpq_numbers_are_psycopgs() -> None:
     """The module's copies of libpq's numbers (it loads without psycopg) are psycopg's."""
+    assert _raw._IDLE == pq.TransactionStatus.IDLE
     assert _raw._INTRANS == pq.TransactionStatus.INTRANS
     assert _raw._PIPELINE_OFF == pq.PipelineStatus.OFF
     assert _raw._COMMAND_OK == pq.ExecStatus.COMMAND_OK
@@ -201,3 +202,16 @@ def test_engines_turn_psycopgs_preparing_off_unless_told(postgres_url: str) -> N
         finally:
             told.dispose()
             engine.dispose()
+
+
+def test_each_identity_begins_with_its_own_settings_on_one_connection(engine: Engine) -> None:
+    """The BEGIN commands a connection keeps are per identity: none leaks into another's."""
+    with engine.connect() as connection:
+        for customer in ("cus_1", "cus_2", "cus_1", "it's"):
+            connection.begin()
+            _raw.begin_with(
+                connection, {"lumenquest.customer_id": customer, "lumenquest.role": "user"}
+            )
+            setting = "SELECT current_setting('lumenquest.customer_id')"
+            assert connection.exec_driver_sql(setting).scalar() == customer
+            connection.rollback()
