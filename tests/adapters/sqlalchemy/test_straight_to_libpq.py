@@ -8,6 +8,7 @@ when a value cannot be adapted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import psycopg
@@ -17,7 +18,8 @@ from psycopg import pq
 from psycopg.waiting import Ready, Wait
 from sqlalchemy.engine import Connection, Engine
 
-from lumenquest_adapters.sqlalchemy import _raw, create_engine_for
+from lumenquest_adapters.sqlalchemy import _engine, _raw, create_engine_for
+from lumenquest_adapters.sqlalchemy._engine import json_loads
 from tests.adapters.sqlalchemy.databases import postgres_engine, postgres_schema
 
 _TABLE = sa.Table(
@@ -215,3 +217,23 @@ def test_each_identity_begins_with_its_own_settings_on_one_connection(engine: En
             setting = "SELECT current_setting('lumenquest.customer_id')"
             assert connection.exec_driver_sql(setting).scalar() == customer
             connection.rollback()
+
+
+@pytest.mark.parametrize("text", ['{"a": [1, 2.5, null, "é"]}', "3", '"x"'])
+def test_json_values_read_are_what_json_loads_gives(text: str) -> None:
+    """From the driver's bytes (psycopg's JSON loader) or from SQLite's str alike."""
+    expected = json.loads(text)
+    for given in (text, text.encode(), bytearray(text.encode())):
+        assert json_loads(given) == expected
+        assert type(json_loads(given)) is type(expected)
+
+
+def test_postgresql_json_goes_through_the_engines_loader(
+    connection: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+    decode = _engine._decode_json
+    monkeypatch.setattr(_engine, "_decode_json", lambda text: seen.append(text) or decode(text))
+    rows = _raw.fetch_values(connection, "SELECT %s::jsonb", ['{"é": 1}'])
+    assert rows == [({"é": 1},)]
+    assert seen == ['{"é": 1}']
