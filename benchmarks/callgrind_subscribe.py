@@ -100,6 +100,18 @@ def count_statements() -> dict[str, int]:
         finally:
             where.outbox = False
 
+    from lumenquest_adapters.sqlalchemy import _raw  # noqa: PLC0415
+
+    session_run = _raw._Session.run
+
+    def run_straight(self: Any, commands: Any) -> Any:
+        # Statements sent to libpq straight: one round trip for all of them.
+        for statement, *_ in commands:
+            add("statements", 1, statement)
+        add("round_trips", 1, "pipeline")
+        return session_run(self, commands)
+
+    _raw._Session.run = run_straight  # type: ignore[method-assign]
     psycopg.Cursor.execute = run  # type: ignore[method-assign]
     psycopg.Cursor.executemany = run_many  # type: ignore[method-assign]
     psycopg.Connection.wait = waiting  # type: ignore[method-assign]

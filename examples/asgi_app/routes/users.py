@@ -73,6 +73,33 @@ def _own_invoice(ctx: AppContext, user: Principal, invoice_id: str) -> Invoice:
     return invoice
 
 
+# -- subscribing -------------------------------------------------------------------------
+# First of the router's routes: a request is matched against them in turn, twice (FastAPI
+# asks the router whether one matches, then finds it again), and the paid subscribe is
+# the API's hottest write. Ten route matches fewer for it (callgrind: ~2 % of its
+# process's instructions); no two routes here share a path and method, so the order
+# changes nothing else.
+
+
+@router.post("/v1/subscriptions", status_code=201, response_model=Envelope, summary="Subscribe")
+def subscribe(
+    body: SubscribeBody, user: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Subscribe to a price; without a trial the first period is charged now."""
+    sub = ctx.run(
+        "subscribe",
+        lambda: ctx.billing_for(user).subscribe(
+            customer_id=user.id,
+            price_id=body.price_id,
+            quantity=body.quantity,
+            trial_days=body.trial_days,
+            coupon_id=body.coupon_id,
+            idempotency_key=scoped_key(user, idempotency_key),
+        ),
+    )
+    return ok(sub, "subscribed", status_code=201)
+
+
 # -- profile and GDPR ------------------------------------------------------------------
 
 
@@ -133,25 +160,6 @@ def list_subscriptions(user: CurrentUser, ctx: Ctx, page: PageParams, fields: Fi
             fields,
         )
     )
-
-
-@router.post("/v1/subscriptions", status_code=201, response_model=Envelope, summary="Subscribe")
-def subscribe(
-    body: SubscribeBody, user: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
-) -> Response:
-    """Subscribe to a price; without a trial the first period is charged now."""
-    sub = ctx.run(
-        "subscribe",
-        lambda: ctx.billing_for(user).subscribe(
-            customer_id=user.id,
-            price_id=body.price_id,
-            quantity=body.quantity,
-            trial_days=body.trial_days,
-            coupon_id=body.coupon_id,
-            idempotency_key=scoped_key(user, idempotency_key),
-        ),
-    )
-    return ok(sub, "subscribed", status_code=201)
 
 
 @router.get(

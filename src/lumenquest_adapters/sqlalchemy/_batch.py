@@ -38,6 +38,7 @@ from lumenquest_adapters.sqlalchemy._raw import (
     driver_cursor,
     insert_sql,
     kept_cursor,
+    pipeline,
     reraise,
     update_sql,
 )
@@ -346,22 +347,22 @@ def send_pipelined(
     cursor = kept_cursor(connection)
     try:
         try:
-            with driver.pipeline():
+            with pipeline(connection) as queue:
                 # Savepoints are not worth preparing: psycopg would after 5 uses.
-                cursor.execute(statement, prepare=False)
+                queue.execute(statement, prepare=False)
                 if number is not None:
                     statement = _COUNTER
-                    cursor.execute(statement, (number,))
+                    queue.execute(statement, (number,))
                 for (table, columns), rows in inserts:
                     statement = insert_sql(connection, table, columns)
                     bound = bound_values(connection, table, columns)
-                    cursor.executemany(statement, [bound(row) for row in rows])
+                    queue.executemany(statement, [bound(row) for row in rows])
                 for table, (key, columns), rows in updates:
                     statement = update_sql(connection, table, key, columns)
                     bound = bound_values(connection, table, columns)
-                    cursor.executemany(statement, [[*bound(row), row[key]] for row in rows])
+                    queue.executemany(statement, [[*bound(row), row[key]] for row in rows])
                 statement = "COMMIT" if commit else f"RELEASE SAVEPOINT {_SAVEPOINT}"
-                cursor.execute(statement, prepare=False)
+                queue.execute(statement, prepare=False)
         except psycopg.IntegrityError:
             if driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                 statement = "COMMIT"

@@ -9,6 +9,7 @@ writer waits up to 30 s for the lock (``connect_args={"timeout": …}``).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,12 +19,24 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from lumenquest_adapters.sqlalchemy._mapping import json_dumps
 from lumenquest_core.errors import ConfigurationError
 
-__all__ = ["BEGIN_KEY", "create_engine_for", "is_sqlite"]
+__all__ = ["BEGIN_KEY", "create_engine_for", "is_sqlite", "json_loads"]
 
 BEGIN_KEY = "lumenquest_begin"
 """``connection.info`` key: the statement the next SQLite transaction begins with."""
 
 _BUSY_TIMEOUT_SECONDS = 30.0
+
+
+_decode_json = json.JSONDecoder().decode
+
+
+def json_loads(text: str | bytes | bytearray) -> Any:
+    """Return the value of a JSON text, as ``json.loads`` does.
+
+    psycopg hands each JSON value read over as bytes; ``json.loads`` would first guess
+    their encoding in Python (a dozen values a paid subscribe). PostgreSQL sends UTF-8.
+    """
+    return _decode_json(text if isinstance(text, str) else text.decode())
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -44,11 +57,16 @@ def create_engine_for(
     backend = parsed.get_backend_name()
     # Rows carry the domain's read-only JSON data as it is: the C encoder takes it.
     engine_options.setdefault("json_serializer", json_dumps)
+    engine_options.setdefault("json_deserializer", json_loads)
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         engine_options.setdefault("pool_pre_ping", True)
-        engine = sa.create_engine(parsed, **engine_options)
+        # lumenquest prepares the statements it sends to libpq itself (_raw); psycopg's
+        # own preparing would deallocate them all (DEALLOCATE ALL) at every rollback.
+        connect_args = dict(engine_options.pop("connect_args", {}))
+        connect_args.setdefault("prepare_threshold", None)
+        engine = sa.create_engine(parsed, connect_args=connect_args, **engine_options)
         # Instants are stored and returned in UTC. In a session on another zone the driver
         # converts every timestamp it reads into that zone and the mapping back: ~2,800
         # instructions each, 36 a renewal (run_due over 2,000: 4,570M -> 4,388M).

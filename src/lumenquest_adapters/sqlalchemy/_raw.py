@@ -6,8 +6,9 @@ The few statements every request sends on PostgreSQL (a row read by its key, a n
 row's insert, an invoice's lines, the batch's inserts and updates) go here instead:
 their text is built once per table and column set, and each value goes through its
 column type's own bind (and result) processing, so that what is stored and read back
-is what SQLAlchemy would have stored and read. psycopg prepares a statement on the
-server once a connection has sent it five times.
+is what SQLAlchemy would have stored and read. Inside a transaction they skip psycopg's
+cursor too, for libpq's own calls (see :class:`_Session`), and are prepared on the server
+at their second use.
 
 Errors come out as SQLAlchemy's ``DBAPIError`` would, so that the unit of work
 translates them as usual. Anything else (SQLite, any other statement) stays with
@@ -19,7 +20,7 @@ from __future__ import annotations
 import functools
 import operator
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -53,11 +54,13 @@ __all__ = [
     "insert_new",
     "insert_sql",
     "kept_cursor",
+    "pipeline",
     "reraise",
     "select_by_key",
     "select_due",
     "select_unset",
     "select_where",
+    "Statements",
     "text_array",
     "update_row",
     "update_sql",
@@ -97,9 +100,12 @@ def insert_if_new(connection: Connection, table: sa.Table, values: dict[str, Any
     """``INSERT … ON CONFLICT DO NOTHING``: say whether the row went in."""
     columns = tuple(values)
     statement = insert_sql(connection, table, columns) + " ON CONFLICT DO NOTHING RETURNING 1"
-    bound = bound_values(connection, table, columns)
+    params = bound_values(connection, table, columns)(values)
+    session = _session(connection)
+    if session is not None:
+        return bool(_run_one(connection, session, statement, params).ntuples)
     with driver_cursor(connection, statement) as cursor:
-        cursor.execute(statement, bound(values))
+        cursor.execute(statement, params)
         return cursor.fetchone() is not None
 
 
@@ -122,13 +128,10 @@ def insert_new(connection: Connection, table: sa.Table, rows: Sequence[dict[str,
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             statement = f"{head} VALUES {', '.join(one for _ in chunk)} ON CONFLICT DO NOTHING"
-            params = [value for row in chunk for value in bound(row)]
-            with driver_cursor(connection, statement) as cursor:
-                cursor.execute(statement, params)
+            execute(connection, statement, [value for row in chunk for value in bound(row)])
         return
     statement = _insert_new_text(connection.dialect, table, columns)
-    with driver_cursor(connection, statement) as cursor:
-        cursor.execute(statement, literals(rows))
+    execute(connection, statement, literals(rows))
 
 
 @functools.cache
@@ -151,6 +154,10 @@ _MOST_PARAMETERS = 60_000
 
 def execute(connection: Connection, statement: str, params: Sequence[Any] = ()) -> None:
     """Run a statement whose values are plain driver values (no column to process them)."""
+    session = _session(connection)
+    if session is not None:
+        _run_one(connection, session, statement, params)
+        return
     with driver_cursor(connection, statement) as cursor:
         cursor.execute(statement, params)
 
@@ -164,15 +171,12 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
     in the transaction before them. A connection that begins some other way (an
     isolation level or read-only mode set on it) takes the two round trips.
     """
-    import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
-    from psycopg import generators, pq, sql  # noqa: PLC0415
-
-    driver = connection.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
-    pgconn = driver.pgconn
+    session = _session_of(connection)
+    driver = session.driver
+    pgconn = session.pgconn
     plain = (
-        pgconn.transaction_status == pq.TransactionStatus.IDLE
-        and pgconn.pipeline_status == pq.PipelineStatus.OFF
+        pgconn.transaction_status == _IDLE
+        and pgconn.pipeline_status == _PIPELINE_OFF
         and not driver.autocommit
         and driver.isolation_level is None
         and driver.read_only is None
@@ -180,33 +184,32 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
     )
     try:
         if not plain:
+            from psycopg import sql  # noqa: PLC0415  # only PostgreSQL comes here
+
             calls = sql.SQL(", ").join(
                 sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
                 for name, value in settings.items()
             )
             driver.execute(sql.SQL("SELECT {}").format(calls))
             return
-        # libpq's own quoting (PQescapeLiteral): what sql.Literal gives, without building
-        # and rendering a composed statement on every transaction.
-        quote = pq.Escaping(pgconn).escape_literal
-        encoding = driver.info.encoding
-        command = b"BEGIN; SELECT " + b", ".join(
-            b"set_config(%s, %s, true)"
-            % (quote(name.encode(encoding)), quote(value.encode(encoding)))
-            for name, value in settings.items()
-        )
         with driver.lock:
-            pgconn.send_query(command)
-            results = driver.wait(generators.execute(pgconn))
+            pgconn.send_query(session.begin_command(settings))
+            results = driver.wait(session.execute(pgconn))
         for result in results:
-            if result.status == pq.ExecStatus.FATAL_ERROR:
-                raise psycopg.errors.error_from_result(result, encoding=encoding)
-    except psycopg.Error as exc:
+            if result.status == _FATAL_ERROR:
+                from psycopg.errors import error_from_result  # noqa: PLC0415
+
+                raise error_from_result(result, encoding=session.encoding)
+    except _driver_error() as exc:
         reraise(connection, "BEGIN; SELECT set_config(…)", exc)
 
 
 def first_value(connection: Connection, statement: str) -> Any:
     """Run a statement without parameters; return its first row's first value, if any."""
+    session = _session(connection)
+    if session is not None:
+        result = _run_one(connection, session, statement, None)
+        return session.rows(result)[0][0] if result.ntuples else None
     with driver_cursor(connection, statement) as cursor:
         cursor.execute(statement)
         row = cursor.fetchone()
@@ -231,6 +234,9 @@ def update_row(
     columns = tuple(values)
     statement = update_sql(connection, table, key, columns)
     params = [*bound_values(connection, table, columns)(values), values[key]]
+    session = _session(connection)
+    if session is not None:
+        return _update_in_session(connection, session, statement, params, savepoint)
     driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     cursor = kept_cursor(connection)
@@ -260,8 +266,11 @@ def insert_many(connection: Connection, table: sa.Table, rows: Sequence[dict[str
     columns = tuple(rows[0])
     statement = insert_sql(connection, table, columns)
     bound = bound_values(connection, table, columns)
-    with driver_cursor(connection, statement) as cursor:
-        cursor.executemany(statement, [bound(row) for row in rows])
+    try:
+        with pipeline(connection) as queue:
+            queue.executemany(statement, [bound(row) for row in rows])
+    except _driver_error() as exc:
+        reraise(connection, statement, exc)
 
 
 def select_by_key(
@@ -395,6 +404,12 @@ def _fetched(
     connection: Connection, statement: str, params: Sequence[Any]
 ) -> tuple[list[Any], tuple[int, ...]]:
     """Run a query on the driver; return its rows and its columns' type oids (none if no row)."""
+    session = _session(connection)
+    if session is not None:
+        result = _run_one(connection, session, statement, params)
+        if not result.ntuples:
+            return [], ()
+        return session.rows(result), tuple(map(result.ftype, range(result.nfields)))
     import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
 
     # driver_cursor's translation inline: its context manager costs every read, the hottest.
@@ -533,9 +548,7 @@ def copy_values(
 ) -> Callable[[dict[str, Any]], list[Any]]:
     """Return a function giving a row's values of ``columns`` for ``COPY … FROM STDIN``.
 
-    As :func:`bound_values`, but JSON goes as its text: COPY has no parameter types, the
-    column's own input parses it, and the driver escapes text in C where a ``Jsonb``
-    wrapper takes a Python dumper call per value.
+    As :func:`bound_values`, but instants go as their text, from a memo.
     """
     return _binder(connection.dialect, table, columns, True)
 
@@ -659,15 +672,17 @@ def _array_builder(
     formats = list(zip(columns, elements, strict=True))
 
     def literals(rows: Sequence[dict[str, Any]]) -> list[str]:
-        return [
-            "{"
-            + ",".join(
-                "NULL" if (value := row[name]) is None else element(value)  # type: ignore[misc]
-                for row in rows
-            )
-            + "}"
-            for name, element in formats
-        ]
+        arrays = []
+        for name, element in formats:
+            values = [row[name] for row in rows]
+            # Without a NULL, the elements are written by map, in C: no generator
+            # frame resumed per element (an outbox round writes a few per event).
+            if None in values:
+                text = ",".join("NULL" if v is None else element(v) for v in values)  # type: ignore[misc]
+            else:
+                text = ",".join(map(element, values))  # type: ignore[arg-type]
+            arrays.append("{" + text + "}")
+        return arrays
 
     return literals
 
@@ -683,6 +698,9 @@ def text_array(values: Sequence[str]) -> str:
 
 def fetch_values(connection: Connection, statement: str, params: Sequence[Any]) -> list[Any]:
     """Run a statement; return its rows as the driver gives them (no column processing)."""
+    session = _session(connection)
+    if session is not None:
+        return session.rows(_run_one(connection, session, statement, params))
     import psycopg  # noqa: PLC0415  # only PostgreSQL comes here; SQLite installs lack it
 
     cursor = kept_cursor(connection)
@@ -750,7 +768,7 @@ def _bind_processor(
 ) -> Callable[[Any], Any] | None:
     """Return the function binding a non-NULL value of ``type_`` for the driver, if any.
 
-    ``copy``: for ``COPY``, where JSON may go as its text. ``domain_json``: a history
+    ``copy``: for ``COPY`` (JSON goes as its text either way). ``domain_json``: a history
     table's data column, whose value may be its JSON text already (see
     :func:`domain_json_text`).
     """
@@ -758,16 +776,16 @@ def _bind_processor(
         # The type's own check and conversion, without SQLAlchemy's wrapper around it.
         return functools.partial(type_.process_bind_param, dialect=dialect)
     if isinstance(type_.dialect_impl(dialect), sa.JSON):
-        from psycopg.types.json import Jsonb  # noqa: PLC0415  # the raw path is PostgreSQL's only
-
         # JSON's text from the C encoder, read-only mappings included (the domain's event
         # and audit data come as such): SQLAlchemy's own binding would need plain dicts.
-        # A serializer the engine was given still has the last word.
+        # A serializer the engine was given still has the last word. The text goes as a
+        # str, which the driver sends untyped: the server reads it as the column's JSON
+        # (COPY has no parameter types at all). A Jsonb wrapper, typed, cost a Python
+        # object and a Python dumper call per value (16 a paid subscribe).
         serializer = dialect._json_serializer
         if serializer is None or serializer is json_dumps:
-            dumps = domain_json_text if domain_json else json_dumps
-            return dumps if copy else functools.partial(Jsonb, dumps=dumps)
-        return lambda value: Jsonb(plain(value), dumps=serializer)
+            return domain_json_text if domain_json else json_dumps
+        return lambda value: serializer(plain(value))
     process: Callable[[Any], Any] | None = type_._cached_bind_processor(dialect)
     return process
 
@@ -812,3 +830,395 @@ def reraise(connection: Connection, statement: str, error: Exception) -> NoRetur
     and the unit of work translates the ``DBAPIError`` as usual.
     """
     connection._handle_dbapi_exception(error, statement, None, None, None)
+
+
+# -- statements through libpq's pipeline, without psycopg's cursor -----------------------
+#
+# psycopg's cursor spends ~800 Python bytecodes on each statement (its query object,
+# prepared-statement bookkeeping, pipeline queues and result checks), more than a small
+# statement costs in libpq and in the server together: a paid subscribe's 26 statements
+# were a quarter of the API process's Python work. In a transaction already begun, the
+# statements here go to libpq straight: values dumped by psycopg's own (C) transformer,
+# rows loaded by it, so that what is sent and read is what the cursor would send and
+# read, and every statement of a call in one pipeline (one round trip). Anywhere else
+# (no transaction yet: psycopg would begin one) they go through the cursor as before.
+
+# libpq's own numbers (its ABI), checked against psycopg's enums by the tests: the
+# module is imported where psycopg is not installed (SQLite).
+_IDLE = 0  # pq.TransactionStatus.IDLE
+_INTRANS = 2  # pq.TransactionStatus.INTRANS
+_PIPELINE_OFF = 0  # pq.PipelineStatus.OFF
+_COMMAND_OK = 1  # pq.ExecStatus.COMMAND_OK
+_FATAL_ERROR = 7  # pq.ExecStatus.FATAL_ERROR
+_PIPELINE_SYNC = 10  # pq.ExecStatus.PIPELINE_SYNC
+_TEXT = 0  # pq.Format.TEXT: results as text, as the cursor asks for them
+_WAIT_R, _WAIT_RW, _READY_R = 1, 3, 1  # psycopg.waiting's Wait.R, Wait.RW and Ready.R
+
+_SESSION = "lumenquest_session"
+_PREPARED_MOST = 256  # named statements a connection keeps; past them, statements go unnamed
+_SEEN_MOST = 4096  # statements seen once, remembered to be prepared at their second use
+_BEGINS_KEPT = 1024  # identities' BEGIN commands a connection keeps
+_UNDEFINED_STATEMENT = "26000"  # SQLSTATE invalid_sql_statement_name
+
+_Command = tuple[str, Sequence[Any] | None, bool]  # statement, parameters, may be prepared
+# What libpq is sent for one statement: its text, values, types and formats, the name it is
+# prepared under (None: unnamed) and whether it is prepared with this one (a Parse first).
+_Send = tuple[bytes, Any, Any, Any, bytes | None, bool]
+
+
+class Statements:
+    """Statements queued for one pipeline (see :func:`pipeline`), named like a cursor's calls."""
+
+    __slots__ = ("commands",)
+
+    def __init__(self) -> None:
+        self.commands: list[_Command] = []
+
+    def execute(
+        self, statement: str, params: Sequence[Any] | None = None, *, prepare: bool = True
+    ) -> None:
+        """Queue one statement; ``prepare=False`` for one not worth preparing (a savepoint)."""
+        self.commands.append((statement, params, prepare))
+
+    def executemany(self, statement: str, params_seq: Iterable[Sequence[Any]]) -> None:
+        """Queue the statement once for each row of parameters."""
+        self.commands.extend([(statement, params, True) for params in params_seq])
+
+
+@contextmanager
+def pipeline(connection: Connection) -> Iterator[Statements]:
+    """Queue statements in the block; at its end send them all in one round trip.
+
+    As psycopg's own pipeline does, an error raises at the end, once every result came
+    back: the first statement's that failed, the others not run. Nothing is sent if the
+    block itself raises.
+    """
+    queued = Statements()
+    yield queued
+    commands = queued.commands
+    if not commands:
+        return
+    session = _session(connection)
+    if session is not None:
+        session.run(commands)
+        return
+    # Outside a transaction: psycopg's pipeline, which begins one first.
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursor = kept_cursor(connection)
+    with driver.pipeline():
+        for statement, params, prepare in commands:
+            cursor.execute(statement, params, prepare=None if prepare else False)
+
+
+def _session(connection: Connection) -> _Session | None:
+    """Return the connection's session when its statements can go to libpq straight.
+
+    That is in a transaction begun and sound, out of psycopg's pipeline mode: nothing of
+    psycopg's own (a ``BEGIN`` to send first, a pipeline's queue) is waiting.
+    """
+    session = _session_of(connection)
+    pgconn = session.pgconn
+    if pgconn.transaction_status != _INTRANS or pgconn.pipeline_status != _PIPELINE_OFF:
+        return None
+    return session
+
+
+def _session_of(connection: Connection) -> _Session:
+    """Return the session of the connection's psycopg connection, made on first use."""
+    pooled = connection.connection
+    driver = pooled.driver_connection
+    info = pooled.info
+    session: _Session | None = info.get(_SESSION)
+    if session is None or session.driver is not driver:
+        # First use, or the pool reconnected this record since: the new connection's.
+        session = info[_SESSION] = _Session(driver)
+    return session
+
+
+def _run_one(
+    connection: Connection, session: _Session, statement: str, params: Sequence[Any] | None
+) -> Any:
+    """Run one statement in the session; return its result. Errors raise as SQLAlchemy's."""
+    try:
+        return session.run([(statement, params, True)])[0]
+    except _driver_error() as exc:
+        reraise(connection, statement, exc)
+
+
+def _update_in_session(
+    connection: Connection,
+    session: _Session,
+    statement: str,
+    params: Sequence[Any],
+    savepoint: bool,
+) -> int:
+    """Run an update (in a savepoint of its own, sent with it, if asked); return its row count."""
+    if not savepoint:
+        return int(_run_one(connection, session, statement, params).command_tuples or 0)
+    try:
+        try:
+            results = session.run(
+                [
+                    (f"SAVEPOINT {_SAVEPOINT}", None, False),
+                    (statement, params, True),
+                    (f"RELEASE SAVEPOINT {_SAVEPOINT}", None, False),
+                ]
+            )
+        except _driver_error():
+            if not session.driver.broken:
+                session.run([(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", None, False)])
+            raise
+    except _driver_error() as exc:
+        reraise(connection, statement, exc)
+    return int(results[1].command_tuples or 0)
+
+
+@functools.cache
+def _driver_error() -> type[Exception]:
+    """Return psycopg's base error, imported once one is raised (only PostgreSQL comes here)."""
+    import psycopg  # noqa: PLC0415
+
+    return psycopg.Error
+
+
+@functools.lru_cache(maxsize=1024)
+def _converted(statement: str, encoding: str) -> tuple[bytes, int]:
+    """Return the statement as libpq takes it (``$1``, ``$2``… for ``%s``) and its parameter count."""
+    parts = statement.split("%s")
+    if any("%" in part for part in parts):
+        # Only %s placeholders are written here; anything else is psycopg's to read.
+        raise ValueError(f"only %s placeholders go straight to libpq: {statement!r}")
+    text = parts[0] + "".join(f"${number}{part}" for number, part in enumerate(parts[1:], 1))
+    return text.encode(encoding), len(parts) - 1
+
+
+@functools.cache
+def _auto_formats(count: int) -> tuple[Any, ...]:
+    from psycopg.adapt import PyFormat  # noqa: PLC0415  # PostgreSQL only
+
+    return (PyFormat.AUTO,) * count
+
+
+class _Session:
+    """A psycopg connection's state for the statements sent to libpq straight.
+
+    Its statements are prepared at their second use (psycopg's cursor prepares at its
+    fifth), under names of their own. psycopg's own preparing is off on lumenquest's
+    engines (see :mod:`._engine`): its rollback deallocates every prepared statement of
+    the connection, these too; where it was turned on again, these go unnamed.
+    """
+
+    __slots__ = (
+        "begins",
+        "driver",
+        "encoding",
+        "execute",
+        "made",
+        "names",
+        "pgconn",
+        "prepares",
+        "seen",
+        "transformer",
+    )
+
+    def __init__(self, driver: Any) -> None:
+        from psycopg import Connection, generators  # noqa: PLC0415  # PostgreSQL only
+        from psycopg.adapt import Transformer  # noqa: PLC0415
+
+        assert isinstance(driver, Connection)
+        self.driver: Any = driver  # waits on generators of libpq's numbers, not its enums
+        self.execute = generators.execute  # psycopg's wait of one query's results
+        # Each identity's "BEGIN; SELECT set_config(…)", its values quoted by libpq.
+        self.begins: dict[tuple[tuple[str, str], ...], bytes] = {}
+        self.pgconn = driver.pgconn
+        self.transformer = Transformer.from_context(driver)
+        self.encoding: str = driver.info.encoding
+        self.prepares: bool = driver.prepare_threshold is None
+        # (statement, parameter types) -> the name it is prepared under.
+        self.names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self.seen: set[tuple[bytes, tuple[int, ...]]] = set()
+        self.made = 0  # names made: each is new, even where its Parse failed
+
+    def run(self, commands: Sequence[_Command]) -> list[Any]:
+        """Send statements in one pipeline; return each one's result (a ``PGresult``).
+
+        Raise the first error as psycopg would (``psycopg.Error``), the statements after
+        it not run; the transaction is then failed, as after any error.
+        """
+        # Every value is dumped before anything is sent: a value the driver cannot adapt
+        # raises with nothing half sent. One loop, inline: it runs for every statement.
+        transformer = self.transformer
+        encoding = self.encoding
+        names = self.names
+        prepares = self.prepares
+        sends: list[_Send] = []
+        expected = 1  # the results to come: one a statement, one a Parse, and the sync's
+        values: Any
+        formats: Any
+        for statement, params, prepare in commands:
+            query, count = _converted(statement, encoding)
+            if params:
+                if count != len(params):
+                    raise _count_error(count, len(params))
+                values = transformer.dump_sequence(params, _auto_formats(count))
+                types: tuple[int, ...] = transformer.types or ()
+                formats = transformer.formats
+            else:
+                if count:
+                    raise _count_error(count, 0)
+                values = formats = None
+                types = ()
+            name = None
+            new = False
+            if prepare and prepares:
+                key = (query, types)
+                name = names.get(key)
+                if name is None:
+                    name = self._new_name(key)
+                    new = name is not None
+            sends.append((query, values, types, formats, name, new))
+            expected += 2 if new else 1
+        return self._found(sends, self._exchange(sends, expected))
+
+    def _found(self, sends: list[_Send], results: list[Any]) -> list[Any]:
+        """Return each statement's result; raise the first error (forgetting failed Parses' names)."""
+        names = self.names
+        found: list[Any] = []
+        failed = None
+        at = 0
+        for query, _values, types, _formats, _name, new in sends:
+            if new:
+                parsed = results[at]
+                at += 1
+                if parsed.status != _COMMAND_OK:
+                    names.pop((query, types), None)
+                    if failed is None and parsed.status == _FATAL_ERROR:
+                        failed = parsed
+            result = results[at]
+            at += 1
+            if failed is None and result.status == _FATAL_ERROR:
+                failed = result
+            found.append(result)
+        if failed is not None:
+            from psycopg.errors import error_from_result  # noqa: PLC0415  # PostgreSQL only
+
+            error = error_from_result(failed, encoding=self.encoding)
+            if error.sqlstate == _UNDEFINED_STATEMENT:
+                # Deallocated behind our back (DISCARD ALL, DEALLOCATE ALL): this
+                # transaction fails, the next ones prepare their statements anew.
+                names.clear()
+            raise error
+        return found
+
+    def _new_name(self, key: tuple[bytes, tuple[int, ...]]) -> bytes | None:
+        """Return the name to prepare a statement not prepared yet under, or None (unnamed).
+
+        A statement is prepared at its second use, while fewer than ``_PREPARED_MOST``
+        are. Named at once, so that the same statement later in the pipeline uses the
+        name; forgotten again should its Parse fail.
+        """
+        seen = self.seen
+        if key not in seen or len(self.names) >= _PREPARED_MOST:
+            if len(seen) >= _SEEN_MOST:
+                seen.clear()
+            seen.add(key)
+            return None
+        name = self.names[key] = b"_lq_%d" % self.made
+        self.made += 1
+        return name
+
+    def _exchange(self, sends: list[_Send], expected: int) -> list[Any]:
+        """Send the statements and a sync in pipeline mode; return every result up to the sync's."""
+        pgconn = self.pgconn
+        driver = self.driver
+        with driver.lock:
+            pgconn.enter_pipeline_mode()
+            try:
+                for query, values, types, formats, name, new in sends:
+                    if name is None:
+                        pgconn.send_query_params(query, values, types, formats, _TEXT)
+                        continue
+                    if new:
+                        pgconn.send_prepare(name, query, types)
+                    pgconn.send_query_prepared(name, values, formats, _TEXT)
+                pgconn.pipeline_sync()
+                results: list[Any] = driver.wait(_exchanged(pgconn))
+                pgconn.exit_pipeline_mode()
+            except BaseException:
+                # Lost, or interrupted halfway: the connection's state is unknown. Closed,
+                # it is never used again; SQLAlchemy sees it closed and replaces it.
+                pgconn.finish()
+                raise
+        if len(results) != expected:  # pragma: no cover - libpq's protocol
+            import psycopg  # noqa: PLC0415  # PostgreSQL only
+
+            pgconn.finish()
+            raise psycopg.OperationalError(f"{len(results)} results, {expected} expected")
+        return results
+
+    def begin_command(self, settings: dict[str, str]) -> bytes:
+        """Return ``BEGIN; SELECT set_config(name, value, true), …`` for the settings."""
+        key = tuple(settings.items())
+        command = self.begins.get(key)
+        if command is None:
+            from psycopg.pq import Escaping  # noqa: PLC0415  # PostgreSQL only
+
+            if len(self.begins) >= _BEGINS_KEPT:
+                self.begins.clear()
+            # libpq's own quoting (PQescapeLiteral): what sql.Literal gives, without
+            # building and rendering a composed statement.
+            quote = Escaping(self.pgconn).escape_literal
+            encoding = self.encoding
+            command = self.begins[key] = b"BEGIN; SELECT " + b", ".join(
+                b"set_config(%s, %s, true)"
+                % (quote(name.encode(encoding)), quote(value.encode(encoding)))
+                for name, value in key
+            )
+        return command
+
+    def rows(self, result: Any) -> list[Any]:
+        """Return a result's rows as tuples, each value loaded as the cursor loads it."""
+        transformer = self.transformer
+        transformer.set_pgresult(result)
+        rows: list[Any] = transformer.load_rows(0, result.ntuples, tuple)
+        return rows
+
+
+def _count_error(count: int, given: int) -> Exception:
+    """Return psycopg's error for parameters that do not match the placeholders."""
+    return _error(
+        "ProgrammingError", f"the query has {count} placeholders but {given} parameters were passed"
+    )
+
+
+def _error(kind: str, message: str) -> Exception:
+    """Return psycopg's error of class ``kind`` (PostgreSQL only: psycopg is installed)."""
+    import psycopg  # noqa: PLC0415
+
+    error: Exception = getattr(psycopg, kind)(message)
+    return error
+
+
+def _exchanged(pgconn: Any) -> Generator[int, int, list[Any]]:
+    """Flush what was sent, then read results up to the pipeline's sync (psycopg's wait drives it)."""
+    while pgconn.flush():  # 1 while some is left to send
+        while not (ready := (yield _WAIT_RW)):
+            continue
+        if ready & _READY_R:
+            pgconn.consume_input()
+    results: list[Any] = []
+    while True:
+        while pgconn.is_busy():
+            while not (yield _WAIT_R):
+                continue
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:  # the end of one statement's results
+            continue
+        results.append(result)
+        if result.status == _PIPELINE_SYNC:
+            while notify := pgconn.notifies():  # as psycopg does after each fetch
+                if pgconn.notify_handler:
+                    pgconn.notify_handler(notify)
+            return results

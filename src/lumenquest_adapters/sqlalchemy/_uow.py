@@ -325,9 +325,10 @@ class SqlAlchemyUnitOfWork:
     def _discard(self, connection: Connection) -> None:
         """Roll back; on PostgreSQL a transaction that only read and is sound commits instead.
 
-        The two are the same to the database, but psycopg deallocates every prepared
-        statement of the connection on a rollback (a round trip, and each statement is
-        parsed and planned again until it is prepared anew).
+        The two are the same to the database, but where psycopg's own preparing is on (an
+        engine not made by :func:`create_engine_for`), its rollback deallocates every
+        prepared statement of the connection (a round trip, and each statement is parsed
+        and planned again until it is prepared anew).
         """
         if (
             self._only_read

@@ -3,7 +3,8 @@
 Each statement costs the server process ~100,000-200,000 instructions in the driver and
 SQLAlchemy alone (callgrind), so a change that adds one to the hottest write of the API
 should be a decision, not an accident. The counts are the driver's own (psycopg cursor
-executions, a pipelined executemany counted per row), whether or not SQLAlchemy sent them.
+executions, a pipelined executemany counted per row, or the statements sent to libpq
+straight), whether or not SQLAlchemy sent them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from lumenquest_adapters.memory import RecordingEmailSender, TestClock
-from lumenquest_adapters.sqlalchemy import Identity, sqlalchemy_billing
+from lumenquest_adapters.sqlalchemy import Identity, _raw, sqlalchemy_billing
 from lumenquest_core.money import Money
 from lumenquest_core.periods import BillingCycle, Interval
 from lumenquest_core.subscriptions import SubscriptionStatus
@@ -26,7 +27,7 @@ from lumenquest_core.subscriptions import SubscriptionStatus
 
 @contextmanager
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Record the first word of every statement psycopg's cursors send (one per row)."""
+    """Record the first word of every statement sent, by psycopg's cursors or straight to libpq (one per row)."""
     sent: list[str] = []
 
     def counting(name: str, rows: Callable[[Any], int]) -> None:
@@ -40,6 +41,13 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     counting("execute", lambda params: 1)
     counting("executemany", len)
+    run = _raw._Session.run
+
+    def run_counted(self: Any, commands: Any) -> Any:
+        sent.extend(str(statement).split(None, 1)[0].upper() for statement, *_ in commands)
+        return run(self, commands)
+
+    monkeypatch.setattr(_raw._Session, "run", run_counted)
     yield sent
     monkeypatch.undo()
 

@@ -1,0 +1,239 @@
+"""Statements sent to libpq straight (``_raw._Session``) behave as psycopg's cursor would.
+
+They skip psycopg's cursor only inside a transaction already begun; they are prepared at
+their second use under names of their own, which psycopg's rollback must not deallocate;
+an error raises as the cursor's would, after every result came back; nothing is sent
+when a value cannot be adapted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import pq
+from psycopg.waiting import Ready, Wait
+from sqlalchemy.engine import Connection, Engine
+
+from lumenquest_adapters.sqlalchemy import _engine, _raw, create_engine_for
+from lumenquest_adapters.sqlalchemy._engine import json_loads
+from tests.adapters.sqlalchemy.databases import postgres_engine, postgres_schema
+
+_TABLE = sa.Table(
+    "items",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("code", sa.Integer, unique=True),
+)
+_INSERT = "INSERT INTO items (id) VALUES (%s)"
+_COUNT = "SELECT count(*) FROM items WHERE id >= %s"
+
+
+@pytest.fixture
+def engine(postgres_empty: Engine) -> Engine:
+    """An engine with one table of integer ids."""
+    with postgres_empty.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TABLE items (id integer PRIMARY KEY, code integer UNIQUE)"
+        )
+    return postgres_empty
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction begun on the server (as a unit of work's, after BEGIN)."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+        yield connection
+
+
+def _count(connection: Connection) -> int:
+    return int(_raw.fetch_values(connection, _COUNT, [0])[0][0])
+
+
+def _prepared(connection: Connection) -> list[str]:
+    rows = connection.exec_driver_sql(
+        "SELECT statement FROM pg_prepared_statements WHERE name LIKE '\\_lq\\_%%'"
+        " ORDER BY prepare_time"
+    )
+    return [row[0] for row in rows]
+
+
+def test_libpq_numbers_are_psycopgs() -> None:
+    """The module's copies of libpq's numbers (it loads without psycopg) are psycopg's."""
+    assert _raw._IDLE == pq.TransactionStatus.IDLE
+    assert _raw._INTRANS == pq.TransactionStatus.INTRANS
+    assert _raw._PIPELINE_OFF == pq.PipelineStatus.OFF
+    assert _raw._COMMAND_OK == pq.ExecStatus.COMMAND_OK
+    assert _raw._FATAL_ERROR == pq.ExecStatus.FATAL_ERROR
+    assert _raw._PIPELINE_SYNC == pq.ExecStatus.PIPELINE_SYNC
+    assert _raw._TEXT == pq.Format.TEXT
+    assert (_raw._WAIT_R, _raw._WAIT_RW, _raw._READY_R) == (Wait.R, Wait.RW, Ready.R)
+
+
+def test_outside_a_transaction_statements_go_through_psycopg_which_begins_one(
+    engine: Engine,
+) -> None:
+    """Sent straight before any BEGIN, an insert would commit at the pipeline's sync."""
+    with engine.connect() as connection:
+        connection.begin()  # SQLAlchemy's, which sends nothing
+        assert _raw._session(connection) is None
+        _raw.execute(connection, _INSERT, [1])
+        assert _raw._session(connection) is not None  # psycopg began the transaction
+        connection.rollback()
+        assert _count(connection) == 0
+
+
+def test_a_statement_is_prepared_at_its_second_use_and_outlives_a_rollback(
+    connection: Connection,
+) -> None:
+    """psycopg prepares nothing of its own on our engines, so its rollback deallocates nothing."""
+    assert connection.connection.driver_connection.prepare_threshold is None
+    _count(connection)
+    assert _prepared(connection) == []
+    _count(connection)
+    assert _prepared(connection) == ["SELECT count(*) FROM items WHERE id >= $1"]
+    connection.rollback()
+    connection.exec_driver_sql("SELECT 1")
+    assert _count(connection) == 0  # by its name
+    assert _prepared(connection) == ["SELECT count(*) FROM items WHERE id >= $1"]
+
+
+def test_statements_deallocated_behind_its_back_are_prepared_anew(
+    connection: Connection,
+) -> None:
+    _count(connection)
+    _count(connection)
+    connection.exec_driver_sql("DEALLOCATE ALL")
+    with pytest.raises(sa.exc.DBAPIError, match="does not exist"):
+        _count(connection)
+    connection.rollback()
+    connection.exec_driver_sql("SELECT 1")
+    assert _count(connection) == 0
+    assert _prepared(connection) == ["SELECT count(*) FROM items WHERE id >= $1"]
+
+
+def test_the_same_statement_new_twice_in_one_pipeline_is_prepared_once(
+    connection: Connection,
+) -> None:
+    _raw.execute(connection, _INSERT, [1])  # seen once: prepared at the next use
+    with _raw.pipeline(connection) as queue:
+        queue.executemany(_INSERT, [[2], [3], [4]])
+    assert _prepared(connection) == ["INSERT INTO items (id) VALUES ($1)"]
+    assert _count(connection) == 4
+
+
+def test_a_failed_parse_forgets_the_name_it_was_to_have(engine: Engine) -> None:
+    with engine.connect() as connection:
+        for _ in range(2):
+            connection.exec_driver_sql("SELECT 1")
+            with pytest.raises(sa.exc.ProgrammingError, match="missing"):
+                _raw.execute(connection, "SELECT * FROM missing WHERE id = %s", [1])
+            connection.rollback()
+        session = _raw._session(connection) or _raw._Session(
+            connection.connection.driver_connection
+        )
+        assert session.names == {}
+
+
+def test_an_error_raises_the_failing_statements_own_after_every_result(
+    connection: Connection,
+) -> None:
+    """Not the "pipeline aborted" of the statements after it; the connection stays sound."""
+    with pytest.raises(psycopg.errors.UniqueViolation), _raw.pipeline(connection) as queue:
+        queue.executemany(_INSERT, [[1], [1], [2]])
+    driver = connection.connection.driver_connection
+    assert driver.pgconn.pipeline_status == pq.PipelineStatus.OFF
+    assert driver.info.transaction_status == pq.TransactionStatus.INERROR
+    connection.rollback()
+    connection.exec_driver_sql("SELECT 1")
+    assert _count(connection) == 0
+
+
+def test_a_value_the_driver_cannot_adapt_sends_nothing(connection: Connection) -> None:
+    """Every value is dumped before the first statement goes: the transaction stays sound."""
+    queue: _raw.Statements
+    with pytest.raises(psycopg.ProgrammingError), _raw.pipeline(connection) as queue:  # noqa: PT012
+        queue.execute(_INSERT, [1])
+        queue.execute(_INSERT, [object()])
+    assert _count(connection) == 0
+
+
+def test_a_wrong_number_of_parameters_raises_before_sending(connection: Connection) -> None:
+    with pytest.raises(sa.exc.ProgrammingError, match="1 placeholders but 2"):
+        _raw.execute(connection, _INSERT, [1, 2])
+    assert _count(connection) == 0
+
+
+def test_only_s_placeholders_go_straight_to_libpq() -> None:
+    assert _raw._converted("SELECT %s, %s::int[]", "utf-8") == (b"SELECT $1, $2::int[]", 2)
+    with pytest.raises(ValueError, match="placeholders"):
+        _raw._converted("SELECT '100%' || %s", "utf-8")
+
+
+def test_update_row_counts_rows_and_keeps_the_transaction_after_a_broken_rule(
+    connection: Connection,
+) -> None:
+    _raw.execute(connection, "INSERT INTO items (id, code) VALUES (%s, %s)", [1, 10])
+    _raw.execute(connection, _INSERT, [2])
+    assert _raw.update_row(connection, _TABLE, "id", {"id": 1, "code": 11}, savepoint=True) == 1
+    assert _raw.update_row(connection, _TABLE, "id", {"id": 3, "code": 12}, savepoint=False) == 0
+    with pytest.raises(sa.exc.IntegrityError):
+        _raw.update_row(connection, _TABLE, "id", {"id": 2, "code": 11}, savepoint=True)
+    assert _count(connection) == 2  # rolled back to the savepoint only
+
+
+def test_engines_turn_psycopgs_preparing_off_unless_told(postgres_url: str) -> None:
+    with postgres_schema(postgres_url) as schema:
+        told = postgres_engine(postgres_url, schema)
+        engine = create_engine_for(
+            postgres_url,
+            connect_args={"options": f"-csearch_path={schema}", "prepare_threshold": 5},
+        )
+        try:
+            with told.connect() as default, engine.connect() as connection:
+                assert default.connection.driver_connection.prepare_threshold is None
+                assert connection.connection.driver_connection.prepare_threshold == 5
+                connection.exec_driver_sql("SELECT 1")
+                session = _raw._session(connection)
+                assert session is not None
+                assert not session.prepares  # psycopg's rollback would deallocate ours
+        finally:
+            told.dispose()
+            engine.dispose()
+
+
+def test_each_identity_begins_with_its_own_settings_on_one_connection(engine: Engine) -> None:
+    """The BEGIN commands a connection keeps are per identity: none leaks into another's."""
+    with engine.connect() as connection:
+        for customer in ("cus_1", "cus_2", "cus_1", "it's"):
+            connection.begin()
+            _raw.begin_with(
+                connection, {"lumenquest.customer_id": customer, "lumenquest.role": "user"}
+            )
+            setting = "SELECT current_setting('lumenquest.customer_id')"
+            assert connection.exec_driver_sql(setting).scalar() == customer
+            connection.rollback()
+
+
+@pytest.mark.parametrize("text", ['{"a": [1, 2.5, null, "é"]}', "3", '"x"'])
+def test_json_values_read_are_what_json_loads_gives(text: str) -> None:
+    """From the driver's bytes (psycopg's JSON loader) or from SQLite's str alike."""
+    expected = json.loads(text)
+    for given in (text, text.encode(), bytearray(text.encode())):
+        assert json_loads(given) == expected
+        assert type(json_loads(given)) is type(expected)
+
+
+def test_postgresql_json_goes_through_the_engines_loader(
+    connection: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+    decode = _engine._decode_json
+    monkeypatch.setattr(_engine, "_decode_json", lambda text: seen.append(text) or decode(text))
+    rows = _raw.fetch_values(connection, "SELECT %s::jsonb", ['{"é": 1}'])
+    assert rows == [({"é": 1},)]
+    assert seen == ['{"é": 1}']
