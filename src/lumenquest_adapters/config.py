@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Row-level security (PostgreSQL): who every transaction acts as when the URL's role
     # is bound by the policies; "system" for a billing run, "admin" for a back office.
     database_acting_as: Literal["system", "admin"] | None = None
+    # False behind a pooler that cannot keep prepared statements (PgBouncer in
+    # transaction mode before 1.21): PostgreSQL then prepares nothing.
+    database_prepared_statements: bool = True
     migrate: bool = True
     redis_url: SecretStr | None = None
     redis_prefix: str = "lumenquest:"
@@ -212,7 +215,10 @@ def _database(settings: Settings) -> tuple[Callable[[], UnitOfWork], Callable[[]
     )
 
     try:
-        engine = create_engine_for(settings.database_url.get_secret_value())
+        engine = create_engine_for(
+            settings.database_url.get_secret_value(),
+            prepared_statements=settings.database_prepared_statements,
+        )
     except Exception as exc:  # the driver's own error names no variable
         raise ConfigurationError(
             f"LUMENQUEST_DATABASE_URL is not a usable database URL ({type(exc).__name__})"

@@ -100,3 +100,22 @@ def test_secrets_never_appear_in_the_settings_repr() -> None:
     shown = repr(settings) + str(settings)
     for secret in ("sk_live_abc", "whsec_def", "hunter2"):
         assert secret not in shown
+
+
+def test_prepared_statements_can_be_turned_off_for_a_pooler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lumenquest_adapters.sqlalchemy as sql  # noqa: PLC0415
+
+    made: list[dict[str, object]] = []
+    real = sql.create_engine_for
+
+    def recording(url: str, **options: object) -> object:
+        made.append(options)
+        return real(url, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sql, "create_engine_for", recording)
+    build_backend()
+    monkeypatch.setenv("LUMENQUEST_DATABASE_PREPARED_STATEMENTS", "false")
+    build_backend()
+    assert [options["prepared_statements"] for options in made] == [True, False]

@@ -348,7 +348,7 @@ def send_pipelined(
     try:
         try:
             with pipeline(connection) as queue:
-                # Savepoints are not worth preparing: psycopg would after 5 uses.
+                # Savepoints are not worth preparing: the pipeline would at their second use.
                 queue.execute(statement, prepare=False)
                 if number is not None:
                     statement = _COUNTER

@@ -19,10 +19,13 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from lumenquest_adapters.sqlalchemy._mapping import json_dumps
 from lumenquest_core.errors import ConfigurationError
 
-__all__ = ["BEGIN_KEY", "create_engine_for", "is_sqlite", "json_loads"]
+__all__ = ["BEGIN_KEY", "UNPREPARED_KEY", "create_engine_for", "is_sqlite", "json_loads"]
 
 BEGIN_KEY = "lumenquest_begin"
 """``connection.info`` key: the statement the next SQLite transaction begins with."""
+
+UNPREPARED_KEY = "lumenquest_unprepared"
+"""``connection.info`` key: set when no statement may be prepared on the server."""
 
 _BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -45,12 +48,18 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 
 
 def create_engine_for(
-    url: str | sa.URL, *, enforce_foreign_keys: bool = True, **engine_options: Any
+    url: str | sa.URL,
+    *,
+    enforce_foreign_keys: bool = True,
+    prepared_statements: bool = True,
+    **engine_options: Any,
 ) -> Engine:
     """Return an engine for ``url`` (``postgresql://…`` or ``sqlite:///path.db``).
 
     ``enforce_foreign_keys=False`` is for tests that store rows without their parents
-    (the port contract suites do); never for a real database. Other keywords go to
+    (the port contract suites do); never for a real database. ``prepared_statements=False``
+    prepares nothing on a PostgreSQL server, for a connection pooler that cannot keep
+    prepared statements (PgBouncer in transaction mode before 1.21). Other keywords go to
     :func:`sqlalchemy.create_engine`. PostgreSQL sessions run in UTC (``SET TIME ZONE``).
     """
     parsed = make_url(url)
@@ -74,6 +83,8 @@ def create_engine_for(
         if not enforce_foreign_keys:
             # Foreign keys are triggers; replica mode skips them (needs a superuser).
             _on_connect(engine, "SET session_replication_role = replica")
+        if not prepared_statements:
+            _mark_unprepared(engine)
         return engine
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory":
@@ -91,6 +102,12 @@ def create_engine_for(
         f"lumenquest stores billing in PostgreSQL or SQLite, not {backend!r}",
         details={"url": parsed.render_as_string(hide_password=True)},
     )
+
+
+def _mark_unprepared(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _mark(_dbapi_connection: Any, record: Any) -> None:
+        record.info[UNPREPARED_KEY] = True
 
 
 def _on_connect(engine: Engine, statement: str) -> None:

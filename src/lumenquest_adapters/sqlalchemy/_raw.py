@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from lumenquest_adapters.sqlalchemy._ddl import UTCDateTime
+from lumenquest_adapters.sqlalchemy._engine import UNPREPARED_KEY
 from lumenquest_adapters.sqlalchemy._mapping import (
     DOMAIN_JSON_COLUMNS,
     domain_json_text,
@@ -932,7 +933,7 @@ def _session_of(connection: Connection) -> _Session:
     session: _Session | None = info.get(_SESSION)
     if session is None or session.driver is not driver:
         # First use, or the pool reconnected this record since: the new connection's.
-        session = info[_SESSION] = _Session(driver)
+        session = info[_SESSION] = _Session(driver, prepares=UNPREPARED_KEY not in info)
     return session
 
 
@@ -1022,7 +1023,7 @@ class _Session:
         "transformer",
     )
 
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, *, prepares: bool = True) -> None:
         from psycopg import Connection, generators  # noqa: PLC0415  # PostgreSQL only
         from psycopg.adapt import Transformer  # noqa: PLC0415
 
@@ -1034,7 +1035,7 @@ class _Session:
         self.pgconn = driver.pgconn
         self.transformer = Transformer.from_context(driver)
         self.encoding: str = driver.info.encoding
-        self.prepares: bool = driver.prepare_threshold is None
+        self.prepares: bool = prepares and driver.prepare_threshold is None
         # (statement, parameter types) -> the name it is prepared under.
         self.names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         self.seen: set[tuple[bytes, tuple[int, ...]]] = set()

@@ -237,3 +237,23 @@ def test_postgresql_json_goes_through_the_engines_loader(
     rows = _raw.fetch_values(connection, "SELECT %s::jsonb", ['{"é": 1}'])
     assert rows == [({"é": 1},)]
     assert seen == ['{"é": 1}']
+
+
+def test_an_engine_made_without_prepared_statements_prepares_none(postgres_url: str) -> None:
+    """For a pooler that cannot keep them: the statements go unnamed, however often sent."""
+    with postgres_schema(postgres_url) as schema:
+        engine = postgres_engine(postgres_url, schema, prepared_statements=False)
+        try:
+            with engine.begin() as connection:
+                connection.exec_driver_sql("CREATE TABLE items (id integer PRIMARY KEY)")
+            with engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+                for _ in range(3):
+                    assert _count(connection) == 0
+                assert _prepared(connection) == []
+                unnamed = connection.exec_driver_sql(
+                    "SELECT count(*) FROM pg_prepared_statements"
+                ).scalar()
+                assert unnamed == 0
+        finally:
+            engine.dispose()
