@@ -248,6 +248,8 @@ def change_row(change: SubscriptionChange) -> ChangeRow:
 
 def change_row_of(fields: ChangeFields) -> ChangeRow:
     """Return the row of the subscription change with these fields: ``change_row``'s."""
+    # Unpacked and rebuilt field by field, as change_row is: built from slices of the
+    # fields instead, run_due over 3,000 took 6 million instructions more (callgrind).
     (
         change_id,
         subscription_id,
