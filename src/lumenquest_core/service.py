@@ -242,8 +242,8 @@ def _write_history(
     change: ChangeFields | None = None,
 ) -> None:
     """Store a change's outbox messages, audit entry and change row (see HistoryWriter)."""
-    # The optional port: one call, no object built per row. A store without it (the
-    # SQLAlchemy one) gets the same rows through its repositories.
+    # The optional port: one call, no object built per row. A store without it (a
+    # host's own) gets the same rows through its repositories.
     add_history = getattr(uow, "add_history", None)
     if add_history is not None:
         add_history(at, messages, entry, change)

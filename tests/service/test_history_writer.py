@@ -21,13 +21,13 @@ from lumenquest_core import Billing, BillingCycle, Interval
 from lumenquest_core.ports import UnitOfWork
 from tests.service.scenario import NEW_YEAR, at, usd
 
-# Both about the memory store's optional port: the SQL stores run the row-by-row path in
-# every other service test.
+# On memory alone: the path through the optional port runs on every store in every other
+# service test; the row-by-row one, for a store without the port, is only tested here.
 pytestmark = pytest.mark.memory_only
 
 
 class _WithoutHistoryWriter:
-    """A memory unit of work that does not offer ``add_history``, as the SQL one does not."""
+    """A memory unit of work that does not offer ``add_history``, as a host's own store may not."""
 
     def __init__(self, inner: MemoryUnitOfWork) -> None:
         self._inner = inner

@@ -19,6 +19,8 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from types import MappingProxyType
 from typing import Any
 
+import attrs
+
 from lumenquest_core._trusted import build_trusted, new_trusted
 from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
 from lumenquest_core.coupons import Coupon, CouponDuration, Discount
@@ -45,6 +47,8 @@ from lumenquest_core.payments import (
 from lumenquest_core.periods import BillingCycle, Interval, Period
 from lumenquest_core.ports import (
     AnalyticsEvent,
+    AuditFields,
+    ChangeFields,
     DeliveryStatus,
     EmailDelivery,
     IdempotencyRecord,
@@ -893,17 +897,36 @@ def outbox_row(message: OutboxMessage, encode: Callable[[Any], Any] = as_is) -> 
     ``encode`` gives the data's column value: its JSON text on PostgreSQL (see
     :func:`domain_json_text`), the data itself for SQLAlchemy to encode.
     """
-    event = message.event
+    return new_outbox_row(
+        message.id,
+        message.event,
+        message.created_at,
+        encode,
+        delivered_at=message.delivered_at,
+        attempts=message.attempts,
+    )
+
+
+def new_outbox_row(
+    message_id: str,
+    event: DomainEvent,
+    created_at: datetime,
+    encode: Callable[[Any], Any] = as_is,
+    *,
+    delivered_at: datetime | None = None,
+    attempts: int = 0,
+) -> Values:
+    """Return the columns of the message with these fields (undelivered: a new one's)."""
     return {
-        "id": message.id,
+        "id": message_id,
         "name": event.name.value,
         "subject_id": event.subject_id,
         "customer_id": event.customer_id or None,
         "occurred_at": event.occurred_at,
         "data": encode(event.data),
-        "created_at": message.created_at,
-        "delivered_at": message.delivered_at,
-        "attempts": message.attempts,
+        "created_at": created_at,
+        "delivered_at": delivered_at,
+        "attempts": attempts,
     }
 
 
@@ -943,16 +966,27 @@ def outbox_from_row(row: Row) -> OutboxMessage:
 
 def audit_row(entry: AuditEntry, encode: Callable[[Any], Any] = as_is) -> Values:
     """Return the columns of an audit entry; ``encode`` as for :func:`outbox_row`."""
+    return audit_row_of(_fields_of(entry), encode)
+
+
+def _fields_of(record: AuditEntry | SubscriptionChange) -> Any:
+    """Return a record's fields in their order, as ``add_history`` takes them."""
+    return attrs.astuple(record, recurse=False)
+
+
+def audit_row_of(fields: AuditFields, encode: Callable[[Any], Any] = as_is) -> Values:
+    """Return the columns of the audit entry with these fields: ``audit_row``'s."""
+    entry_id, actor, action, subject_type, subject_id, at, customer_id, before, after = fields
     return {
-        "id": entry.id,
-        "actor": entry.actor,
-        "action": entry.action,
-        "subject_type": entry.subject_type,
-        "subject_id": entry.subject_id,
-        "at": entry.at,
-        "customer_id": entry.customer_id,
-        "before": None if entry.before is None else encode(entry.before),
-        "after": None if entry.after is None else encode(entry.after),
+        "id": entry_id,
+        "actor": actor,
+        "action": action,
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "at": at,
+        "customer_id": customer_id,
+        "before": None if before is None else encode(before),
+        "after": None if after is None else encode(after),
     }
 
 
@@ -976,22 +1010,43 @@ def change_row(change: SubscriptionChange, encode: Callable[[Any], Any] = as_is)
 
     ``encode`` as for :func:`outbox_row`.
     """
+    return change_row_of(_fields_of(change), encode)
+
+
+def change_row_of(fields: ChangeFields, encode: Callable[[Any], Any] = as_is) -> Values:
+    """Return the columns of the subscription change with these fields: ``change_row``'s."""
+    (
+        change_id,
+        subscription_id,
+        customer_id,
+        kind,
+        at,
+        from_status,
+        to_status,
+        from_price_id,
+        to_price_id,
+        from_quantity,
+        to_quantity,
+        mrr,
+        plan_id,
+        data,
+    ) = fields
     return {
-        "id": change.id,
-        "subscription_id": change.subscription_id,
-        "customer_id": change.customer_id,
-        "kind": change.kind,
-        "at": change.at,
-        "from_status": change.from_status,
-        "to_status": change.to_status,
-        "from_price_id": change.from_price_id,
-        "to_price_id": change.to_price_id,
-        "from_quantity": change.from_quantity,
-        "to_quantity": change.to_quantity,
-        "mrr": change.mrr.amount,
-        "mrr_currency": change.mrr.currency,
-        "plan_id": change.plan_id or None,
-        "data": encode(change.data),
+        "id": change_id,
+        "subscription_id": subscription_id,
+        "customer_id": customer_id,
+        "kind": kind,
+        "at": at,
+        "from_status": from_status,
+        "to_status": to_status,
+        "from_price_id": from_price_id,
+        "to_price_id": to_price_id,
+        "from_quantity": from_quantity,
+        "to_quantity": to_quantity,
+        "mrr": mrr.amount,
+        "mrr_currency": mrr.currency,
+        "plan_id": plan_id or None,
+        "data": encode(data),
     }
 
 

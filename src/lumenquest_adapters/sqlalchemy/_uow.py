@@ -47,7 +47,10 @@ from lumenquest_adapters.sqlalchemy._errors import Describe, DescribeRow, descri
 from lumenquest_adapters.sqlalchemy._mapping import (
     Row,
     as_is,
+    audit_row_of,
+    change_row_of,
     json_dumps,
+    new_outbox_row,
     plain_json,
 )
 from lumenquest_adapters.sqlalchemy._raw import (
@@ -62,8 +65,11 @@ from lumenquest_adapters.sqlalchemy._raw import (
     update_row,
 )
 from lumenquest_adapters.sqlalchemy._schema import invoice_number_sequence, metadata
+from lumenquest_core.events import DomainEvent
 from lumenquest_core.invoicing import Invoice
 from lumenquest_core.ports import (
+    AuditFields,
+    ChangeFields,
     IdempotencyRecord,
     UnitOfWork,
 )
@@ -247,6 +253,26 @@ class SqlAlchemyUnitOfWork:
     def subscription_changes(self) -> r.SubscriptionChanges:
         """The subscription changes of this unit of work."""
         return r.SubscriptionChanges(self)
+
+    def add_history(
+        self,
+        at: datetime,
+        messages: Sequence[tuple[str, DomainEvent]],
+        entry: AuditFields | None = None,
+        change: ChangeFields | None = None,
+    ) -> None:
+        """Store a change's outbox messages, audit entry and change row (``HistoryWriter``)."""
+        # The rows straight from the fields: no OutboxMessage, AuditEntry or
+        # SubscriptionChange built for the repositories to take apart again.
+        encode = self.encode_data
+        if messages:
+            outbox = self.outbox
+            for message_id, event in messages:
+                outbox._insert(new_outbox_row(message_id, event, at, encode))
+        if entry is not None:
+            self.audit_log._insert(audit_row_of(entry, encode))
+        if change is not None:
+            self.subscription_changes._insert(change_row_of(change, encode))
 
     @_made_once
     def analytics(self) -> r.Analytics:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -35,7 +35,7 @@ from lumenquest_core.invoicing import BillingReason, InvoiceStatus
 from lumenquest_core.money import Money
 from lumenquest_core.payments import PaymentStatus
 from lumenquest_core.periods import Period
-from lumenquest_core.ports import UnitOfWork
+from lumenquest_core.ports import HistoryWriter, UnitOfWork
 from lumenquest_core.subscriptions import SubscriptionStatus
 
 __all__ = ["UnitOfWorkContract"]
@@ -56,6 +56,11 @@ def _commit(factory: UowFactory, *actions: Action) -> None:
 
 def _ids(rows: Any) -> list[str]:
     return [row.id for row in rows]
+
+
+def _fields(record: Any) -> tuple[Any, ...]:
+    """Return an attrs record's fields in their order, as ``add_history`` takes them."""
+    return tuple(getattr(record, field.name) for field in attrs.fields(type(record)))
 
 
 def _conflict(uow: UnitOfWork, write: Action) -> Conflict:
@@ -846,6 +851,31 @@ class UnitOfWorkContract:
             assert _ids(changes.list(subscription_id="sub_1")) == ["c_2", "c_1", "c_3"]
             assert _ids(changes.list(until=T0 + DAY)) == ["c_2", "c_4", "c_1"]
             assert _ids(changes.list(customer_id="cus_2")) == ["c_4"]
+
+    def test_history_written_in_one_call_reads_back_as_the_repositories_store_it(
+        self, uow_factory: UowFactory
+    ) -> None:
+        """``add_history`` (optional, see ``HistoryWriter``) stores what ``add`` would."""
+        with uow_factory() as uow:
+            if not hasattr(uow, "add_history"):
+                pytest.skip("this unit of work writes history through its repositories only")
+        first, second = outbox_message("evt_1"), outbox_message("evt_2", customer_id="cus_2")
+        entry = audit_entry("aud_1", at=T0 + HOUR)
+        change = subscription_change("chg_1", at=T0 + DAY)
+
+        def write(uow: UnitOfWork) -> None:
+            cast(HistoryWriter, uow).add_history(
+                T0,
+                [(first.id, first.event), (second.id, second.event)],
+                _fields(entry),
+                _fields(change),
+            )
+
+        _commit(uow_factory, write)
+        with uow_factory() as uow:
+            assert list(uow.outbox.list()) == [first, second]
+            assert list(uow.audit_log.list()) == [entry]
+            assert list(uow.subscription_changes.list()) == [change]
 
     # -- metrics aggregates over the subscription history -----------------------------
 
