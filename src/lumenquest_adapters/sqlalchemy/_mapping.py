@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 import attrs
+import orjson
 
 from lumenquest_core._trusted import build_trusted, new_trusted
 from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
@@ -114,31 +115,61 @@ def read_only_default(value: Any) -> Any:
 def json_encoder(*, sort_keys: bool = False) -> Callable[[Any], str]:
     """Return ``json.dumps`` (its defaults, keys sorted if asked) that also takes read-only mappings.
 
-    The C encoder is made once, here, not on every call as ``JSONEncoder.encode`` does
-    (1.5 us of 7 for an event's data), and without a circular-reference check: the
-    domain's data are trees (a cycle would raise RecursionError, not ValueError).
+    orjson encodes what the domain writes (str keys, 64-bit integers); what it refuses
+    (other keys, larger integers, anything not JSON) goes to the standard library's
+    encoder, which encodes it or raises as ``json.dumps`` does. The two differ only in
+    spacing, which JSON ignores; in a float that is not finite, null here where the
+    standard library writes ``NaN``, which is not JSON (PostgreSQL rejects it); and in an
+    enum or UUID, which orjson writes as its value and ``json.dumps`` refuses.
+    """
+    option = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+    if sort_keys:
+        option |= orjson.OPT_SORT_KEYS
+    # A partial, not a closure: psycopg caches its JSON dumper per dumps function, and
+    # for a closure it makes a new one at every value (and logs a warning about it).
+    return functools.partial(_encoded, option, _standard_encoder(sort_keys=sort_keys))
+
+
+def _encoded(option: int, standard: Callable[[Any], str], value: Any) -> str:
+    try:
+        return orjson.dumps(value, _dict_of_proxy, option).decode()
+    except TypeError:
+        return standard(value)
+
+
+def _dict_of_proxy(value: Any) -> Any:
+    # The domain's frozen data are read-only views of dicts: their copy is that dict.
+    if type(value) is MappingProxyType:
+        return value.copy()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _standard_encoder(*, sort_keys: bool) -> Callable[[Any], str]:
+    """Return the standard library's ``json.dumps`` that also takes read-only mappings.
+
+    The C encoder is made once, here, not on every call as ``JSONEncoder.encode`` does,
+    and without a circular-reference check: the domain's data are trees (a cycle would
+    raise RecursionError, not ValueError).
     """
     if c_make_encoder is None:  # an interpreter without the C accelerator
         return json.JSONEncoder(sort_keys=sort_keys, default=read_only_default).encode
     encode = c_make_encoder(
         None, read_only_default, encode_basestring_ascii, None, ": ", ", ", sort_keys, False, True
     )
-    # A partial, not a closure: psycopg caches its JSON dumper per dumps function, and
-    # for a closure it makes a new one at every value (and logs a warning about it).
-    return functools.partial(_encoded, encode)
+    return functools.partial(_joined, encode)
 
 
-def _encoded(encode: Callable[[Any, int], Sequence[str]], value: Any) -> str:
+def _joined(encode: Callable[[Any, int], Sequence[str]], value: Any) -> str:
     return "".join(encode(value, 0))
 
 
 json_dumps = json_encoder()
-"""``json.dumps`` that also takes read-only mappings, met by the C encoder: no Python walk."""
+"""``json.dumps`` that also takes read-only mappings, encoded in C: no Python walk."""
 
 
-# JSON equal by ``==`` may still differ (1, 1.0 and true are equal): its canonical text,
-# from the C encoder, tells.
-_canonical = json_encoder(sort_keys=True)
+# JSON equal by ``==`` may still differ (1, 1.0 and true are equal): its canonical text
+# tells, from the standard encoder, which tells NaN from null (met only where types differ).
+_canonical = _standard_encoder(sort_keys=True)
 
 
 def same_json(old: Any, new: Any) -> bool:
