@@ -16,7 +16,6 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from asgi_app.auth import Passwords, TokenIssuer
 from asgi_app.config import AppSettings, load_app_settings
@@ -25,7 +24,13 @@ from asgi_app.database import Database
 from asgi_app.envelope import ErrorEnvelope, install_error_handlers
 from asgi_app.events import OutboxDispatcher
 from asgi_app.logs import get_logger
-from asgi_app.middleware import CompressWhenAccepted, Metrics, RateLimits, RequestMiddleware
+from asgi_app.middleware import (
+    CompressWhenAccepted,
+    CorsForOrigins,
+    Metrics,
+    RateLimits,
+    RequestMiddleware,
+)
 from asgi_app.routes import admin, auth, operations, public, users
 from lumenquest_adapters.config import Settings, build_backend, load_settings
 from lumenquest_core.ports import Clock
@@ -158,7 +163,7 @@ def create_app(
     origins = app_settings.allowed_origins()
     if origins:
         app.add_middleware(
-            CORSMiddleware,
+            CorsForOrigins,
             allow_origins=origins,
             allow_credentials="*" not in origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],

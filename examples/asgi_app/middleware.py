@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,7 +28,7 @@ from asgi_app.envelope import error_response
 from asgi_app.logs import log_request
 from lumenquest_core.ports import Clock, RateLimiter
 
-__all__ = ["CompressWhenAccepted", "Metrics", "RateLimits", "RequestMiddleware"]
+__all__ = ["CompressWhenAccepted", "CorsForOrigins", "Metrics", "RateLimits", "RequestMiddleware"]
 
 
 class Metrics:
@@ -371,3 +372,56 @@ def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
             headers[index] = (name, value + b", Accept-Encoding")
             return
     headers.append((b"vary", b"Accept-Encoding"))
+
+
+class CorsForOrigins:
+    """Starlette's CORS for requests that carry an ``Origin``; for the others, its ``Vary`` only.
+
+    For a request without ``Origin`` (an API client, not a browser's cross-origin call)
+    Starlette's middleware only adds ``Origin`` to the response's ``Vary``, parsing the
+    request's and the response's headers into objects to do so. Here that request's
+    ``Vary`` is written straight into the raw list, as Starlette writes it: the values
+    of every ``vary`` header joined, ``Origin`` last, in the first one's place.
+    """
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(app, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Apply CORS to a request with an ``Origin``; add ``Vary: Origin`` for the others."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, _value in scope["headers"]:
+            if name == b"origin":
+                await self.cors(scope, receive, send)
+                return
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _vary_on_origin(message.get("headers", []))
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
+
+
+def _vary_on_origin(headers: Any) -> list[tuple[bytes, bytes]]:
+    """Return ``headers`` with their ``vary`` values and ``Origin`` joined in one header."""
+    varied: list[tuple[bytes, bytes]] = []
+    values: list[bytes] = []
+    at = -1
+    for name, value in headers:
+        if name == b"vary":
+            if at < 0:
+                at = len(varied)
+                varied.append((name, value))  # its place, filled below
+            values.append(value)
+        else:
+            varied.append((name, value))
+    values.append(b"Origin")
+    if at < 0:
+        varied.append((b"vary", b"Origin"))
+    else:
+        varied[at] = (b"vary", b", ".join(values))
+    return varied
