@@ -9,7 +9,8 @@ pool (the sync route, its dependencies, the outbox round) inside one of its own,
 thread. ``--statements`` prints the statements and round trips per request (those of
 the outbox's delivery rounds apart); ``--profile`` a cProfile by CPU time of the same
 requests with the thread pool's calls run inline. ``CG_NO_OUTBOX=1`` leaves delivery
-out (what it costs: the difference), ``CG_PREPARED=1`` prints psycopg's prepared
+out (what it costs: the difference), ``CG_ONE_ROUND=1`` delivers it all in one round
+after the requests (what a round costs, apart from its events), ``CG_PREPARED=1`` prints psycopg's prepared
 statements per pooled connection, ``CG_TRACE=1`` every statement counted, ``CG_PROFILE_OUT=path`` keeps the profile.
 """
 
@@ -159,6 +160,7 @@ def drive(  # noqa: PLR0915  # a script: setup, warm-up, then the counted run
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
     dispatcher = app.state.context.dispatcher
     users: list[dict[str, str]] = []
+    one_round = False
 
     async def setup() -> str:
         plans = (await client.get("/v1/plans")).json()["data"]["items"]
@@ -187,6 +189,8 @@ def drive(  # noqa: PLR0915  # a script: setup, warm-up, then the counted run
                 await subscribe(index)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if one_round:
+            await anyio.to_thread.run_sync(dispatcher.drain)
         await dispatcher.idle()
 
     loop.run_until_complete(many(16))  # warm-up: every user linked to the gateway
@@ -199,6 +203,9 @@ def drive(  # noqa: PLR0915  # a script: setup, warm-up, then the counted run
     dispatcher.drain = counted_drain
     if os.environ.get("CG_NO_OUTBOX") == "1":  # to see what delivery costs: none of it
         dispatcher.notify = lambda: None
+    elif os.environ.get("CG_ONE_ROUND") == "1":  # what a round costs beside its events
+        dispatcher.notify = lambda: None
+        one_round = True
     gc.collect()
     counts = count_statements() if statements else None
     if profile:
