@@ -10,7 +10,9 @@ thread. ``--statements`` prints the statements and round trips per request (thos
 the outbox's delivery rounds apart); ``--profile`` a cProfile by CPU time of the same
 requests with the thread pool's calls run inline. ``CG_NO_OUTBOX=1`` leaves delivery
 out (what it costs: the difference), ``CG_ONE_ROUND=1`` delivers it all in one round
-after the requests (what a round costs, apart from its events), ``CG_PREPARED=1`` prints psycopg's prepared
+after the requests (what a round costs, apart from its events), ``CG_STUB_BILLING=1``
+answers every subscribe with one subscription made beforehand, no outbox (what the HTTP
+layer costs: all that is left), ``CG_PREPARED=1`` prints psycopg's prepared
 statements per pooled connection, ``CG_TRACE=1`` every statement counted, ``CG_PROFILE_OUT=path`` keeps the profile.
 """
 
@@ -202,6 +204,12 @@ def drive(  # noqa: PLR0915  # a script: setup, warm-up, then the counted run
 
     dispatcher.drain = counted_drain
     if os.environ.get("CG_NO_OUTBOX") == "1":  # to see what delivery costs: none of it
+        dispatcher.notify = lambda: None
+    if os.environ.get("CG_STUB_BILLING") == "1":  # the HTTP layer alone
+        from lumenquest_core.service import Billing  # noqa: PLC0415  # after the path is set
+
+        made = app.state.context.billing.list_subscriptions(limit=1)[0]
+        Billing.subscribe = lambda self, **_: made  # type: ignore[method-assign]
         dispatcher.notify = lambda: None
     elif os.environ.get("CG_ONE_ROUND") == "1":  # what a round costs beside its events
         dispatcher.notify = lambda: None
