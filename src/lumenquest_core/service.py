@@ -1834,10 +1834,15 @@ class Billing:
             )
             if link is not None:
                 _store_link(uow, link)
+            # An invoice's subscription never changes: the invoice this process wrote
+            # serves, with no read (a billing run's charges all carry theirs).
             uow.prepare_batch(
                 subscriptions={
                     invoice.subscription_id
-                    for invoice in (uow.invoices.get(o.charge.payment.invoice_id) for o in outcomes)
+                    for invoice in (
+                        o.charge.invoice or uow.invoices.get(o.charge.payment.invoice_id)
+                        for o in outcomes
+                    )
                     if invoice.subscription_id is not None
                 }
             )
