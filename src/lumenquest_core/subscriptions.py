@@ -14,7 +14,7 @@ discount (see :func:`discount_used`).
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -32,7 +32,6 @@ from lumenquest_core.money import Money
 from lumenquest_core.periods import (
     BillingCycle,
     Period,
-    _period_from,
     add_cycles,
     aware,
     iso_text,
@@ -653,13 +652,7 @@ def renew(sub: Subscription, at: datetime) -> Transition:
         )
         return Transition(canceled, (), (event,))
     changed, events = (sub, ()) if sub.scheduled_change is None else _apply_scheduled(sub, end, at)
-    anchor = changed.anchor
-    # Bounds already in UTC (a period's always are) need no aware() each: _period_from.
-    period = (
-        _period_from(anchor, changed.price.cycle, end)
-        if anchor.tzinfo is UTC and end.tzinfo is UTC
-        else period_from(anchor, changed.price.cycle, end)
-    )
+    period = period_from(changed.anchor, changed.price.cycle, end)
     # evolve_trusted(changed, current_period=period), without packing and unpacking kwargs.
     state = changed.__dict__.copy()
     state["current_period"] = period
