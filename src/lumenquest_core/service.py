@@ -12,12 +12,14 @@ charged twice.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
@@ -319,6 +321,24 @@ class _ChargeOutcome:
     message: str = ""
 
 
+class _Busy(enum.Enum):
+    """A claimed batch shares a customer with the batch settling meanwhile."""
+
+    BUSY = "busy"
+
+
+_BUSY = _Busy.BUSY
+
+
+@attrs.define
+class _Settling:
+    """A batch's charges, being collected and recorded in the background."""
+
+    future: Future[tuple[int, list[_ChargeOutcome]]]
+    charges: list[_Charge]
+    customers: frozenset[str]  # whose rows the settlement may write
+
+
 def _outcome_of(charge: _Charge, result: ChargeResult) -> _ChargeOutcome:
     # Positional: every charge of a billing run comes through here.
     return _ChargeOutcome(
@@ -367,6 +387,12 @@ class Billing:
     ``in_memory_billing``). Every mutating method takes ``idempotency_key``: the same key
     with the same arguments returns the first call's result (re-read from the store);
     with other arguments it raises ``IdempotencyConflict``.
+
+    ``overlap_settlement=True`` lets ``run_due`` collect and record one batch's payments
+    in a second thread while it bills the next batch. It needs a unit-of-work factory
+    and a gateway that two threads may use at once (the SQLAlchemy store on PostgreSQL
+    and the bundled gateways can); it pays where the store is a server that works while
+    Python does, and gains nothing in memory or on SQLite, with its one writer.
     """
 
     def __init__(
@@ -390,6 +416,7 @@ class Billing:
         dispatch_immediately: bool = True,
         actor: str = SYSTEM_ACTOR,
         lock: Lock | None = None,
+        overlap_settlement: bool = False,
     ) -> None:
         invoicing.format_invoice_number(invoice_prefix, 1)  # fail at start on a bad prefix
         if batch_size < 1:
@@ -414,6 +441,9 @@ class Billing:
         # With several processes dispatching, a shared lock keeps two of them from
         # sending the same email; one process alone needs none.
         self._lock = lock
+        # run_due records a batch's payments in a second thread while it bills the next:
+        # the database works on one while Python works on the other.
+        self._overlap_settlement = overlap_settlement
 
     def as_actor(self, actor: str) -> Billing:
         """Return the same billing that records ``actor`` (e.g. ``"user:42"``) in the audit log."""
@@ -2526,43 +2556,114 @@ class Billing:
         self._retry_pending_payments(now, summary)
         waiting: set[str] = set()  # claimed this run, but waiting on something outside
         claimed_so_far = 0
-        while claimed_so_far < limit:
-            batch_limit = min(self._batch_size, limit - claimed_so_far)
-            charges: list[_Charge] = []
-            # Counted apart until the batch commits: a batch that fails leaves no counts.
-            counted = RunSummary()
-            with self._uow() as uow:
-                # Waiting subscriptions stay due: claim past them so they neither come back
-                # in every batch nor crowd out the rest.
-                claimed = uow.subscriptions.claim_due(now, limit=batch_limit + len(waiting))
-                batch = [sub for sub in claimed if sub.id not in waiting][:batch_limit]
-                if not batch:
+        settling: _Settling | None = None  # a batch's payments, collected in the background
+        background: ThreadPoolExecutor | None = None
+        try:
+            while claimed_so_far < limit:
+                batch_limit = min(self._batch_size, limit - claimed_so_far)
+                busy = frozenset() if settling is None else settling.customers
+                billed = self._bill_batch(now, batch_limit, waiting, busy)
+                if isinstance(billed, tuple):  # committed: counted before anything can fail
+                    batch, charges, counted = billed
+                    claimed_so_far += len(batch)
+                    counted.subscriptions = len(batch)
+                    _add_counts(summary, counted)
+                if settling is not None:
+                    # At most one batch in flight: the next waits for it to settle.
+                    done, settling = settling, None
+                    self._tally(done.future.result(), done.charges, summary)
+                if billed is None:
                     break
-                uow.prepare_batch(
-                    customers={sub.customer_id for sub in batch},
-                    subscriptions=[sub.id for sub in batch],
-                    pending_lines_of=[sub.id for sub in batch],
+                if billed is _BUSY:
+                    continue  # nothing was written: claim again, now that none is in flight
+                if (
+                    not self._overlap_settlement
+                    or len(batch) < batch_limit
+                    or claimed_so_far >= limit
+                ):
+                    # No next batch to bill meanwhile (or overlap is off): settle here.
+                    self._tally(self._collect_and_settle(charges), charges, summary)
+                    continue
+                background = background or ThreadPoolExecutor(1, "lumenquest-settle")
+                settling = _Settling(
+                    # The host's context variables (a request id for its logs) go along.
+                    background.submit(
+                        contextvars.copy_context().run, self._collect_and_settle, charges
+                    ),
+                    charges,
+                    frozenset(charge.customer.id for charge in charges),
                 )
-                for sub in batch:
-                    more, progressed = self._advance(uow, sub, now, counted)
-                    charges += more
-                    if not progressed:
-                        waiting.add(sub.id)
-                uow.commit()
-            claimed_so_far += len(batch)
-            counted.subscriptions = len(batch)
-            _add_counts(summary, counted)
-            self._count(self._collect(charges), charges, summary)
+        except BaseException as exc:
+            if settling is not None:
+                self._drain(settling, summary, exc)
+            raise
+        finally:
+            if background is not None:
+                background.shutdown()
         summary.events_dispatched += self._dispatch_after_commit()
         return summary
 
-    def _count(
-        self, outcomes: Sequence[_ChargeOutcome], charges: Sequence[_Charge], summary: RunSummary
+    def _bill_batch(
+        self, now: datetime, batch_limit: int, waiting: set[str], busy: frozenset[str]
+    ) -> tuple[list[Subscription], list[_Charge], RunSummary] | _Busy | None:
+        """Claim up to ``batch_limit`` due subscriptions and do their work in one transaction.
+
+        Return the batch, its charges to collect and its counts; None when nothing is due;
+        ``_BUSY``, with nothing written, when one of the batch's customers is in ``busy``
+        (a batch settling meanwhile may write their rows: waiting on each other's row
+        locks, the two transactions could deadlock).
+        """
+        charges: list[_Charge] = []
+        # Counted apart until the batch commits: a batch that fails leaves no counts.
+        counted = RunSummary()
+        with self._uow() as uow:
+            # Waiting subscriptions stay due: claim past them so they neither come back
+            # in every batch nor crowd out the rest.
+            claimed = uow.subscriptions.claim_due(now, limit=batch_limit + len(waiting))
+            batch = [sub for sub in claimed if sub.id not in waiting][:batch_limit]
+            if not batch:
+                return None
+            if busy and not busy.isdisjoint([sub.customer_id for sub in batch]):
+                return _BUSY  # rolled back: the claim's locks go with it
+            uow.prepare_batch(
+                customers={sub.customer_id for sub in batch},
+                subscriptions=[sub.id for sub in batch],
+                pending_lines_of=[sub.id for sub in batch],
+            )
+            for sub in batch:
+                more, progressed = self._advance(uow, sub, now, counted)
+                charges += more
+                if not progressed:
+                    waiting.add(sub.id)
+            uow.commit()
+        return batch, charges, counted
+
+    def _drain(self, settling: _Settling, summary: RunSummary, error: BaseException) -> None:
+        """Wait for ``settling`` while ``error`` stops the run: no thread outlives run_due."""
+        failure = settling.future.exception()
+        if failure is None:
+            self._tally(settling.future.result(), settling.charges, summary)
+        else:
+            error.add_note(f"A batch settling meanwhile failed too: {failure!r}")
+
+    def _collect_and_settle(self, charges: Sequence[_Charge]) -> tuple[int, list[_ChargeOutcome]]:
+        """Send ``charges`` to the gateway and record what came back.
+
+        Return how many the gateway answered and the outcomes this call recorded.
+        """
+        outcomes = self._collect(charges)
+        return len(outcomes), (self._settle(outcomes) if outcomes else [])
+
+    def _tally(
+        self,
+        settled: tuple[int, list[_ChargeOutcome]],
+        charges: Sequence[_Charge],
+        summary: RunSummary,
     ) -> None:
-        recorded = self._settle(outcomes) if outcomes else []
+        answered, recorded = settled
         summary.payments_succeeded += sum(1 for o in recorded if o.succeeded)
         summary.payments_failed += sum(1 for o in recorded if not o.succeeded)
-        summary.payments_pending += len(charges) - len(outcomes)
+        summary.payments_pending += len(charges) - answered
 
     def _retry_pending_payments(self, now: datetime, summary: RunSummary) -> None:
         """Resolve payments left pending by a timeout or a crash, never charging twice.
@@ -2609,7 +2710,10 @@ class Billing:
                     )
                 uow.commit()
         sent = self._collect(resend)
-        self._count([*outcomes, *sent], [*(o.charge for o in outcomes), *resend], summary)
+        charges = [*(o.charge for o in outcomes), *resend]
+        outcomes += sent
+        recorded = self._settle(outcomes) if outcomes else []
+        self._tally((len(outcomes), recorded), charges, summary)
 
     def _advance(
         self, uow: UnitOfWork, sub: Subscription, now: datetime, summary: RunSummary

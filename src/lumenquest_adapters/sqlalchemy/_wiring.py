@@ -13,7 +13,7 @@ from lumenquest_adapters.memory import (
     MemoryCache,
     SystemClock,
 )
-from lumenquest_adapters.sqlalchemy._engine import create_engine_for
+from lumenquest_adapters.sqlalchemy._engine import create_engine_for, is_sqlite
 from lumenquest_adapters.sqlalchemy._migrate import upgrade
 from lumenquest_adapters.sqlalchemy._uow import Identity, SqlAlchemyStore
 from lumenquest_core.service import Billing
@@ -57,6 +57,8 @@ def sqlalchemy_billing(
         "email": ConsoleEmailSender(),
         "cache": MemoryCache(clock),
     }
+    # On PostgreSQL the billing run records a batch's payments while it bills the next.
+    options["overlap_settlement"] = not is_sqlite(engine)
     options.update(billing_options)
     billing = SqlAlchemyBilling(**options)
     billing.store = store
