@@ -1698,12 +1698,15 @@ class Billing:
                     customer, credit_balance=invoicing.customer_balance_after(invoice, balance)
                 )
             )
-        # The event and the audit row carry the same facts: converted to JSON data once.
-        finalized = {
-            "number": number,
-            "total": money_json(invoice.total),
-            "amount_due": money_json(invoice.amount_due),
-        }
+        # The event and the audit row carry the same facts: converted to JSON data once,
+        # and handed to both as the one read-only mapping (a store may then keep it once).
+        finalized = MappingProxyType(
+            {
+                "number": number,
+                "total": money_json(invoice.total),
+                "amount_due": money_json(invoice.amount_due),
+            }
+        )
         events = [
             build_trusted(
                 DomainEvent,
@@ -1712,7 +1715,7 @@ class Billing:
                     "subject_id": invoice.id,
                     "customer_id": customer.id,
                     "occurred_at": at,
-                    "data": MappingProxyType(finalized),
+                    "data": finalized,
                 },
             )
         ]
@@ -1726,7 +1729,7 @@ class Billing:
             "invoice",
             invoice.id,
             customer.id,
-            dict(finalized),  # its own dict: the event's stays read-only
+            finalized,
         )
         if sub is not None and invoice.discount_coupon_id is not None:
             used = lifecycle.discount_used(sub)

@@ -666,6 +666,25 @@ def test_add_history_stores_what_the_repositories_add_one_by_one(store: MemorySt
         assert uow.subscription_changes.list(customer_id="cus_1") == [change]
 
 
+def test_an_entry_whose_after_is_an_events_data_shares_its_packed_bytes(
+    store: MemoryStore,
+) -> None:
+    event = attrs.evolve(outbox_message("evt_1").event, data={"total": {"amount": 5}})
+    data = event.data
+    entry = attrs.evolve(audit_entry("aud_1"), after=data)
+    with MemoryUnitOfWork(store) as uow:
+        uow.add_history(T0, [("evt_1", event)], _fields(entry))
+        uow.commit()
+    packed = store.outbox.rows["evt_1"][5]
+    assert type(packed) is bytes
+    assert store.audit_log.rows["aud_1"][-1] is packed  # marshalled once, kept twice
+    with MemoryUnitOfWork(store) as uow:
+        (read,) = uow.audit_log.list(subject_id=entry.subject_id)
+    assert read.before is None
+    assert read.after == dict(data)
+    assert type(read.after) is dict  # a fresh copy, as any entry reads back
+
+
 @pytest.mark.parametrize("kind", ["message", "entry", "change"])
 def test_add_history_refuses_an_id_taken_before(store: MemoryStore, kind: str) -> None:
     message, entry, change = outbox_message("x_1"), audit_entry("x_1"), subscription_change("x_1")

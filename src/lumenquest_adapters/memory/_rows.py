@@ -164,9 +164,19 @@ def message_delivered(row: MessageRow, at: datetime) -> MessageRow:
 
 
 def _pack_pair(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> Any:
-    """Return an entry's before and after marshalled, None when both are, or as given."""
-    if before is None and after is None:
-        return None
+    """Return an entry's before and after marshalled, None when both are, or as given.
+
+    An entry with an ``after`` alone (most of them) keeps it packed as a mapping is, as
+    a dict where a pair would be a tuple: the bytes an outbox row holds for the same
+    data then serve both rows (see :func:`entry_row_of`).
+    """
+    if before is None:
+        if after is None:
+            return None
+        packed = _pack_mapping(after)
+        if type(packed) is bytes:
+            return packed
+        # An empty after, or one marshal refuses: packed as the pair below.
     try:  # marshalled, or kept as given if it is not plain data
         # The pair built in the call: held by a name, marshal would see it shared
         # and record it for back-references (9,000 entries: +10 million instructions).
@@ -180,8 +190,12 @@ def entry_row(entry: AuditEntry) -> EntryRow:
     return entry_row_of(attrs.astuple(entry, recurse=False))
 
 
-def entry_row_of(fields: AuditFields) -> EntryRow:
-    """Return the row of the audit entry with these fields: ``entry_row``'s."""
+def entry_row_of(fields: AuditFields, after_packed: bytes | None = None) -> EntryRow:
+    """Return the row of the audit entry with these fields: ``entry_row``'s.
+
+    ``after_packed``: the entry's ``after`` (its ``before`` None) as :func:`_pack_mapping`
+    packed it already for another row, shared rather than marshalled again.
+    """
     entry_id, actor, action, subject_type, subject_id, at, customer_id, before, after = fields
     return (
         entry_id,
@@ -191,7 +205,7 @@ def entry_row_of(fields: AuditFields) -> EntryRow:
         subject_id,
         at,
         customer_id,
-        _pack_pair(before, after),
+        _pack_pair(before, after) if after_packed is None else after_packed,
     )
 
 
@@ -201,7 +215,9 @@ def entry_from_row(row: EntryRow) -> AuditEntry:
     if packed is None:
         before = after = None
     elif type(packed) is bytes:
-        before, after = _loads(packed)
+        unpacked = _loads(packed)
+        # A dict is an after alone (see _pack_pair); a pair is a tuple.
+        before, after = (None, unpacked) if type(unpacked) is dict else unpacked
     else:
         before, after = packed
     return AuditEntry(
