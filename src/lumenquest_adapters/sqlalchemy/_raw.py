@@ -259,6 +259,10 @@ def send_begin(connection: Connection) -> None:
 
 def forget_begin(connection: Connection) -> None:
     """Drop a deferred ``BEGIN`` never sent (its transaction ended with no statement)."""
+    if connection.invalidated or connection.closed:
+        # Its driver connection is gone, and the session with it (a reconnected record
+        # gets a new one): nothing to drop, and reaching for it would raise.
+        return
     info = connection.connection.info
     session: _Session | None = info.get(_SESSION)
     if session is not None:
