@@ -42,6 +42,7 @@ from lumenquest_adapters.sqlalchemy._mapping import (
 __all__ = [
     "array_literals",
     "array_parameters",
+    "begin_deferred",
     "begin_with",
     "bound_values",
     "copy_values",
@@ -49,6 +50,7 @@ __all__ = [
     "execute",
     "fetch_joined",
     "fetch_values",
+    "forget_begin",
     "first_value",
     "insert_if_new",
     "insert_many",
@@ -61,6 +63,7 @@ __all__ = [
     "select_due",
     "select_unset",
     "select_where",
+    "send_begin",
     "Statements",
     "text_array",
     "update_row",
@@ -203,6 +206,67 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
                 raise error_from_result(result, encoding=session.encoding)
     except _driver_error() as exc:
         reraise(connection, "BEGIN; SELECT set_config(…)", exc)
+
+
+def begin_deferred(connection: Connection, settings: dict[str, str]) -> bool:
+    """Begin with the settings at the transaction's first statement; say whether it will.
+
+    ``BEGIN`` and ``set_config(name, value, true)`` of each setting are then sent ahead of
+    the first statement that goes to libpq straight, in its pipeline (one round trip for
+    the three), and :func:`send_begin` sends them at once for any other statement. They
+    always precede the first statement of the transaction: while they wait, a statement
+    can only go through the session, which sends them first (see :func:`_session`).
+    A connection that begins some other way (see :func:`begin_with`) is not deferred:
+    False, and nothing is set.
+    """
+    session = _session_of(connection)
+    driver = session.driver
+    pgconn = session.pgconn
+    if (
+        pgconn.transaction_status != _IDLE
+        or pgconn.pipeline_status != _PIPELINE_OFF
+        or driver.autocommit
+        or driver.isolation_level is not None
+        or driver.read_only is not None
+        or driver.deferrable is not None
+    ):
+        return False
+    session.pending = session.settings_command(settings)
+    return True
+
+
+def send_begin(connection: Connection) -> None:
+    """Send a deferred ``BEGIN`` and its settings now, if they still wait (one round trip)."""
+    session = _session_of(connection)
+    pending = session.pending
+    if pending is None:
+        return
+    session.pending = None
+    driver = session.driver
+    pgconn = session.pgconn
+    try:
+        with driver.lock:
+            pgconn.send_query(b"BEGIN; " + pending)
+            results = driver.wait(session.execute(pgconn))
+        for result in results:
+            if result.status == _FATAL_ERROR:
+                from psycopg.errors import error_from_result  # noqa: PLC0415
+
+                raise error_from_result(result, encoding=session.encoding)
+    except _driver_error() as exc:
+        reraise(connection, "BEGIN; SELECT set_config(…)", exc)
+
+
+def forget_begin(connection: Connection) -> None:
+    """Drop a deferred ``BEGIN`` never sent (its transaction ended with no statement)."""
+    if connection.invalidated or connection.closed:
+        # Its driver connection is gone, and the session with it (a reconnected record
+        # gets a new one): nothing to drop, and reaching for it would raise.
+        return
+    info = connection.connection.info
+    session: _Session | None = info.get(_SESSION)
+    if session is not None:
+        session.pending = None
 
 
 def first_value(connection: Connection, statement: str) -> Any:
@@ -920,8 +984,15 @@ def _session(connection: Connection) -> _Session | None:
     """
     session = _session_of(connection)
     pgconn = session.pgconn
-    if pgconn.transaction_status != _INTRANS or pgconn.pipeline_status != _PIPELINE_OFF:
-        return None
+    if session.pending is None:
+        if pgconn.transaction_status != _INTRANS or pgconn.pipeline_status != _PIPELINE_OFF:
+            return None
+        return session
+    # A deferred BEGIN waits: the session sends it ahead of the statement. Nothing else
+    # may run first (psycopg would begin without the settings): fail rather than do so.
+    if pgconn.transaction_status != _IDLE or pgconn.pipeline_status != _PIPELINE_OFF:
+        session.pending = None
+        raise _error("InterfaceError", "a deferred BEGIN waits, but the connection is not idle")
     return session
 
 
@@ -1017,6 +1088,7 @@ class _Session:
         "execute",
         "made",
         "names",
+        "pending",
         "pgconn",
         "prepares",
         "seen",
@@ -1030,7 +1102,7 @@ class _Session:
         assert isinstance(driver, Connection)
         self.driver: Any = driver  # waits on generators of libpq's numbers, not its enums
         self.execute = generators.execute  # psycopg's wait of one query's results
-        # Each identity's "BEGIN; SELECT set_config(…)", its values quoted by libpq.
+        # Each identity's "SELECT set_config(…)", its values quoted by libpq.
         self.begins: dict[tuple[tuple[str, str], ...], bytes] = {}
         self.pgconn = driver.pgconn
         self.transformer = Transformer.from_context(driver)
@@ -1040,6 +1112,9 @@ class _Session:
         self.names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         self.seen: set[tuple[bytes, tuple[int, ...]]] = set()
         self.made = 0  # names made: each is new, even where its Parse failed
+        # A deferred transaction's "SELECT set_config(…)", to send after a BEGIN ahead
+        # of its first statement (see begin_deferred); None when nothing waits.
+        self.pending: bytes | None = None
 
     def run(self, commands: Sequence[_Command]) -> list[Any]:
         """Send statements in one pipeline; return each one's result (a ``PGresult``).
@@ -1055,6 +1130,13 @@ class _Session:
         prepares = self.prepares
         sends: list[_Send] = []
         expected = 1  # the results to come: one a statement, one a Parse, and the sync's
+        pending = self.pending
+        if pending is not None:
+            # The transaction's BEGIN and settings first, in this pipeline: a failure of
+            # either leaves every statement after it unrun.
+            sends.append((b"BEGIN", None, (), None, None, False))
+            sends.append((pending, None, (), None, None, False))
+            expected = 3
         values: Any
         formats: Any
         for statement, params, prepare in commands:
@@ -1080,7 +1162,10 @@ class _Session:
                     new = name is not None
             sends.append((query, values, types, formats, name, new))
             expected += 2 if new else 1
-        return self._found(sends, self._exchange(sends, expected))
+        if pending is None:
+            return self._found(sends, self._exchange(sends, expected))
+        self.pending = None  # sent from here on, whatever comes back
+        return self._found(sends, self._exchange(sends, expected))[2:]
 
     def _found(self, sends: list[_Send], results: list[Any]) -> list[Any]:
         """Return each statement's result; raise the first error (forgetting failed Parses' names)."""
@@ -1160,6 +1245,10 @@ class _Session:
 
     def begin_command(self, settings: dict[str, str]) -> bytes:
         """Return ``BEGIN; SELECT set_config(name, value, true), …`` for the settings."""
+        return b"BEGIN; " + self.settings_command(settings)
+
+    def settings_command(self, settings: dict[str, str]) -> bytes:
+        """Return ``SELECT set_config(name, value, true), …`` for the settings."""
         key = tuple(settings.items())
         command = self.begins.get(key)
         if command is None:
@@ -1171,7 +1260,7 @@ class _Session:
             # building and rendering a composed statement.
             quote = Escaping(self.pgconn).escape_literal
             encoding = self.encoding
-            command = self.begins[key] = b"BEGIN; SELECT " + b", ".join(
+            command = self.begins[key] = b"SELECT " + b", ".join(
                 b"set_config(%s, %s, true)"
                 % (quote(name.encode(encoding)), quote(value.encode(encoding)))
                 for name, value in key

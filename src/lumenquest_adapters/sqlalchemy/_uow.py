@@ -11,8 +11,12 @@ Row-level security (PostgreSQL): a unit of work made with an :class:`Identity` (
 :meth:`SqlAlchemyStore.acting_as`) begins every transaction with
 ``set_config('lumenquest.customer_id', …, true), set_config('lumenquest.role', …, true)``
 (``SET LOCAL``: gone at commit or rollback, so a pooled connection never carries an
-identity into the next transaction), sent in the same query as ``BEGIN``: one round
-trip. SQLite has no row-level security: there the identity changes nothing.
+identity into the next transaction). ``BEGIN`` and the settings wait for the
+transaction's first statement: one the unit of work sends to libpq straight (its own
+reads) carries them in its own round trip, ahead of it in the same pipeline; before any
+other (``connection()``, ``read()``) they are sent on their own, as one query. Either
+way nothing runs in the transaction before them. SQLite has no row-level security: there
+the identity changes nothing.
 """
 
 from __future__ import annotations
@@ -54,14 +58,17 @@ from lumenquest_adapters.sqlalchemy._mapping import (
     plain_json,
 )
 from lumenquest_adapters.sqlalchemy._raw import (
+    begin_deferred,
     begin_with,
     first_value,
+    forget_begin,
     insert_if_new,
     insert_many,
     insert_new,
     select_by_key,
     select_due,
     select_where,
+    send_begin,
     update_row,
 )
 from lumenquest_adapters.sqlalchemy._schema import invoice_number_sequence, metadata
@@ -180,6 +187,9 @@ class SqlAlchemyUnitOfWork:
         self.encode_data: Callable[[Any], Any] = as_is if self._sqlite else json_dumps
         self._connection: Connection | None = None
         self._write_locked = False
+        # Whether the transaction's BEGIN and identity may still wait for its first
+        # statement (see _begun).
+        self._deferred = False
         # Whether the transaction ran nothing but the unit of work's own reads so far.
         self._only_read = True
         self.batch: Batch | None = None  # set by prepare_batch, until the transaction ends
@@ -314,6 +324,10 @@ class SqlAlchemyUnitOfWork:
         self.batch = None
         self.claimed = {}
         try:
+            if self._deferred:
+                # Never sent if no statement ran: the next transaction must not find it.
+                self._deferred = False
+                forget_begin(connection)
             if exc is None:
                 self._end(partial(self._discard, connection))
             else:
@@ -371,6 +385,9 @@ class SqlAlchemyUnitOfWork:
         self._write_locked = False
         self.batch = None
         self.claimed = {}
+        if self._deferred:
+            self._deferred = False
+            forget_begin(self._open())
         with translated(metadata):
             finish()
 
@@ -385,6 +402,11 @@ class SqlAlchemyUnitOfWork:
         """Return the connection, its transaction begun (with the write lock if asked)."""
         connection = self._begun(write_lock=write_lock)
         self._only_read = False  # what the caller does with it is unknown: it may write
+        if self._deferred:
+            # Whatever the caller runs, the identity is set first.
+            self._deferred = False
+            with translated(metadata):
+                send_begin(connection)
         return connection
 
     def _begun(self, *, write_lock: bool = False) -> Connection:
@@ -398,15 +420,18 @@ class SqlAlchemyUnitOfWork:
             with translated(metadata):
                 connection.begin()
                 if self.identity is not None and not self._sqlite:
-                    # BEGIN and the identity in one round trip: nothing runs between them.
                     identity = self.identity
-                    begin_with(
-                        connection,
-                        {
-                            "lumenquest.customer_id": identity.customer_id or "",
-                            "lumenquest.role": identity.role,
-                        },
-                    )
+                    settings = {
+                        "lumenquest.customer_id": identity.customer_id or "",
+                        "lumenquest.role": identity.role,
+                    }
+                    # BEGIN and the identity go ahead of the transaction's first statement,
+                    # in its round trip when it goes to libpq straight (the unit of work's
+                    # own reads): a paid subscribe's two transactions each save one. Any
+                    # other use of the connection sends them first (connection(), read()).
+                    self._deferred = begin_deferred(connection, settings)
+                    if not self._deferred:
+                        begin_with(connection, settings)  # one round trip of their own
         return connection
 
     def take_write_lock(self) -> None:
@@ -428,6 +453,9 @@ class SqlAlchemyUnitOfWork:
             self.flush()
         connection = self._begun()
         with translated(metadata):
+            if self._deferred:
+                self._deferred = False
+                send_begin(connection)
             return connection.execute(statement)
 
     def _reading(self, table: sa.Table) -> Connection:

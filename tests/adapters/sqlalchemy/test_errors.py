@@ -10,6 +10,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from lumenquest_adapters.sqlalchemy import (
+    SqlAlchemyStore,
     SqlAlchemyUnitOfWork,
     create_engine_for,
     metadata,
@@ -125,6 +126,28 @@ def test_a_killed_connection_raises_the_retryable_error(engine: Engine) -> None:
         assert isinstance(raised.value.__cause__, sa_exc.DBAPIError)
     # The pool replaced the dead connection.
     with SqlAlchemyUnitOfWork(engine) as uow:
+        assert uow.customers.get("cus_1").id == "cus_1"
+
+
+def test_a_connection_killed_before_a_deferred_begin_raises_the_retryable_error(
+    postgres_empty: Engine,
+) -> None:
+    """The first read that carries BEGIN and the identity fails retryable; the unit of work ends clean."""
+    upgrade(postgres_empty)
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:
+        uow.customers.add(customer("cus_1"))
+        uow.commit()
+    store = SqlAlchemyStore(postgres_empty)
+    with store.acting_as(role="system")() as uow:
+        assert isinstance(uow, SqlAlchemyUnitOfWork)
+        driver = uow._begun().connection.driver_connection  # begun: BEGIN waits, unsent
+        assert driver is not None
+        with postgres_empty.connect() as killer:
+            killer.exec_driver_sql(f"SELECT pg_terminate_backend({driver.info.backend_pid})")
+        with pytest.raises(GatewayUnavailable) as raised:
+            uow.customers.get("cus_1")
+        assert raised.value.retryable
+    with store.acting_as(role="system")() as uow:
         assert uow.customers.get("cus_1").id == "cus_1"
 
 

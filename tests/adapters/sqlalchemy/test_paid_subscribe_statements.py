@@ -48,6 +48,14 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return run(self, commands)
 
     monkeypatch.setattr(_raw._Session, "run", run_counted)
+    wait = psycopg.Connection.wait
+
+    def waiting(self: Any, *args: Any, **kw: Any) -> Any:
+        # Every exchange with the server waits here once: a round trip (or a no-op wait).
+        sent.append("<" + getattr(args[0], "__name__", "?") + ">")
+        return wait(self, *args, **kw)
+
+    monkeypatch.setattr(psycopg.Connection, "wait", waiting)
     yield sent
     monkeypatch.undo()
 
@@ -78,7 +86,13 @@ def test_a_paid_subscribe_sends_its_known_statements(
     # Each pipeline ends with the COMMIT (no savepoint's release), which psycopg's
     # connection then need not send. BEGIN (with the identity) goes through the
     # connection, not a cursor: not counted here; nor is the pool's pre-ping (";"), a
-    # setting of the engine.
+    # setting of the engine (the example app's engine does not ping).
     subscription = ["SELECT", "UPDATE", "SAVEPOINT"] + ["INSERT"] * 9 + ["COMMIT"]
     settlement = ["SELECT"] + ["SAVEPOINT"] + ["INSERT"] * 7 + ["UPDATE"] * 3 + ["COMMIT"]
-    assert [word for word in sent if word != ";"] == subscription + settlement
+    statements = [word for word in sent if word != ";" and not word.startswith("<")]
+    assert statements == subscription + settlement
+    # BEGIN and the identity go ahead of each transaction's first read, in its pipeline:
+    # 3 round trips, then 2 (7 when each BEGIN had one of its own).
+    exchanges = [word for word in sent if word in ("<_exchanged>", "<_execute_gen>")]
+    assert exchanges.count("<_exchanged>") == 5
+    assert exchanges.count("<_execute_gen>") == 2  # the pre-pings only

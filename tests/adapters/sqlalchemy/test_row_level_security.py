@@ -599,6 +599,88 @@ def test_an_identity_begins_its_transaction_in_one_statement_and_verbatim(db: Se
         single.dispose()
 
 
+def _round_trips(connection: Connection) -> list[str]:
+    """Record each exchange with the server on this connection (psycopg's ``wait``)."""
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    seen: list[str] = []
+    wait = driver.wait
+
+    def counted(gen: Any, *args: Any, **kw: Any) -> Any:
+        seen.append(getattr(gen, "__name__", "exchange"))
+        return wait(gen, *args, **kw)
+
+    driver.wait = counted  # type: ignore[method-assign]
+    return seen
+
+
+@pytest.mark.parametrize("first", ["own", "anothers"])
+def test_a_first_read_goes_with_begin_and_the_identity_in_one_round_trip(
+    db: Seeded, first: str
+) -> None:
+    """The unit of work's own first read carries BEGIN and the identity: it sees as A only."""
+    url = db.app.url.render_as_string(hide_password=False)
+    single = postgres_engine(url, db.schema, pool_size=1, max_overflow=0)
+    try:
+        with SqlAlchemyStore(single).acting_as(A)() as uow:
+            assert isinstance(uow, SqlAlchemyUnitOfWork)
+            trips = _round_trips(uow._begun())
+            if first == "own":
+                assert uow.customers.get(A).id == A
+            else:
+                with pytest.raises(NotFound):
+                    uow.customers.get(B)
+            assert len(trips) == 1
+            driver = uow._begun().connection.driver_connection
+            assert driver is not None
+            assert driver.info.transaction_status.name == "INTRANS"
+            assert _settings(uow.connection())[1:] == (A, "user")
+    finally:
+        single.dispose()
+
+
+def test_a_deferred_identity_is_quoted_verbatim(db: Seeded) -> None:
+    """A customer id with quotes, sent ahead of the first read, is that id and nothing more."""
+    url = db.app.url.render_as_string(hide_password=False)
+    single = postgres_engine(url, db.schema, poolclass=sa.NullPool)
+    odd = "cus_o'brien\\'); SELECT set_config('lumenquest.role', 'system', true); --"
+    try:
+        with SqlAlchemyStore(single).acting_as(odd)() as uow:
+            assert isinstance(uow, SqlAlchemyUnitOfWork)
+            with pytest.raises(NotFound):
+                uow.customers.get(A)  # the first statement: the identity went with it
+            assert _settings(uow.connection())[1:] == (odd, "user")
+    finally:
+        single.dispose()
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback", "exit"])
+def test_an_identity_never_sent_is_not_sent_for_the_next_transaction(db: Seeded, end: str) -> None:
+    """A transaction begun as A that ran nothing leaves nothing for the connection's next one."""
+    url = db.app.url.render_as_string(hide_password=False)
+    single = postgres_engine(url, db.schema, pool_size=1, max_overflow=0)
+    store = SqlAlchemyStore(single)
+    try:
+        with store.acting_as(A)() as uow:
+            assert isinstance(uow, SqlAlchemyUnitOfWork)
+            uow._begun()  # begun, its BEGIN and identity waiting for a first statement
+            if end != "exit":
+                getattr(uow, end)()
+                # The same unit of work's next transaction acts for A again.
+                assert uow.customers.get(A).id == A
+                getattr(uow, end)()
+                uow._begun()
+        with store.unit_of_work() as bare:
+            assert isinstance(bare, SqlAlchemyUnitOfWork)
+            with pytest.raises(NotFound):
+                bare.customers.get(A)  # first statement: no identity, so no row
+            assert _settings(bare.connection())[1:] in ((None, None), ("", ""))
+        with store.acting_as(B)() as other, pytest.raises(NotFound):
+            other.customers.get(A)
+    finally:
+        single.dispose()
+
+
 def test_an_identity_needs_a_known_role_and_a_user_its_customer() -> None:
     with pytest.raises(ValueError, match="customer_id"):
         Identity("user")
