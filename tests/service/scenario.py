@@ -8,7 +8,7 @@ picks one. Time moves only through ``shop.clock`` (the billing's ``TestClock``);
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +17,10 @@ from lumenquest_core import (
     BillingCycle,
     Interval,
     Invoice,
+    InvoiceStatus,
     LineKind,
     Money,
+    PaymentStatus,
     Price,
     RunSummary,
     Subscription,
@@ -128,6 +130,17 @@ class CountingShop(Shop):
             return unit_of_work
 
         super().__init__(wrap_unit_of_work=counting, **billing_options)
+
+
+def assert_renewals_settled(shop: Shop, customers: Sequence[str], declined: Sequence[str]) -> None:
+    """Assert each customer's last invoice is paid, or open after one failed payment if declined."""
+    for customer in customers:
+        renewal = shop.billing.list_invoices(customer_id=customer)[-1]
+        paid = customer not in declined
+        assert renewal.status is (InvoiceStatus.PAID if paid else InvoiceStatus.OPEN)
+        assert [p.status for p in shop.billing.list_payments(invoice_id=renewal.id)] == [
+            PaymentStatus.SUCCEEDED if paid else PaymentStatus.FAILED
+        ]
 
 
 def amounts(invoice: Invoice, kind: LineKind | None = None) -> list[int]:

@@ -25,16 +25,22 @@ from lumenquest_core import (
     IdempotencyConflict,
     Interval,
     InvalidTransition,
-    InvoiceStatus,
     LineKind,
-    PaymentStatus,
     Role,
     SubscriptionStatus,
     ValidationError,
 )
 from lumenquest_core.ports import UnitOfWork
 from lumenquest_core.service import RunSummary
-from tests.service.scenario import NEW_YEAR, Shop, amounts, at, footprint, usd
+from tests.service.scenario import (
+    NEW_YEAR,
+    Shop,
+    amounts,
+    assert_renewals_settled,
+    at,
+    footprint,
+    usd,
+)
 
 
 def billing_with_defaults(**options: object) -> Billing:
@@ -354,11 +360,5 @@ def test_a_run_in_batches_renews_charges_and_counts_each_subscription_once() -> 
     assert (summary.subscriptions, summary.renewals, summary.invoices) == (5, 5, 5)
     assert (summary.payments_succeeded, summary.payments_failed) == (3, 2)
     assert summary.payments_pending == 0
-    for customer in customers:
-        renewal = shop.billing.list_invoices(customer_id=customer)[-1]
-        paid = customer not in declined
-        assert renewal.status is (InvoiceStatus.PAID if paid else InvoiceStatus.OPEN)
-        assert [p.status for p in shop.billing.list_payments(invoice_id=renewal.id)] == [
-            PaymentStatus.SUCCEEDED if paid else PaymentStatus.FAILED
-        ]
+    assert_renewals_settled(shop, customers, declined)
     assert shop.go(at(2, 1, 2)).renewals == 0

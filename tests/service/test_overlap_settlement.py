@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from lumenquest_adapters.memory import FakeGateway, GatewayOutcome
-from lumenquest_core import InvoiceStatus, PaymentStatus
+from lumenquest_core import InvoiceStatus
 from lumenquest_core.customers import Customer
 from lumenquest_core.money import Money
 from lumenquest_core.payments import ChargeResult
 from lumenquest_core.ports import UnitOfWork
 from lumenquest_core.service import RunSummary
-from tests.service.scenario import Shop, at
+from tests.service.scenario import Shop, assert_renewals_settled, at
 
 
 class _Watched:
@@ -146,13 +146,7 @@ def test_overlapped_batches_renew_charge_and_count_each_subscription_once() -> N
     assert (summary.subscriptions, summary.renewals, summary.invoices) == (7, 7, 7)
     assert (summary.payments_succeeded, summary.payments_failed) == (4, 3)
     assert summary.payments_pending == 0
-    for customer in customers:
-        renewal = shop.billing.list_invoices(customer_id=customer)[-1]
-        paid = customer not in declined
-        assert renewal.status is (InvoiceStatus.PAID if paid else InvoiceStatus.OPEN)
-        assert [p.status for p in shop.billing.list_payments(invoice_id=renewal.id)] == [
-            PaymentStatus.SUCCEEDED if paid else PaymentStatus.FAILED
-        ]
+    assert_renewals_settled(shop, customers, declined)
     assert shop.billing.gateway.calls - charged_before == 7
     assert not _settle_threads()
     assert shop.go(at(2, 1, 2)).renewals == 0

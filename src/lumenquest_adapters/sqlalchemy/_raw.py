@@ -176,9 +176,26 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
     isolation level or read-only mode set on it) takes the two round trips.
     """
     session = _session_of(connection)
+    if _plain(session):
+        _send_begin(connection, session, session.begin_command(settings))
+        return
+    from psycopg import sql  # noqa: PLC0415  # only PostgreSQL comes here
+
+    calls = sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+        for name, value in settings.items()
+    )
+    try:
+        session.driver.execute(sql.SQL("SELECT {}").format(calls))
+    except _driver_error() as exc:
+        reraise(connection, "BEGIN; SELECT set_config(…)", exc)
+
+
+def _plain(session: _Session) -> bool:
+    """Whether the connection is idle and would begin as psycopg does by default."""
     driver = session.driver
     pgconn = session.pgconn
-    plain = (
+    return bool(
         pgconn.transaction_status == _IDLE
         and pgconn.pipeline_status == _PIPELINE_OFF
         and not driver.autocommit
@@ -186,18 +203,15 @@ def begin_with(connection: Connection, settings: dict[str, str]) -> None:
         and driver.read_only is None
         and driver.deferrable is None
     )
-    try:
-        if not plain:
-            from psycopg import sql  # noqa: PLC0415  # only PostgreSQL comes here
 
-            calls = sql.SQL(", ").join(
-                sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
-                for name, value in settings.items()
-            )
-            driver.execute(sql.SQL("SELECT {}").format(calls))
-            return
+
+def _send_begin(connection: Connection, session: _Session, command: bytes) -> None:
+    """Send ``BEGIN; SELECT set_config(…)`` as one simple query; raise its error as psycopg does."""
+    driver = session.driver
+    pgconn = session.pgconn
+    try:
         with driver.lock:
-            pgconn.send_query(session.begin_command(settings))
+            pgconn.send_query(command)
             results = driver.wait(session.execute(pgconn))
         for result in results:
             if result.status == _FATAL_ERROR:
@@ -220,16 +234,7 @@ def begin_deferred(connection: Connection, settings: dict[str, str]) -> bool:
     False, and nothing is set.
     """
     session = _session_of(connection)
-    driver = session.driver
-    pgconn = session.pgconn
-    if (
-        pgconn.transaction_status != _IDLE
-        or pgconn.pipeline_status != _PIPELINE_OFF
-        or driver.autocommit
-        or driver.isolation_level is not None
-        or driver.read_only is not None
-        or driver.deferrable is not None
-    ):
+    if not _plain(session):
         return False
     session.pending = session.settings_command(settings)
     return True
@@ -242,19 +247,7 @@ def send_begin(connection: Connection) -> None:
     if pending is None:
         return
     session.pending = None
-    driver = session.driver
-    pgconn = session.pgconn
-    try:
-        with driver.lock:
-            pgconn.send_query(b"BEGIN; " + pending)
-            results = driver.wait(session.execute(pgconn))
-        for result in results:
-            if result.status == _FATAL_ERROR:
-                from psycopg.errors import error_from_result  # noqa: PLC0415
-
-                raise error_from_result(result, encoding=session.encoding)
-    except _driver_error() as exc:
-        reraise(connection, "BEGIN; SELECT set_config(…)", exc)
+    _send_begin(connection, session, b"BEGIN; " + pending)
 
 
 def forget_begin(connection: Connection) -> None:
