@@ -44,6 +44,10 @@ def sqlalchemy_billing(
     ``acting_as`` is who every unit of work acts for under PostgreSQL's row-level
     security: ``Identity("system")`` for the billing run on the application role's
     engine (which cannot migrate: pass ``migrate=False`` and migrate as the owner).
+
+    On PostgreSQL ``run_due`` settles a batch's payments in a second thread while it
+    bills the next (``overlap_settlement``): a ``gateway=`` of your own must then be safe
+    to call from two threads, or pass ``overlap_settlement=False``.
     """
     engine = url if isinstance(url, Engine) else create_engine_for(url)
     if migrate:
