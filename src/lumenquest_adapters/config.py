@@ -164,8 +164,10 @@ def build_backend(
     clock = clock or SystemClock()
     closers: list[Callable[[], None]] = []
     if unit_of_work is None:
-        unit_of_work, dispose = _database(settings)
+        unit_of_work, dispose, server = _database(settings)
         closers.append(dispose)
+        # A database server works while Python does: run_due settles a batch meanwhile.
+        billing_options.setdefault("overlap_settlement", server)
     if (cache is None or rate_limiter is None or idempotency is None or lock is None) and (
         settings.redis_url is not None
     ):
@@ -206,7 +208,8 @@ def build_backend(
     )
 
 
-def _database(settings: Settings) -> tuple[Callable[[], UnitOfWork], Callable[[], None]]:
+def _database(settings: Settings) -> tuple[Callable[[], UnitOfWork], Callable[[], None], bool]:
+    """Return the database's unit-of-work factory, its disposer, and whether it is a server."""
     from lumenquest_adapters.sqlalchemy import (  # noqa: PLC0415 - SQLAlchemy is an extra
         Identity,
         SqlAlchemyStore,
@@ -227,7 +230,7 @@ def _database(settings: Settings) -> tuple[Callable[[], UnitOfWork], Callable[[]
         upgrade(engine)
     acting_as = settings.database_acting_as
     store = SqlAlchemyStore(engine, None if acting_as is None else Identity(acting_as))
-    return store.unit_of_work, engine.dispose
+    return store.unit_of_work, engine.dispose, engine.dialect.name != "sqlite"
 
 
 def _gateway(settings: Settings) -> PaymentGateway:

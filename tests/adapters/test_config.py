@@ -119,3 +119,14 @@ def test_prepared_statements_can_be_turned_off_for_a_pooler(
     monkeypatch.setenv("LUMENQUEST_DATABASE_PREPARED_STATEMENTS", "false")
     build_backend()
     assert [options["prepared_statements"] for options in made] == [True, False]
+
+
+def test_a_database_server_settles_a_batch_while_the_run_bills_the_next(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str
+) -> None:
+    """PostgreSQL turns overlap_settlement on; the SQLite file, and an option given, do not."""
+    assert build_backend().billing._overlap_settlement is False
+    monkeypatch.setenv("LUMENQUEST_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("LUMENQUEST_MIGRATE", "false")  # the engine is made, never used
+    assert build_backend().billing._overlap_settlement is True
+    assert build_backend(overlap_settlement=False).billing._overlap_settlement is False
