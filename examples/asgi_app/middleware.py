@@ -360,18 +360,10 @@ class CompressWhenAccepted:
                 else:
                     # Unknown length (streamed): gzip might have compressed it.
                     if not length or int(length) >= minimum_size:
-                        _add_vary(headers)
+                        message["headers"] = _with_vary(headers, b"Accept-Encoding")
             await send(message)
 
         await self.app(scope, receive, send_with_vary)
-
-
-def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
-    for index, (name, value) in enumerate(headers):
-        if name == b"vary":
-            headers[index] = (name, value + b", Accept-Encoding")
-            return
-    headers.append((b"vary", b"Accept-Encoding"))
 
 
 class CorsForOrigins:
@@ -400,14 +392,18 @@ class CorsForOrigins:
 
         async def send_with_vary(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = _vary_on_origin(message.get("headers", []))
+                message["headers"] = _with_vary(message.get("headers", []), b"Origin")
             await send(message)
 
         await self.app(scope, receive, send_with_vary)
 
 
-def _vary_on_origin(headers: Any) -> list[tuple[bytes, bytes]]:
-    """Return ``headers`` with their ``vary`` values and ``Origin`` joined in one header."""
+def _with_vary(headers: Any, token: bytes) -> list[tuple[bytes, bytes]]:
+    """Return ``headers`` with their ``vary`` values and ``token`` joined in one header.
+
+    As Starlette's ``MutableHeaders.add_vary_header`` writes it: in the first ``vary``'s
+    place, the others dropped, ``token`` last.
+    """
     varied: list[tuple[bytes, bytes]] = []
     values: list[bytes] = []
     at = -1
@@ -419,9 +415,9 @@ def _vary_on_origin(headers: Any) -> list[tuple[bytes, bytes]]:
             values.append(value)
         else:
             varied.append((name, value))
-    values.append(b"Origin")
+    values.append(token)
     if at < 0:
-        varied.append((b"vary", b"Origin"))
+        varied.append((b"vary", token))
     else:
         varied[at] = (b"vary", b", ".join(values))
     return varied

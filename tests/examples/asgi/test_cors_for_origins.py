@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import Message, Receive, Scope, Send
 
 from asgi_app.middleware import CorsForOrigins
+from tests.examples.asgi.raw_asgi import app_sending, sent_by
 
 _OPTIONS: dict[str, Any] = {
     "allow_origins": ["http://localhost:3000"],
@@ -18,28 +17,6 @@ _OPTIONS: dict[str, Any] = {
     "allow_headers": ["Authorization", "Content-Type"],
     "expose_headers": ["X-Request-Id"],
 }
-
-
-def _app(headers: list[tuple[bytes, bytes]]) -> Any:
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    return app
-
-
-def _sent(middleware: Any, request_headers: list[tuple[bytes, bytes]], method: str) -> Any:
-    messages: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        messages.append(message)
-
-    scope = {"type": "http", "method": method, "path": "/v1/plans", "headers": request_headers}
-    asyncio.run(middleware(scope, receive, send))
-    return [(m["type"], m.get("status"), m.get("headers"), m.get("body")) for m in messages]
 
 
 @pytest.mark.parametrize(
@@ -67,6 +44,10 @@ def test_the_same_response_as_starlettes(
     request_headers: list[tuple[bytes, bytes]],
     method: str,
 ) -> None:
-    ours = _sent(CorsForOrigins(_app(response_headers), **_OPTIONS), request_headers, method)
-    theirs = _sent(CORSMiddleware(_app(response_headers), **_OPTIONS), request_headers, method)
+    ours = sent_by(
+        CorsForOrigins(app_sending(response_headers), **_OPTIONS), request_headers, method
+    )
+    theirs = sent_by(
+        CORSMiddleware(app_sending(response_headers), **_OPTIONS), request_headers, method
+    )
     assert ours == theirs
