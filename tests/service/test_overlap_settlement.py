@@ -10,7 +10,7 @@ was settled.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,8 +18,6 @@ import pytest
 
 from lumenquest_adapters.memory import FakeGateway, GatewayOutcome
 from lumenquest_core import InvoiceStatus
-from lumenquest_core.customers import Customer
-from lumenquest_core.money import Money
 from lumenquest_core.payments import ChargeResult
 from lumenquest_core.ports import UnitOfWork
 from lumenquest_core.service import RunSummary
@@ -101,26 +99,12 @@ class _BreaksOnCharge(FakeGateway):
         self.fail_at = fail_at
         self.charged = 0
 
-    def charge(
-        self,
-        *,
-        customer: Customer,
-        amount: Money,
-        idempotency_key: str,
-        description: str,
-        metadata: Mapping[str, str],
-    ) -> ChargeResult:
+    def charge(self, **call: Any) -> ChargeResult:
         """Charge as the fake does, but raise at the ``fail_at``-th call."""
         self.charged += 1
         if self.charged == self.fail_at:
             raise RuntimeError("the gateway's client broke")
-        return super().charge(
-            customer=customer,
-            amount=amount,
-            idempotency_key=idempotency_key,
-            description=description,
-            metadata=metadata,
-        )
+        return super().charge(**call)
 
 
 def _settle_threads() -> list[threading.Thread]:

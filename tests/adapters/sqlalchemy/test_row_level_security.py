@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -478,35 +479,39 @@ def test_admin_and_system_see_every_row(db: Seeded, name: str, role: str) -> Non
         assert _visible(uow.connection(), table) == db.keys(name, *db.owners(name))
 
 
+@contextmanager
+def _engine_of(db: Seeded, **options: Any) -> Iterator[Engine]:
+    """An engine of the app role on the test's schema, with its own pool options; disposed."""
+    engine = postgres_engine(db.app.url.render_as_string(hide_password=False), db.schema, **options)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("name", CUSTOMER_OWNED)
 def test_a_session_with_nothing_set_sees_and_touches_nothing(db: Seeded, name: str) -> None:
     """Unset is NULL on a new connection and '' once a transaction has set and ended."""
     table = metadata.tables[name]
-    single = postgres_engine(
-        db.app.url.render_as_string(hide_password=False), db.schema, poolclass=sa.NullPool
-    )
-    try:
-        with SqlAlchemyStore(single)() as uow:
-            assert isinstance(uow, SqlAlchemyUnitOfWork)
-            connection = uow.connection()
-            assert _settings(connection)[1:] == (None, None)  # never set on this connection
-            assert _visible(connection, table) == set()
+    with _engine_of(db, poolclass=sa.NullPool) as single, SqlAlchemyStore(single)() as uow:
+        assert isinstance(uow, SqlAlchemyUnitOfWork)
+        connection = uow.connection()
+        assert _settings(connection)[1:] == (None, None)  # never set on this connection
+        assert _visible(connection, table) == set()
+        assert connection.execute(_touch(table)).rowcount == 0
+        assert connection.execute(table.delete()).rowcount == 0
+        # A role without a customer (which stays NULL): nothing.
+        connection.execute(sa.text("SELECT set_config('lumenquest.role', 'user', true)"))
+        assert _settings(connection)[1:] == (None, "user")
+        assert _visible(connection, table) == set()
+        for customer, role in (("", ""), ("", "user"), (A, ""), (A, "nobody")):
+            connection.execute(_SET, {"customer": customer, "role": role})
+            assert _visible(connection, table) == set(), (customer, role)
             assert connection.execute(_touch(table)).rowcount == 0
-            assert connection.execute(table.delete()).rowcount == 0
-            # A role without a customer (which stays NULL): nothing.
-            connection.execute(sa.text("SELECT set_config('lumenquest.role', 'user', true)"))
-            assert _settings(connection)[1:] == (None, "user")
-            assert _visible(connection, table) == set()
-            for customer, role in (("", ""), ("", "user"), (A, ""), (A, "nobody")):
-                connection.execute(_SET, {"customer": customer, "role": role})
-                assert _visible(connection, table) == set(), (customer, role)
-                assert connection.execute(_touch(table)).rowcount == 0
-            uow.commit()
-            # Set once, then ended: now '' on this connection, and still nothing.
-            assert _settings(connection)[1:] == ("", "")
-            assert _visible(connection, table) == set()
-    finally:
-        single.dispose()
+        uow.commit()
+        # Set once, then ended: now '' on this connection, and still nothing.
+        assert _settings(connection)[1:] == ("", "")
+        assert _visible(connection, table) == set()
 
 
 _SET = sa.text(
@@ -543,6 +548,10 @@ def test_the_catalog_is_read_by_all_and_written_by_admin_and_system_only(
 # -- the identity lives as long as the transaction -----------------------------------------
 
 
+# An identity with quotes and SQL in it: it must arrive as this text and nothing more.
+_ODD = "cus_o'brien\\'); SELECT set_config('lumenquest.role', 'system', true); --"
+
+
 def _settings(connection: Connection) -> tuple[Any, ...]:
     return tuple(
         connection.execute(
@@ -555,11 +564,9 @@ def _settings(connection: Connection) -> tuple[Any, ...]:
 
 
 def test_the_identity_does_not_survive_its_transaction(db: Seeded) -> None:
-    url = db.app.url.render_as_string(hide_password=False)
-    single = postgres_engine(url, db.schema, pool_size=1, max_overflow=0)
-    customers = metadata.tables["customers"]
-    store = SqlAlchemyStore(single)
-    try:
+    with _engine_of(db, pool_size=1, max_overflow=0) as single:
+        customers = metadata.tables["customers"]
+        store = SqlAlchemyStore(single)
         for end in ("commit", "rollback"):
             with store.acting_as(A)() as uow:
                 assert isinstance(uow, SqlAlchemyUnitOfWork)
@@ -576,27 +583,22 @@ def test_the_identity_does_not_survive_its_transaction(db: Seeded) -> None:
                 assert customer in (None, "")
                 assert role in (None, "")
                 assert _visible(bare.connection(), customers) == set()
-    finally:
-        single.dispose()
 
 
 def test_an_identity_begins_its_transaction_in_one_statement_and_verbatim(db: Seeded) -> None:
     """BEGIN and the identity go as one query, a customer id with quotes quoted as itself."""
-    url = db.app.url.render_as_string(hide_password=False)
-    single = postgres_engine(url, db.schema, poolclass=sa.NullPool)
-    odd = "cus_o'brien\\'); SELECT set_config('lumenquest.role', 'system', true); --"
-    try:
-        with SqlAlchemyStore(single).acting_as(odd)() as uow:
-            assert isinstance(uow, SqlAlchemyUnitOfWork)
-            connection = uow.connection()
-            driver = connection.connection.driver_connection
-            assert driver is not None
-            # The query that began the transaction set the identity and left it open.
-            assert driver.info.transaction_status.name == "INTRANS"
-            assert _settings(connection)[1:] == (odd, "user")
-            assert _visible(connection, metadata.tables["customers"]) == set()
-    finally:
-        single.dispose()
+    with (
+        _engine_of(db, poolclass=sa.NullPool) as single,
+        SqlAlchemyStore(single).acting_as(_ODD)() as uow,
+    ):
+        assert isinstance(uow, SqlAlchemyUnitOfWork)
+        connection = uow.connection()
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        # The query that began the transaction set the identity and left it open.
+        assert driver.info.transaction_status.name == "INTRANS"
+        assert _settings(connection)[1:] == (_ODD, "user")
+        assert _visible(connection, metadata.tables["customers"]) == set()
 
 
 def _round_trips(connection: Connection) -> list[str]:
@@ -619,48 +621,41 @@ def test_a_first_read_goes_with_begin_and_the_identity_in_one_round_trip(
     db: Seeded, first: str
 ) -> None:
     """The unit of work's own first read carries BEGIN and the identity: it sees as A only."""
-    url = db.app.url.render_as_string(hide_password=False)
-    single = postgres_engine(url, db.schema, pool_size=1, max_overflow=0)
-    try:
-        with SqlAlchemyStore(single).acting_as(A)() as uow:
-            assert isinstance(uow, SqlAlchemyUnitOfWork)
-            trips = _round_trips(uow._begun())
-            if first == "own":
-                assert uow.customers.get(A).id == A
-            else:
-                with pytest.raises(NotFound):
-                    uow.customers.get(B)
-            assert len(trips) == 1
-            driver = uow._begun().connection.driver_connection
-            assert driver is not None
-            assert driver.info.transaction_status.name == "INTRANS"
-            assert _settings(uow.connection())[1:] == (A, "user")
-    finally:
-        single.dispose()
+    with (
+        _engine_of(db, pool_size=1, max_overflow=0) as single,
+        SqlAlchemyStore(single).acting_as(A)() as uow,
+    ):
+        assert isinstance(uow, SqlAlchemyUnitOfWork)
+        trips = _round_trips(uow._begun())
+        if first == "own":
+            assert uow.customers.get(A).id == A
+        else:
+            with pytest.raises(NotFound):
+                uow.customers.get(B)
+        assert len(trips) == 1
+        driver = uow._begun().connection.driver_connection
+        assert driver is not None
+        assert driver.info.transaction_status.name == "INTRANS"
+        assert _settings(uow.connection())[1:] == (A, "user")
 
 
 def test_a_deferred_identity_is_quoted_verbatim(db: Seeded) -> None:
     """A customer id with quotes, sent ahead of the first read, is that id and nothing more."""
-    url = db.app.url.render_as_string(hide_password=False)
-    single = postgres_engine(url, db.schema, poolclass=sa.NullPool)
-    odd = "cus_o'brien\\'); SELECT set_config('lumenquest.role', 'system', true); --"
-    try:
-        with SqlAlchemyStore(single).acting_as(odd)() as uow:
-            assert isinstance(uow, SqlAlchemyUnitOfWork)
-            with pytest.raises(NotFound):
-                uow.customers.get(A)  # the first statement: the identity went with it
-            assert _settings(uow.connection())[1:] == (odd, "user")
-    finally:
-        single.dispose()
+    with (
+        _engine_of(db, poolclass=sa.NullPool) as single,
+        SqlAlchemyStore(single).acting_as(_ODD)() as uow,
+    ):
+        assert isinstance(uow, SqlAlchemyUnitOfWork)
+        with pytest.raises(NotFound):
+            uow.customers.get(A)  # the first statement: the identity went with it
+        assert _settings(uow.connection())[1:] == (_ODD, "user")
 
 
 @pytest.mark.parametrize("end", ["commit", "rollback", "exit"])
 def test_an_identity_never_sent_is_not_sent_for_the_next_transaction(db: Seeded, end: str) -> None:
     """A transaction begun as A that ran nothing leaves nothing for the connection's next one."""
-    url = db.app.url.render_as_string(hide_password=False)
-    single = postgres_engine(url, db.schema, pool_size=1, max_overflow=0)
-    store = SqlAlchemyStore(single)
-    try:
+    with _engine_of(db, pool_size=1, max_overflow=0) as single:
+        store = SqlAlchemyStore(single)
         with store.acting_as(A)() as uow:
             assert isinstance(uow, SqlAlchemyUnitOfWork)
             uow._begun()  # begun, its BEGIN and identity waiting for a first statement
@@ -677,8 +672,6 @@ def test_an_identity_never_sent_is_not_sent_for_the_next_transaction(db: Seeded,
             assert _settings(bare.connection())[1:] in ((None, None), ("", ""))
         with store.acting_as(B)() as other, pytest.raises(NotFound):
             other.customers.get(A)
-    finally:
-        single.dispose()
 
 
 def test_an_identity_needs_a_known_role_and_a_user_its_customer() -> None:
