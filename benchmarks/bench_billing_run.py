@@ -1,7 +1,8 @@
 """``Billing.run_due`` renewing N subscriptions on PostgreSQL, beside the naive way and COPY.
 
 In a throwaway schema: N + M due monthly subscriptions (cloned in SQL from one made by
-``Billing.subscribe``). Measured in the same run, on the same database:
+``Billing.subscribe``, each with that one's history: a renewal repeats the MRR of the
+change before it, as in production). Measured in the same run, on the same database:
 
 * ``run_due`` over M subscriptions the naive way: a unit of work per subscription and a
   statement per row (batch mode off, ``batch_size=1``);
@@ -124,9 +125,28 @@ def setup(engine: sa.Engine, total: int) -> str:
         id="'sub_b' || lpad(g::text, 7, '0')",
         customer_id="'cus_b' || lpad(g::text, 7, '0')",
     )
+    # Each clone gets the template's history too (its start, then its first payment), so
+    # that a renewal is what it is in production: a change repeating the MRR before it.
+    with engine.connect() as connection:
+        history = connection.exec_driver_sql(
+            "SELECT id FROM subscription_changes WHERE subscription_id = %(id)s ORDER BY seq",
+            {"id": sub.id},
+        ).scalars()
+        changes = list(history)
+    for n, change in enumerate(changes):
+        clone(
+            engine,
+            "subscription_changes",
+            total - 1,
+            change,
+            id=f"'chg_b{n}_' || lpad(g::text, 7, '0')",
+            subscription_id="'sub_b' || lpad(g::text, 7, '0')",
+            customer_id="'cus_b' || lpad(g::text, 7, '0')",
+            superseded_at="NULL",  # the span triggers set it, as for any insert
+        )
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
-            "ANALYZE customers; ANALYZE subscriptions"
+            "ANALYZE customers; ANALYZE subscriptions; ANALYZE subscription_changes"
         )
     return sub.id
 

@@ -45,3 +45,37 @@ def test_a_session_that_planned_on_an_empty_table_reads_no_row_by_sequential_sca
     assert seq_tup_read == 0
     assert idx_scan is not None
     assert idx_scan >= rows
+
+
+def test_a_renewal_at_the_same_mrr_does_not_fire_the_span_closing_trigger(
+    postgres_empty: Engine,
+) -> None:
+    """Migration 0009: a repeat's span is set before the insert; nothing after it runs."""
+    upgrade(postgres_empty)
+    with postgres_empty.connect() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        cursor = driver.cursor()
+        cursor.execute("SET session_replication_role = replica")
+        cursor.execute("SELECT set_config('lumenquest.role', 'system', false)")
+        cursor.execute("SET track_functions = 'pl'")
+        # Five subscriptions: created at 1,000, renewed twice at 1,000, then at 2,000.
+        mrr_by_month = (1000, 1000, 1000, 2000)
+        for month, mrr in enumerate(mrr_by_month):
+            for sub in range(5):
+                values = (f"chg_{sub}_{month}", f"sub_{sub}", f"cus_{sub}", 31 * month, mrr)
+                cursor.execute(_INSERT, values)
+        cursor.execute(
+            "SELECT funcname, calls FROM pg_stat_xact_user_functions"
+            " WHERE funcname LIKE 'lumenquest_change_span_%'"
+        )
+        calls = dict(cursor.fetchall())
+        cursor.execute(
+            "SELECT count(*) FROM subscription_changes WHERE superseded_at IS NULL AND mrr > 0"
+        )
+        (holding,) = cursor.fetchone() or (None,)
+        driver.rollback()
+    assert calls["lumenquest_change_span_new"] == 20
+    # The first change and the change of MRR of each subscription: not the two repeats.
+    assert calls["lumenquest_change_span_close"] == 10
+    assert holding == 5  # the 2,000 of each; the first run closed when it came

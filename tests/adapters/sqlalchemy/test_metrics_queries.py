@@ -81,19 +81,8 @@ def _check(
     changes, start, end = history
     billing = make_billing()
     memory = in_memory_billing(now=T0)
-    for store in (billing, memory):
-        if bulk is not None and store is billing:
-            # One statement: the span triggers of each row see the rows after it too.
-            if changes:
-                with bulk.begin() as connection:
-                    connection.execute(
-                        sa.insert(subscription_changes).values([change_row(c) for c in changes])
-                    )
-            continue
-        with store._uow() as uow:
-            for change in changes:
-                uow.subscription_changes.add(change)
-            uow.commit()
+    _write(billing, changes, bulk)
+    _write(memory, changes)
     period = Period(start, end)
     for currency in ("USD", "EUR"):
         marketing = None if spend is None else Money(spend, currency)
@@ -118,6 +107,43 @@ def _check(
         assert movements == memory_movements == snapshot_movements(in_memory, currency)
         assert movements == expected.movements
         assert sorted(outcomes) == sorted(memory_outcomes)
+
+
+def _write(store: Billing, changes: list[SubscriptionChange], bulk: Engine | None = None) -> None:
+    """Store the changes one by one, in order; ``bulk``: in one multi-row INSERT there."""
+    if bulk is None:
+        with store._uow() as uow:
+            for change in changes:
+                uow.subscription_changes.add(change)
+            uow.commit()
+    elif changes:
+        # One statement: the span triggers of each row see the rows after it too.
+        with bulk.begin() as connection:
+            connection.execute(
+                sa.insert(subscription_changes).values([change_row(c) for c in changes])
+            )
+
+
+def _spans(rows: list[Any]) -> dict[int, datetime | None]:
+    """Return when each paying change stops holding, recomputed from its chain alone.
+
+    A chain is one subscription's changes in one currency, by ``(at, seq)``. A change
+    whose MRR differs from the one before it starts a run and holds until the next run
+    starts (None: still holds); the others (repeats) hold at no instant: their own ``at``.
+    """
+    chains: dict[tuple[str, str, str], list[Any]] = {}
+    for row in sorted(rows, key=lambda r: (r.at, r.seq)):
+        chains.setdefault((row.mrr_currency, row.customer_id, row.subscription_id), []).append(row)
+    until: dict[int, datetime | None] = {}
+    for chain in chains.values():
+        starts = [i for i, row in enumerate(chain) if i == 0 or row.mrr != chain[i - 1].mrr]
+        for i, row in enumerate(chain):
+            if i in starts:
+                later = [chain[j].at for j in starts if j > i]
+                until[row.seq] = later[0] if later else None
+            else:
+                until[row.seq] = row.at
+    return until
 
 
 _PROPERTY = settings(
@@ -177,3 +203,19 @@ def test_postgres_queries_equal_the_pure_report(
 ) -> None:
     engine = postgres_metrics_engine
     _check(_on(engine), history, spend, engine if bulk else None)
+
+
+@_PROPERTY
+@given(history=histories(), bulk=st.booleans())
+def test_postgres_span_triggers_give_what_each_chain_gives(
+    postgres_metrics_engine: Engine, history: Any, bulk: bool
+) -> None:
+    """Whatever the insertion order, each paying change's superseded_at is its chain's."""
+    engine = postgres_metrics_engine
+    changes, _, _ = history
+    _write(_on(engine)(), changes, engine if bulk else None)
+    with engine.connect() as connection:
+        rows = list(connection.execute(sa.select(subscription_changes)))
+    expected = _spans(rows)
+    stored = {row.seq: row.superseded_at for row in rows if row.mrr > 0}
+    assert stored == {seq: expected[seq] for seq in stored}
