@@ -483,7 +483,60 @@ def test_an_index_read_late_files_rows_moved_before_and_after_its_first_read(
 
 def _positions_match(store: MemoryStore) -> bool:
     table = store.pending_lines
-    return all(table.order[at] == row_id for row_id, at in table.position.items())
+    positions = table.positions()
+    live = [at for at, row_id in enumerate(table.order) if positions.get(row_id) == at]
+    return sorted(positions.values()) == live and set(positions) == set(table.rows)
+
+
+def test_positions_are_filed_when_first_needed_and_skip_deleted_rows(store: MemoryStore) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        for line_id in ("pl_1", "pl_2", "pl_3"):
+            uow.invoices.add_pending_line(pending_line(line_id))
+        uow.commit()
+    table = store.pending_lines
+    assert table.position == {}  # nothing read by position yet
+    with MemoryUnitOfWork(store) as uow:  # a delete files the positions first
+        [taken] = [p for p in uow.invoices.take_pending_lines("sub_1") if p.id == "pl_2"]
+        for line_id in ("pl_1", "pl_3"):
+            uow.invoices.add_pending_line(pending_line(line_id))
+        uow.invoices.add_pending_line(pending_line("pl_4"))
+        uow.commit()
+    assert taken.id == "pl_2"
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add_pending_line(pending_line("pl_2"))  # again, after the rest
+        uow.commit()
+    assert table.order == ["pl_1", "pl_2", "pl_3", "pl_4", "pl_2"]
+    assert table.positioned == 3
+    assert table.positions() == {"pl_1": 0, "pl_3": 2, "pl_4": 3, "pl_2": 4}
+    assert _positions_match(store)
+    with MemoryUnitOfWork(store) as uow:
+        assert [p.id for p in uow.invoices.take_pending_lines("sub_1")] == [
+            "pl_1",
+            "pl_3",
+            "pl_4",
+            "pl_2",
+        ]
+
+
+def test_a_cursor_reads_rows_committed_since_the_positions_were_last_filed(
+    store: MemoryStore,
+) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        for i in range(1, 4):
+            uow.invoices.add(invoice(f"in_{i}", customer_id="cus_1", subscription_id=f"sub_{i}"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        assert [i.id for i in uow.invoices.list(after="in_1")] == ["in_2", "in_3"]
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add(invoice("in_4", customer_id="cus_1", subscription_id="sub_4"))
+        uow.commit()
+    assert store.invoices.positioned == 3
+    with MemoryUnitOfWork(store) as uow:
+        assert [i.id for i in uow.invoices.list(after="in_3")] == ["in_4"]
+        assert [i.id for i in uow.invoices.list(customer_id="cus_1", after="in_2")] == [
+            "in_3",
+            "in_4",
+        ]
 
 
 def test_committed_rows_keep_their_positions_after_a_staged_row_was_dropped(
