@@ -252,7 +252,7 @@ def test_the_due_index_does_not_grow_with_updates(store: MemoryStore) -> None:
                 attrs.evolve(sub, next_payment_retry_at=T0 + timedelta(hours=hour))
             )
             uow.commit()
-    assert len(store.due_heap) <= 2 * len(store.due_of) + 1024
+    assert store.due_entries == len(_due_entries(store)) <= 2 * len(store.due_of) + 1024
     with MemoryUnitOfWork(store) as uow:
         assert [s.id for s in uow.subscriptions.claim_due(T0, limit=5)] == ["sub_1"]
 
@@ -266,9 +266,10 @@ def test_subscriptions_due_at_one_instant_share_its_object_in_the_due_index(
         uow.subscriptions.add(subscription("sub_1", due=T0 + timedelta(days=2, hours=24)))
         uow.subscriptions.add(subscription("sub_2", due=later.replace()))
         uow.commit()
-    first, second = sorted(store.due_heap)
-    assert first[0] is second[0] == later
-    assert store.due_of["sub_1"] is store.due_of["sub_2"] is first[0]
+    [instant] = store.due_heap
+    assert instant == later
+    assert store.due_of["sub_1"] is store.due_of["sub_2"] is instant
+    assert sorted(store.due_ids[instant]) == ["sub_1", "sub_2"]
 
 
 def test_the_due_instants_are_forgotten_once_there_are_many(store: MemoryStore) -> None:
@@ -279,6 +280,66 @@ def test_the_due_instants_are_forgotten_once_there_are_many(store: MemoryStore) 
     assert store.due_instants == {T0: T0}
     with MemoryUnitOfWork(store) as uow:
         assert [s.id for s in uow.subscriptions.claim_due(T0, limit=5)] == ["sub_1"]
+
+
+def test_subscriptions_due_at_one_instant_are_claimed_in_id_order_whatever_their_filing(
+    store: MemoryStore,
+) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        for sid in ["sub_3", "sub_10", "sub_1", "sub_7"]:
+            uow.subscriptions.add(subscription(sid, due=T0))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        assert [s.id for s in uow.subscriptions.claim_due(T0, limit=2)] == ["sub_1", "sub_10"]
+        uow.commit()
+    # Filed after a claim sorted the instant's ids: one sorting first, one last.
+    with MemoryUnitOfWork(store) as uow:
+        uow.subscriptions.add(subscription("sub_0", due=T0))
+        uow.subscriptions.add(subscription("sub_9", due=T0))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        claimed = uow.subscriptions.claim_due(T0, limit=10)
+        assert [s.id for s in claimed] == ["sub_0", "sub_1", "sub_10", "sub_3", "sub_7", "sub_9"]
+
+
+def test_claims_put_back_keep_the_order_of_an_instant_and_of_the_instants(
+    store: MemoryStore,
+) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        for sid in ["sub_a", "sub_b", "sub_c", "sub_d"]:
+            uow.subscriptions.add(subscription(sid, due=T0))
+        uow.subscriptions.add(subscription("sub_e", due=T0 + timedelta(hours=1)))
+        uow.subscriptions.add(subscription("sub_f", due=T0 + timedelta(hours=1)))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:  # rolled back: every claim is put back
+        claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=5)
+        assert [s.id for s in claimed] == ["sub_a", "sub_b", "sub_c", "sub_d", "sub_e"]
+    assert store.due_claimed == []
+    assert _due_entries(store) == _live_entries(store)
+    with MemoryUnitOfWork(store) as uow:
+        claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=3)
+        assert [s.id for s in claimed] == ["sub_a", "sub_b", "sub_c"]
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
+        assert [s.id for s in claimed] == ["sub_a", "sub_b", "sub_c", "sub_d", "sub_e", "sub_f"]
+
+
+def test_a_subscription_moved_away_and_back_is_claimed_once(store: MemoryStore) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        uow.subscriptions.add(subscription("sub_1", due=T0))
+        uow.subscriptions.add(subscription("sub_2", due=T0))
+        uow.commit()
+    for due in (T0 + timedelta(days=5), T0):
+        with MemoryUnitOfWork(store) as uow:
+            uow.subscriptions.update(subscription("sub_1", due=due))
+            uow.commit()
+    assert [sid for _, sid in _due_entries(store)].count("sub_1") == 3  # two stale
+    with MemoryUnitOfWork(store) as uow:
+        claimed = uow.subscriptions.claim_due(T0 + timedelta(days=10), limit=10)
+        assert [s.id for s in claimed] == ["sub_1", "sub_2"]
+        uow.commit()
+    assert store.due_entries == len(_due_entries(store))
 
 
 def test_a_claim_leaves_unprocessed_subscriptions_due(store: MemoryStore) -> None:
@@ -292,6 +353,16 @@ def test_a_claim_leaves_unprocessed_subscriptions_due(store: MemoryStore) -> Non
     with MemoryUnitOfWork(store) as uow:
         claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
         assert [s.id for s in claimed] == [f"sub_{i}" for i in range(5)]
+
+
+def _due_entries(store: MemoryStore) -> list[tuple[object, str]]:
+    """Return every (due, id) entry the due index holds, sorted."""
+    assert sorted(store.due_heap) == sorted(store.due_ids)  # one heap entry per instant
+    return sorted((due, sid) for due, ids in store.due_ids.items() for sid in ids)
+
+
+def _live_entries(store: MemoryStore) -> list[tuple[object, str]]:
+    return sorted((due, sid) for sid, due in store.due_of.items())
 
 
 def _customer_ids(store: MemoryStore, customer_id: str) -> list[str]:
@@ -332,7 +403,7 @@ def test_claimed_subscriptions_stay_due_after_a_rollback_or_a_commit_that_leaves
     with MemoryUnitOfWork(store) as uow:
         claimed = uow.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
         assert [s.id for s in claimed] == ids
-    assert sorted(store.due_heap) == sorted((due, sid) for sid, due in store.due_of.items())
+    assert _due_entries(store) == _live_entries(store)
 
 
 def test_a_claimed_subscription_moved_by_the_commit_is_due_again_at_its_new_time_only(
@@ -364,20 +435,23 @@ def test_a_nested_unit_of_work_claims_what_the_outer_one_claimed(store: MemorySt
             claimed = nested.subscriptions.claim_due(T0 + timedelta(days=1), limit=10)
             assert [s.id for s in claimed] == ids
         outer.commit()
-    assert sorted(store.due_heap) == sorted((due, sid) for sid, due in store.due_of.items())
+    assert _due_entries(store) == _live_entries(store)
 
 
 def test_a_heap_rebuilt_while_entries_are_claimed_holds_each_once(store: MemoryStore) -> None:
     _due_store(store, 2)
     # Stale entries (of no subscription) enough for the next commit to rebuild the heap;
     # later than every live one, so that the list stays a heap.
-    store.due_heap.extend((T0 + timedelta(days=400), "gone") for _ in range(1100))
+    stale = T0 + timedelta(days=400)
+    store.due_ids[stale] = ["gone"] * 1100
+    store.due_heap.append(stale)
+    store.due_entries += 1100
     with MemoryUnitOfWork(store) as uow:
         [first] = uow.subscriptions.claim_due(T0, limit=1)
         assert first.id == "sub_0"
         uow.subscriptions.update(subscription("sub_1", due=T0 + timedelta(days=3)))
         uow.commit()
-    assert sorted(store.due_heap) == sorted((due, sid) for sid, due in store.due_of.items())
+    assert _due_entries(store) == _live_entries(store)
     with MemoryUnitOfWork(store) as uow:
         assert [s.id for s in uow.subscriptions.claim_due(T0, limit=10)] == ["sub_0"]
 
@@ -409,7 +483,60 @@ def test_an_index_read_late_files_rows_moved_before_and_after_its_first_read(
 
 def _positions_match(store: MemoryStore) -> bool:
     table = store.pending_lines
-    return all(table.order[at] == row_id for row_id, at in table.position.items())
+    positions = table.positions()
+    live = [at for at, row_id in enumerate(table.order) if positions.get(row_id) == at]
+    return sorted(positions.values()) == live and set(positions) == set(table.rows)
+
+
+def test_positions_are_filed_when_first_needed_and_skip_deleted_rows(store: MemoryStore) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        for line_id in ("pl_1", "pl_2", "pl_3"):
+            uow.invoices.add_pending_line(pending_line(line_id))
+        uow.commit()
+    table = store.pending_lines
+    assert table.position == {}  # nothing read by position yet
+    with MemoryUnitOfWork(store) as uow:  # a delete files the positions first
+        [taken] = [p for p in uow.invoices.take_pending_lines("sub_1") if p.id == "pl_2"]
+        for line_id in ("pl_1", "pl_3"):
+            uow.invoices.add_pending_line(pending_line(line_id))
+        uow.invoices.add_pending_line(pending_line("pl_4"))
+        uow.commit()
+    assert taken.id == "pl_2"
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add_pending_line(pending_line("pl_2"))  # again, after the rest
+        uow.commit()
+    assert table.order == ["pl_1", "pl_2", "pl_3", "pl_4", "pl_2"]
+    assert table.positioned == 3
+    assert table.positions() == {"pl_1": 0, "pl_3": 2, "pl_4": 3, "pl_2": 4}
+    assert _positions_match(store)
+    with MemoryUnitOfWork(store) as uow:
+        assert [p.id for p in uow.invoices.take_pending_lines("sub_1")] == [
+            "pl_1",
+            "pl_3",
+            "pl_4",
+            "pl_2",
+        ]
+
+
+def test_a_cursor_reads_rows_committed_since_the_positions_were_last_filed(
+    store: MemoryStore,
+) -> None:
+    with MemoryUnitOfWork(store) as uow:
+        for i in range(1, 4):
+            uow.invoices.add(invoice(f"in_{i}", customer_id="cus_1", subscription_id=f"sub_{i}"))
+        uow.commit()
+    with MemoryUnitOfWork(store) as uow:
+        assert [i.id for i in uow.invoices.list(after="in_1")] == ["in_2", "in_3"]
+    with MemoryUnitOfWork(store) as uow:
+        uow.invoices.add(invoice("in_4", customer_id="cus_1", subscription_id="sub_4"))
+        uow.commit()
+    assert store.invoices.positioned == 3
+    with MemoryUnitOfWork(store) as uow:
+        assert [i.id for i in uow.invoices.list(after="in_3")] == ["in_4"]
+        assert [i.id for i in uow.invoices.list(customer_id="cus_1", after="in_2")] == [
+            "in_3",
+            "in_4",
+        ]
 
 
 def test_committed_rows_keep_their_positions_after_a_staged_row_was_dropped(

@@ -145,14 +145,29 @@ class Table(Generic[R]):
         self.rows: dict[str, R] = {}
         self.unique_owners: tuple[dict[Hashable, str], ...] = tuple({} for _ in self.uniques)
         # Commit order with positions, so that a cursor resumes in O(1); the slot of a
-        # deleted row stays in ``order``, with no position pointing at it.
+        # deleted row stays in ``order``, with no position pointing at it. Positions are
+        # filed lazily, as secondary indexes are: ``position`` holds the rows at slots
+        # below ``positioned``, and positions() files the rest before any use. A table
+        # only ever read by id (the history tables, through a billing run) files none
+        # (run_due over 3,000: see the commit).
         self.order: list[str] = []
         self.position: dict[str, int] = {}
+        self.positioned = 0
         self.sorted_ids: list[str] | None = [] if ordered_by_id else None
 
     def index(self, name: str) -> SecondaryIndex:
         """Return a secondary index by name."""
         return self._index_named[name]
+
+    def positions(self) -> dict[str, int]:
+        """Return each committed row's slot in ``order``, filing the rows added since."""
+        position, start, end = self.position, self.positioned, len(self.order)
+        if start != end:
+            # Each row deleted was positioned first (see _remove): the slots since hold
+            # live rows only, each id once.
+            position.update(zip(self.order[start:], range(start, end), strict=True))
+            self.positioned = end
+        return position
 
     def lookup(self, index: SecondaryIndex, key: Hashable) -> Bucket | None:
         """Return the committed ids under ``key``, in creation order."""
@@ -188,15 +203,7 @@ class Table(Generic[R]):
             owners.update(staged_owners)
         self.rows.update(staged)
         if new:
-            order = self.order
-            if overlay.gapless and overlay.base == len(order):
-                # Numbered from the table's end, with no gap: each new row's number is its
-                # position, and the overlay's own dict is merged as it is, with no pair
-                # built per row (run_due over 1,000: see the commit).
-                self.position.update(new)
-            else:
-                self.position.update(zip(new, itertools.count(len(order))))
-            order.extend(new)
+            self.order.extend(new)  # positioned when first needed (see positions)
             sorted_ids = self.sorted_ids
             if sorted_ids is not None:
                 if len(new) < 8:
@@ -209,7 +216,8 @@ class Table(Generic[R]):
 
     def _replace(self, overlay: Overlay[R], filed: list[SecondaryIndex]) -> None:
         """Take the unique keys the updated rows give up, and move them in filed indexes."""
-        rows, position, new = self.rows, self.position, overlay.new
+        rows, new = self.rows, overlay.new
+        position = self.positions() if filed else self.position
         uniques = tuple(
             zip(self.unique_owners, self.unique_keys, overlay.unique_owners, strict=True)
         )
@@ -236,7 +244,7 @@ class Table(Generic[R]):
 
     def _catch_up(self, index: SecondaryIndex) -> None:
         """File the rows created since the index was last read, in creation order."""
-        order, position, rows = self.order, self.position, self.rows
+        order, position, rows = self.order, self.positions(), self.rows
         key_of, buckets = index.key_of, index.buckets
         for i in range(index.filed, len(order)):
             row_id = order[i]
@@ -256,7 +264,8 @@ class Table(Generic[R]):
 
     def _remove(self, deleted: Iterable[str]) -> bool:
         """Delete committed rows from the table and every index."""
-        rows, position, sorted_ids = self.rows, self.position, self.sorted_ids
+        # Positioned first: a deleted row's slot is then never filed (see positions).
+        rows, position, sorted_ids = self.rows, self.positions(), self.sorted_ids
         removed = False
         for row_id in deleted:
             old = rows.pop(row_id, None)
@@ -293,10 +302,8 @@ class Overlay(Generic[R]):
     """One unit of work's uncommitted writes to one table."""
 
     __slots__ = (
-        "base",
         "counter",
         "deleted",
-        "gapless",
         "indexes",
         "log",
         "new",
@@ -306,13 +313,9 @@ class Overlay(Generic[R]):
 
     def __init__(self, table: Table[R]) -> None:
         self.rows: dict[str, R] = {}
-        # New rows, each with a number rising in creation order (its rank in this unit),
-        # counted from the table's length: while no new row is dropped and no other
-        # commit comes first, each number is the position the row will take.
+        # New rows, each with a number rising in creation order (its rank in this unit).
         self.new: dict[str, int] = {}
-        self.base = len(table.order)
-        self.counter = itertools.count(self.base)
-        self.gapless = True
+        self.counter = itertools.count()
         self.deleted: set[str] = set()
         # Each staged row's unique keys (None keys left out).
         self.unique_owners: tuple[dict[Hashable, str], ...] = tuple({} for _ in table.uniques)
@@ -409,7 +412,8 @@ class View(Generic[R]):
                 rows.append(row)
         rows.extend(staged_rows[i] for i in moved_in)
         if moved_in:
-            rows.sort(key=lambda row: table.position[table.id_of(row)])
+            position = table.positions()
+            rows.sort(key=lambda row: position[table.id_of(row)])
         if len(added) > 1:
             added.sort(key=new.__getitem__)
         rows.extend(staged_rows[i] for i in added)
@@ -449,7 +453,7 @@ class View(Generic[R]):
 
     def rank(self, row_id: str) -> tuple[int, int]:
         """Return a sort key for creation order: committed rows first, then this unit's."""
-        position = self.table.position.get(row_id)
+        position = self.table.positions().get(row_id)
         if position is not None:
             return (0, position)
         if self.overlay is not None:
@@ -469,7 +473,7 @@ class View(Generic[R]):
                 start = index + 1
             else:
                 start, staged_after = len(table.order), index
-        order, position = table.order, table.position
+        order, position = table.order, table.positions()
         for i in range(start, len(order)):
             row_id = order[i]
             if position.get(row_id) == i:  # skip the slots of deleted rows
@@ -576,7 +580,6 @@ class View(Generic[R]):
             self._release(overlay, row_id, previous)
         if row_id in overlay.new:
             del overlay.new[row_id]  # never committed: nothing to delete in the table
-            overlay.gapless = False
         else:
             overlay.deleted.add(row_id)
         if overlay.log is not None:
