@@ -353,10 +353,9 @@ class MemoryStore:
 
     def reindex_due(self, deleted: Iterable[str], written: Iterable[Subscription]) -> None:
         """Bring the due index up to date with committed subscription changes."""
-        due_of, instants, due_ids = self.due_of, self.due_instants, self.due_ids
+        due_of, instants = self.due_of, self.due_instants
         for subscription_id in deleted:
             due_of.pop(subscription_id, None)
-        filed = 0
         for after in written:
             due = next_action_at(after)
             subscription_id = after.id
@@ -373,16 +372,7 @@ class MemoryStore:
                     instants.clear()  # bounded: time moves on to ever new instants
                 shared = instants[due] = due
             due_of[subscription_id] = shared
-            ids = due_ids.get(shared)  # _file_due, inlined: a renewal files one id
-            if ids is None:
-                due_ids[shared] = [subscription_id]
-                heapq.heappush(self.due_heap, shared)
-            else:
-                if subscription_id > ids[-1]:
-                    self.due_unsorted.add(shared)
-                ids.append(subscription_id)
-            filed += 1
-        self.due_entries += filed
+            self._file_due(shared, subscription_id)
         if self.due_entries > 2 * len(due_of) + 1024:
             # Stale entries outnumber live ones: rebuild rather than let the index grow.
             self._rebuild_due()

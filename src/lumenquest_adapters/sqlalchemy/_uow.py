@@ -167,7 +167,11 @@ class _made_once(Generic[_R]):  # noqa: N801 - a decorator, named like cached_pr
         if instance is None:
             return self
         made: _R = self._make(instance)
-        instance.__dict__[self._name] = made  # found there first from now on
+        # Found first from now on. With setattr, as __init__ keeps the rest, every unit of
+        # work holds it at the slot its class shares for the name; written through
+        # __dict__, each got a layout of its own, in the order it built its repositories,
+        # and the interpreter's attribute reads, tuned to one layout, missed on others.
+        setattr(instance, self._name, made)
         return made
 
 
