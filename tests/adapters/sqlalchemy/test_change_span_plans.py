@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from sqlalchemy.engine import Engine
 
 from lumenquest_adapters.sqlalchemy import upgrade
@@ -13,12 +17,11 @@ _INSERT = (
 )
 
 
-def test_a_session_that_planned_on_an_empty_table_reads_no_row_by_sequential_scan(
-    postgres_empty: Engine,
-) -> None:
-    """Statistics saying empty (autovacuum off) must not make each insert scan the table."""
-    upgrade(postgres_empty)
-    with postgres_empty.connect() as connection:
+@contextmanager
+def _system_cursor(engine: Engine) -> Iterator[tuple[Any, Any]]:
+    """Yield psycopg's connection (autocommit) and a cursor acting as system, in replica mode."""
+    upgrade(engine)
+    with engine.connect() as connection:
         driver = connection.connection.driver_connection
         assert driver is not None
         driver.autocommit = True
@@ -26,6 +29,14 @@ def test_a_session_that_planned_on_an_empty_table_reads_no_row_by_sequential_sca
         # Replica mode skips the foreign keys, not the triggers (ENABLE ALWAYS).
         cursor.execute("SET session_replication_role = replica")
         cursor.execute("SELECT set_config('lumenquest.role', 'system', false)")
+        yield driver, cursor
+
+
+def test_a_session_that_planned_on_an_empty_table_reads_no_row_by_sequential_scan(
+    postgres_empty: Engine,
+) -> None:
+    """Statistics saying empty (autovacuum off) must not make each insert scan the table."""
+    with _system_cursor(postgres_empty) as (driver, cursor):
         cursor.execute("ANALYZE subscription_changes")  # the statistics now say: empty
         driver.autocommit = False
         rows = 400  # 20 changes each for 20 subscriptions, MRR alternating now and then
@@ -51,14 +62,9 @@ def test_a_renewal_at_the_same_mrr_does_not_fire_the_span_closing_trigger(
     postgres_empty: Engine,
 ) -> None:
     """Migration 0009: a repeat's span is set before the insert; nothing after it runs."""
-    upgrade(postgres_empty)
-    with postgres_empty.connect() as connection:
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        cursor = driver.cursor()
-        cursor.execute("SET session_replication_role = replica")
-        cursor.execute("SELECT set_config('lumenquest.role', 'system', false)")
+    with _system_cursor(postgres_empty) as (driver, cursor):
         cursor.execute("SET track_functions = 'pl'")
+        driver.autocommit = False
         # Five subscriptions: created at 1,000, renewed twice at 1,000, then at 2,000.
         mrr_by_month = (1000, 1000, 1000, 2000)
         for month, mrr in enumerate(mrr_by_month):
