@@ -2654,7 +2654,10 @@ class Billing:
 
         Return how many the gateway answered and the outcomes this call recorded.
         """
-        outcomes = self._collect(charges)
+        return self._answered(self._collect(charges))
+
+    def _answered(self, outcomes: Sequence[_ChargeOutcome]) -> tuple[int, list[_ChargeOutcome]]:
+        """Record the gateway's answers still pending: return how many came and those recorded."""
         return len(outcomes), (self._settle(outcomes) if outcomes else [])
 
     def _tally(
@@ -2714,9 +2717,7 @@ class Billing:
                 uow.commit()
         sent = self._collect(resend)
         charges = [*(o.charge for o in outcomes), *resend]
-        outcomes += sent
-        recorded = self._settle(outcomes) if outcomes else []
-        self._tally((len(outcomes), recorded), charges, summary)
+        self._tally(self._answered([*outcomes, *sent]), charges, summary)
 
     def _advance(
         self, uow: UnitOfWork, sub: Subscription, now: datetime, summary: RunSummary
