@@ -533,8 +533,8 @@ def finalize(invoice: Invoice, *, number: str, at: datetime) -> Invoice:
     """Return the draft opened under ``number``; with nothing due it is paid at once, as Stripe does."""
     if invoice.status not in _DRAFT_ONLY:  # _require's test, without its call on the hot path
         raise _refuse(invoice, "finalize")
-    # evolve_trusted, without packing and unpacking keywords.
-    state = invoice.__dict__.copy()
+    # evolve_trusted, without packing and unpacking keywords (dict(), not copy(): see there).
+    state = dict(invoice.__dict__)
     _finalize_state(state, number, aware(at, "at"))
     return build_trusted(Invoice, state)
 
@@ -570,8 +570,9 @@ def pay(invoice: Invoice, *, at: datetime, amount: Money | None = None) -> Invoi
                     "amount_due": invoice.amount_due.amount,
                 },
             )
-    # _paid, without packing and unpacking keywords: every successful payment pays one.
-    state = invoice.__dict__.copy()
+    # _paid, without packing and unpacking keywords: every successful payment pays one
+    # (dict(), not copy(): see evolve_trusted).
+    state = dict(invoice.__dict__)
     state["status"] = _PAID
     state["paid_at"] = at
     state["amount_paid"] = invoice.amount_due

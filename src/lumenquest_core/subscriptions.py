@@ -653,8 +653,9 @@ def renew(sub: Subscription, at: datetime) -> Transition:
         return Transition(canceled, (), (event,))
     changed, events = (sub, ()) if sub.scheduled_change is None else _apply_scheduled(sub, end, at)
     period = period_from(changed.anchor, changed.price.cycle, end)
-    # evolve_trusted(changed, current_period=period), without packing and unpacking kwargs.
-    state = changed.__dict__.copy()
+    # evolve_trusted(changed, current_period=period), without packing and unpacking kwargs
+    # (dict(), not copy(): see evolve_trusted).
+    state = dict(changed.__dict__)
     state["current_period"] = period
     updated = build_trusted(Subscription, state)
     lines = _advance_lines(updated)
