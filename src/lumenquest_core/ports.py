@@ -20,7 +20,7 @@ import attrs
 from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
-from lumenquest_core.events import DomainEvent
+from lumenquest_core.events import DomainEvent, EventName
 from lumenquest_core.invoicing import CreditNote, Invoice, InvoiceStatus, Refund, TaxCalculator
 from lumenquest_core.lines import InvoiceLine
 from lumenquest_core.metrics import MrrMovements, MrrSnapshots, TrialOutcome
@@ -51,6 +51,8 @@ __all__ = [
     "EmailDeliveryRepository",
     "EmailMessage",
     "EmailSender",
+    "EventFields",
+    "EventHistoryWriter",
     "HistoryWriter",
     "IdempotencyRecord",
     "IdempotencyStore",
@@ -574,6 +576,35 @@ class HistoryWriter(Protocol):
         ``messages``: (id, event) pairs, each an undelivered ``OutboxMessage`` created
         at ``at``, stored in this order; then the audit entry; then the change. A reused
         id raises Conflict.
+        """
+        ...
+
+
+EventFields = tuple[
+    str,  # the message's id
+    EventName,  # name
+    str,  # subject_id
+    str,  # customer_id
+    Mapping[str, Any],  # data
+]
+"""An outbox message's event as fields: its data JSON-ready, a fresh mapping the store may keep."""
+
+
+class EventHistoryWriter(Protocol):
+    """What a unit of work may also offer: ``add_history`` with its events as fields.
+
+    Optional: ``Billing`` looks for ``add_event_history`` on its unit of work for the
+    events it builds itself (an invoice finalized or paid, a payment), and without it
+    builds each ``DomainEvent`` and writes it through ``add_history`` or the repositories.
+    """
+
+    def add_event_history(
+        self, at: datetime, messages: Sequence[EventFields], entry: AuditFields | None = None
+    ) -> None:
+        """Store as ``add_history`` would, each event having occurred at ``at``.
+
+        ``messages``: the events' fields, each an undelivered ``OutboxMessage`` created at
+        ``at``, stored in this order; then the audit entry. A reused id raises Conflict.
         """
         ...
 

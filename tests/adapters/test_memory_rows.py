@@ -194,7 +194,7 @@ def test_read_only_data_over_any_mapping_is_stored_as_a_plain_copy(
     underlying: Callable[[dict[str, Any]], Mapping[str, Any]],
 ) -> None:
     data = {"total": {"amount": 1000, "currency": "USD"}, "lines": [1, 2]}
-    packed = _rows._pack_mapping(MappingProxyType(underlying(data)))
+    packed = _rows.pack_mapping(MappingProxyType(underlying(data)))
     assert type(packed) is bytes
     unpacked = _rows._unpack_mapping(packed)
     assert unpacked == data
@@ -203,7 +203,7 @@ def test_read_only_data_over_any_mapping_is_stored_as_a_plain_copy(
 
 def test_read_only_data_that_is_not_plain_is_kept_as_the_proxy_given() -> None:
     proxy = MappingProxyType({"at": T0})
-    assert _rows._pack_mapping(proxy) is proxy
+    assert _rows.pack_mapping(proxy) is proxy
 
 
 # -- settled invoices and payments -------------------------------------------------------

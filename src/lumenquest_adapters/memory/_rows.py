@@ -52,6 +52,7 @@ __all__ = [
     "message_row",
     "new_message_row",
     "payment_from_row",
+    "pack_mapping",
     "payment_row",
 ]
 
@@ -78,7 +79,7 @@ _EVENT_NAMES: Mapping[str, EventName] = {name.value: name for name in EventName}
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-def _pack_mapping(data: Mapping[str, Any]) -> Any:
+def pack_mapping(data: Mapping[str, Any]) -> Any:
     """Return a mapping marshalled as a plain dict, None when empty, or as given."""
     if not data:
         return None
@@ -116,7 +117,7 @@ def message_row(message: OutboxMessage) -> MessageRow:
         event.subject_id,
         event.customer_id,
         event.occurred_at,
-        _pack_mapping(event.data),
+        pack_mapping(event.data),
         message.created_at,
         message.delivered_at,
         message.attempts,
@@ -131,7 +132,7 @@ def new_message_row(message_id: str, event: DomainEvent, at: datetime) -> Messag
         event.subject_id,
         event.customer_id,
         event.occurred_at,
-        _pack_mapping(event.data),
+        pack_mapping(event.data),
         at,
         None,
         0,
@@ -173,7 +174,7 @@ def _pack_pair(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
     if before is None:
         if after is None:
             return None
-        packed = _pack_mapping(after)
+        packed = pack_mapping(after)
         if type(packed) is bytes:
             return packed
         # An empty after, or one marshal refuses: packed as the pair below.
@@ -193,7 +194,7 @@ def entry_row(entry: AuditEntry) -> EntryRow:
 def entry_row_of(fields: AuditFields, after_packed: bytes | None = None) -> EntryRow:
     """Return the row of the audit entry with these fields: ``entry_row``'s.
 
-    ``after_packed``: the entry's ``after`` (its ``before`` None) as :func:`_pack_mapping`
+    ``after_packed``: the entry's ``after`` (its ``before`` None) as :func:`pack_mapping`
     packed it already for another row, shared rather than marshalled again.
     """
     entry_id, actor, action, subject_type, subject_id, at, customer_id, before, after = fields
@@ -273,7 +274,7 @@ def change_row_of(fields: ChangeFields) -> ChangeRow:
         mrr.amount,
         mrr.currency,
         plan_id,
-        _pack_mapping(data),
+        pack_mapping(data),
     )
 
 

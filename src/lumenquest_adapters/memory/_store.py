@@ -19,7 +19,7 @@ import operator
 import threading
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
 from lumenquest_adapters.memory import _rows
@@ -62,6 +62,7 @@ from lumenquest_core.ports import (
     CustomerRepository,
     EmailDelivery,
     EmailDeliveryRepository,
+    EventFields,
     IdempotencyRecord,
     IdempotencyStore,
     InvoiceRepository,
@@ -1549,6 +1550,31 @@ class MemoryUnitOfWork:
             self.audit_log._view.add(_rows.entry_row_of(entry, shared), entry[0])
         if change is not None:
             self.subscription_changes._view.add(_rows.change_row_of(change), change[0])
+
+    def add_event_history(
+        self, at: datetime, messages: Sequence[EventFields], entry: AuditFields | None = None
+    ) -> None:
+        """Stage events given as fields, then an audit entry (``EventHistoryWriter``)."""
+        if not self._open:
+            raise _outside()
+        shared = None
+        if messages:
+            view = self.outbox._view
+            # As in add_history: an entry whose after alone is an event's data shares its
+            # packed bytes.
+            after = None if entry is None or entry[7] is not None else entry[8]
+            for message_id, name, subject_id, customer_id, data in messages:
+                packed = _rows.pack_mapping(data)
+                if packed is not None and type(packed) is not bytes:
+                    # Not plain data: kept read-only, as a DomainEvent would have held it.
+                    packed = MappingProxyType(dict(data))
+                # new_message_row's row: the event occurred when the message was created.
+                row = (message_id, name._value_, subject_id, customer_id, at, packed, at, None, 0)
+                view.add(row, message_id)
+                if after is not None and data is after and type(packed) is bytes:
+                    shared = packed
+        if entry is not None:
+            self.audit_log._view.add(_rows.entry_row_of(entry, shared), entry[0])
 
     def take_number(self) -> int:
         """Hand out the next invoice number of this transaction."""
