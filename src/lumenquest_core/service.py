@@ -1852,12 +1852,8 @@ class Billing:
             },
         )
         uow.payments.add(payment)
-        return _Charge(
-            payment=payment,
-            customer=customer,
-            description=f"Invoice {invoice.number}",
-            invoice=invoice,
-        )
+        # Positional: attrs' __init__ takes keywords more slowly, and every renewal has one.
+        return _Charge(payment, customer, f"Invoice {invoice.number}", invoice)
 
     def _collect(self, charges: Sequence[_Charge]) -> list[_ChargeOutcome]:
         """Send each charge to the gateway; an unreachable gateway leaves it pending."""
@@ -1960,9 +1956,10 @@ class Billing:
                 transition, action = lifecycle.apply_pending_update(sub), "changed"
             elif sub.status in _ACTIVATED_BY_PAYMENT and not self._other_open(uow, sub, invoice.id):
                 transition = lifecycle.payment_succeeded(sub, at)
-        uow.payments.update(
-            evolve_trusted(payment, status=_SUCCEEDED, gateway_reference=reference, settled_at=at)
-        )
+        # evolve_trusted, without packing and unpacking keywords: every renewal settles one.
+        state = dict(payment.__dict__)
+        state["status"], state["gateway_reference"], state["settled_at"] = _SUCCEEDED, reference, at
+        uow.payments.update(build_trusted(Payment, state))
         amount = money_json(payment.amount)
         events = [
             (
