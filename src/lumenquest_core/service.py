@@ -117,6 +117,8 @@ _METERED = UsageType.METERED
 _INVOICE_FINALIZED, _PAYMENT_SUCCEEDED = EventName.INVOICE_FINALIZED, EventName.PAYMENT_SUCCEEDED
 _INVOICE_PAID = EventName.INVOICE_PAID
 
+_STATUS_VALUES: Mapping[SubscriptionStatus, str] = {m: m._value_ for m in SubscriptionStatus}
+
 SYSTEM_ACTOR = "system"
 _DISPATCH_LOCK = "lumenquest:dispatch-events"
 _DISPATCH_LOCK_SECONDS = 300  # longer than any batch of emails takes to send
@@ -377,8 +379,9 @@ def _snapshot(sub: Subscription) -> dict[str, Any]:
     """Return the audit view of a subscription: what changed, without personal data."""
     period = sub.current_period
     return {
-        # _value_ is the member's plain attribute; .value is a Python-level property.
-        "status": sub.status._value_,
+        # A subscript, not .value (a Python-level property) nor ._value_ (an enum member's
+        # instance attribute: no specialized read in Python 3.11).
+        "status": _STATUS_VALUES[sub.status],
         "price_id": sub.price.id,
         "quantity": sub.quantity,
         # Built here rather than through to_jsonable: every renewal audits two snapshots.

@@ -16,6 +16,7 @@ that is not plain data) is kept as given, as the store kept every row before.
 
 from __future__ import annotations
 
+import enum
 import marshal
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -34,6 +35,7 @@ from lumenquest_core.periods import trusted_period
 from lumenquest_core.ports import AuditFields, ChangeFields, OutboxMessage
 
 __all__ = [
+    "VALUE_OF",
     "ChangeRow",
     "EntryRow",
     "InvoiceRow",
@@ -77,6 +79,15 @@ _loads = marshal.loads
 # The member of each wire name, read without EnumType.__call__'s overhead.
 _EVENT_NAMES: Mapping[str, EventName] = {name.value: name for name in EventName}
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# Each member of the enums rows store, to its value as a plain str. A subscript of a dict:
+# an enum member, a str subclass with an instance dict, gets no specialized attribute
+# read in Python 3.11 (member._value_, ten a renewal; run_due over 3,000: see the commit).
+# Members of two enums with the same value are equal keys of the same value: no clash.
+VALUE_OF: Mapping[enum.Enum, str] = {
+    member: member._value_
+    for kind in (EventName, InvoiceStatus, BillingReason, LineKind, PaymentStatus)
+    for member in kind
+}
 
 
 def pack_mapping(data: Mapping[str, Any]) -> Any:
@@ -113,7 +124,7 @@ def message_row(message: OutboxMessage) -> MessageRow:
     event = message.event
     return (
         message.id,
-        event.name._value_,  # the plain attribute: .value is a Python-level property
+        VALUE_OF[event.name],  # not .value, a Python-level property
         event.subject_id,
         event.customer_id,
         event.occurred_at,
@@ -128,7 +139,7 @@ def new_message_row(message_id: str, event: DomainEvent, at: datetime) -> Messag
     """Return the row of an undelivered message created at ``at``: ``message_row``'s."""
     return (
         message_id,
-        event.name._value_,
+        VALUE_OF[event.name],
         event.subject_id,
         event.customer_id,
         event.occurred_at,
@@ -350,7 +361,7 @@ _PAYMENT_STATUSES: Mapping[str, PaymentStatus] = {m.value: m for m in PaymentSta
 def _line_fields(line: InvoiceLine, discount: Money) -> tuple[Any, ...]:
     amount, period = line.amount, line.period
     return (
-        line.kind._value_,
+        VALUE_OF[line.kind],
         line.description,
         amount.amount,
         amount.currency,
@@ -374,10 +385,10 @@ def invoice_row(invoice: Invoice) -> InvoiceRow:
         invoice.id,
         invoice.customer_id,
         invoice.subscription_id,
-        invoice.billing_reason._value_,
+        VALUE_OF[invoice.billing_reason],
         None if period is None else period.start,
         None if period is None else period.end,
-        invoice.status._value_,
+        VALUE_OF[invoice.status],
         invoice.currency,
         invoice.created_at,
         invoice.number,
@@ -530,7 +541,7 @@ def payment_row(payment: Payment) -> PaymentRow:
         payment.customer_id,
         amount.amount,
         currency,
-        payment.status._value_,
+        VALUE_OF[payment.status],
         payment.idempotency_key,
         payment.attempt,
         payment.created_at,

@@ -1563,13 +1563,14 @@ class MemoryUnitOfWork:
             # As in add_history: an entry whose after alone is an event's data shares its
             # packed bytes.
             after = None if entry is None or entry[7] is not None else entry[8]
+            value_of = _rows.VALUE_OF
             for message_id, name, subject_id, customer_id, data in messages:
                 packed = _rows.pack_mapping(data)
                 if packed is not None and type(packed) is not bytes:
                     # Not plain data: kept read-only, as a DomainEvent would have held it.
                     packed = MappingProxyType(dict(data))
                 # new_message_row's row: the event occurred when the message was created.
-                row = (message_id, name._value_, subject_id, customer_id, at, packed, at, None, 0)
+                row = (message_id, value_of[name], subject_id, customer_id, at, packed, at, None, 0)
                 view.add(row, message_id)
                 if after is not None and data is after and type(packed) is bytes:
                     shared = packed
