@@ -1490,6 +1490,10 @@ class MemoryUnitOfWork:
         self._number_base = 0
         self._touched: list[View[Any]] = []  # the views with uncommitted writes
         self.invoices_read: dict[str, tuple[StoredInvoice, Invoice]] = {}  # see _Invoices
+        # The outbox's, audit log's and changes' views, kept here on the first history
+        # written: a read of a repository built on first use goes through its class's
+        # _Built descriptor, which Python 3.11 never specializes (three a history call).
+        self._history_views: tuple[View[MessageRow], View[EntryRow], View[ChangeRow]] | None = None
 
     def view(self, table: Table[R]) -> View[R]:
         """Return a new view of ``table`` that reports its first write to this unit of work."""
@@ -1534,8 +1538,9 @@ class MemoryUnitOfWork:
             raise _outside()
         # The rows the repositories' add would stage, built from the fields at hand.
         shared = None
+        outbox, audit_log, changes = self._history_views or self._history()
         if messages:
-            view = self.outbox._view
+            view = outbox
             # An entry whose after alone is an event's data itself (the core passes the
             # one read-only mapping for the facts both carry) shares its packed bytes:
             # immutable, so either row reads the same fresh copy, and one marshal less
@@ -1547,9 +1552,9 @@ class MemoryUnitOfWork:
                 if after is not None and event.data is after and type(row[5]) is bytes:
                     shared = row[5]
         if entry is not None:
-            self.audit_log._view.add(_rows.entry_row_of(entry, shared), entry[0])
+            audit_log.add(_rows.entry_row_of(entry, shared), entry[0])
         if change is not None:
-            self.subscription_changes._view.add(_rows.change_row_of(change), change[0])
+            changes.add(_rows.change_row_of(change), change[0])
 
     def add_event_history(
         self, at: datetime, messages: Sequence[EventFields], entry: AuditFields | None = None
@@ -1558,8 +1563,9 @@ class MemoryUnitOfWork:
         if not self._open:
             raise _outside()
         shared = None
+        outbox, audit_log, _ = self._history_views or self._history()
         if messages:
-            view = self.outbox._view
+            view = outbox
             # As in add_history: an entry whose after alone is an event's data shares its
             # packed bytes.
             after = None if entry is None or entry[7] is not None else entry[8]
@@ -1575,7 +1581,15 @@ class MemoryUnitOfWork:
                 if after is not None and data is after and type(packed) is bytes:
                     shared = packed
         if entry is not None:
-            self.audit_log._view.add(_rows.entry_row_of(entry, shared), entry[0])
+            audit_log.add(_rows.entry_row_of(entry, shared), entry[0])
+
+    def _history(self) -> tuple[View[MessageRow], View[EntryRow], View[ChangeRow]]:
+        """Return the views the history rows go to."""
+        views = self._history_views
+        if views is None:
+            views = (self.outbox._view, self.audit_log._view, self.subscription_changes._view)
+            self._history_views = views
+        return views
 
     def take_number(self) -> int:
         """Hand out the next invoice number of this transaction."""
