@@ -51,8 +51,6 @@ __all__ = [
     "EmailDeliveryRepository",
     "EmailMessage",
     "EmailSender",
-    "EventFields",
-    "EventHistoryWriter",
     "HistoryWriter",
     "IdempotencyRecord",
     "IdempotencyStore",
@@ -554,6 +552,17 @@ ChangeFields = tuple[
 """A :class:`SubscriptionChange`'s fields, in its order, valid together."""
 
 
+MessageFields = tuple[
+    str,  # the message's id
+    EventName,  # its event's name
+    str,  # subject_id
+    str,  # customer_id
+    datetime,  # occurred_at
+    Mapping[str, Any],  # data: JSON-ready, a mapping nothing else changes (the store may keep it)
+]
+"""An undelivered :class:`OutboxMessage`'s fields: its id, then its event's, in their order."""
+
+
 class HistoryWriter(Protocol):
     """What a unit of work may also offer: a change's history rows written in one call.
 
@@ -567,44 +576,14 @@ class HistoryWriter(Protocol):
     def add_history(
         self,
         at: datetime,
-        messages: Sequence[tuple[str, DomainEvent]],
+        messages: Sequence[MessageFields],
         entry: AuditFields | None = None,
         change: ChangeFields | None = None,
     ) -> None:
         """Store as ``outbox.add``, ``audit_log.add`` and ``subscription_changes.add`` would.
 
-        ``messages``: (id, event) pairs, each an undelivered ``OutboxMessage`` created
-        at ``at``, stored in this order; then the audit entry; then the change. A reused
-        id raises Conflict.
-        """
-        ...
-
-
-EventFields = tuple[
-    str,  # the message's id
-    EventName,  # name
-    str,  # subject_id
-    str,  # customer_id
-    Mapping[str, Any],  # data
-]
-"""An outbox message's event as fields: its data JSON-ready, a fresh mapping the store may keep."""
-
-
-class EventHistoryWriter(Protocol):
-    """What a unit of work may also offer: ``add_history`` with its events as fields.
-
-    Optional: ``Billing`` looks for ``add_event_history`` on its unit of work for the
-    events it builds itself (an invoice finalized or paid, a payment), and without it
-    builds each ``DomainEvent`` and writes it through ``add_history`` or the repositories.
-    """
-
-    def add_event_history(
-        self, at: datetime, messages: Sequence[EventFields], entry: AuditFields | None = None
-    ) -> None:
-        """Store as ``add_history`` would, each event having occurred at ``at``.
-
-        ``messages``: the events' fields, each an undelivered ``OutboxMessage`` created at
-        ``at``, stored in this order; then the audit entry. A reused id raises Conflict.
+        ``messages``: each an undelivered ``OutboxMessage`` created at ``at``, stored in
+        this order; then the audit entry; then the change. A reused id raises Conflict.
         """
         ...
 

@@ -80,6 +80,7 @@ from lumenquest_core.ports import (
     EmailSender,
     IdempotencyRecord,
     Lock,
+    MessageFields,
     OutboxMessage,
     PaymentGateway,
     PendingLine,
@@ -254,7 +255,7 @@ _CHANGE_NAMES = tuple(field.name for field in attrs.fields(SubscriptionChange))
 def _write_history(
     uow: UnitOfWork,
     at: datetime,
-    messages: Sequence[tuple[str, DomainEvent]],
+    messages: Sequence[MessageFields],
     entry: AuditFields | None = None,
     change: ChangeFields | None = None,
 ) -> None:
@@ -267,7 +268,19 @@ def _write_history(
         return
     if messages:
         add = uow.outbox.add
-        for message_id, event in messages:
+        for message_id, name, subject_id, customer_id, occurred_at, data in messages:
+            event = build_trusted(
+                DomainEvent,
+                {
+                    "name": name,
+                    "subject_id": subject_id,
+                    "customer_id": customer_id,
+                    "occurred_at": occurred_at,
+                    # What the event's converter makes of it, without the defensive copy:
+                    # the data is a fresh dict only the message holds, or read-only already.
+                    "data": data if type(data) is MappingProxyType else MappingProxyType(data),
+                },
+            )
             add(
                 build_trusted(
                     OutboxMessage,
@@ -286,6 +299,13 @@ def _write_history(
         uow.subscription_changes.add(
             build_trusted(SubscriptionChange, dict(zip(_CHANGE_NAMES, change, strict=True)))
         )
+
+
+def _messages(ids: Callable[[str], str], events: Iterable[DomainEvent]) -> list[MessageFields]:
+    """Return the fields of a new outbox message for each event, each with a new id."""
+    return [
+        (ids("evt"), e.name, e.subject_id, e.customer_id, e.occurred_at, e.data) for e in events
+    ]
 
 
 def _subscriber(uow: UnitOfWork, customer_id: str) -> Customer:
@@ -518,8 +538,7 @@ class Billing:
         )
 
     def _emit(self, uow: UnitOfWork, events: Iterable[DomainEvent], at: datetime) -> None:
-        ids = self._ids
-        _write_history(uow, at, [(ids("evt"), event) for event in events])
+        _write_history(uow, at, _messages(self._ids, events))
 
     def _event(
         self, name: EventName, subject_id: str, customer_id: str, at: datetime, **data: Any
@@ -573,7 +592,7 @@ class Billing:
         # The entry's fields spelled out here as in _audit and _apply: a shared helper
         # building them cost run_due over 3,000 8 million instructions more (callgrind).
         ids = self._ids
-        messages = [(ids("evt"), event) for event in events]
+        messages = _messages(ids, events)
         entry = (
             ids("aud"),
             self.actor,
@@ -602,38 +621,25 @@ class Billing:
 
         ``after`` (fresh JSON data too) may be one of the events' data: both then carry it.
         """
+        # The events as fields: no DomainEvent built only for the store to take it apart
+        # again (run_due over 3,000: see the commit).
         ids = self._ids
-        add_event_history = getattr(uow, "add_event_history", None)
-        if add_event_history is not None:
-            # The optional port (see EventHistoryWriter): no event object built only for the
-            # store to take it apart again (run_due over 3,000: see the commit).
-            messages = [
-                (ids("evt"), name, subject, customer, data)
-                for name, subject, customer, data in events
-            ]
-            entry = (
-                ids("aud"),
-                self.actor,
-                action,
-                subject_type,
-                subject_id,
-                at,
-                customer_id,
-                None,
-                after,
-            )
-            add_event_history(at, messages, entry)
-            return
-        built = [
-            _json_event(name, subject, customer, at, data)
+        messages = [
+            (ids("evt"), name, subject, customer, at, data)
             for name, subject, customer, data in events
         ]
-        # The audit row gets the event's read-only mapping when it carries the same facts.
-        shared: Mapping[str, Any] = after
-        for event, (_, _, _, data) in zip(built, events, strict=True):
-            if data is after:
-                shared = event.data
-        self._emit_and_audit(uow, at, built, action, subject_type, subject_id, customer_id, shared)
+        entry = (
+            ids("aud"),
+            self.actor,
+            action,
+            subject_type,
+            subject_id,
+            at,
+            customer_id,
+            None,
+            after,
+        )
+        _write_history(uow, at, messages, entry)
 
     def _apply(
         self,
@@ -651,7 +657,7 @@ class Billing:
             uow.subscriptions.update(sub)
         # Ids taken in the order the rows were written one by one: events, entry, change.
         ids = self._ids
-        messages = [(ids("evt"), event) for event in transition.events]
+        messages = _messages(ids, transition.events)
         old = None if before is None else _snapshot(before)
         new = _snapshot(sub)
         sub_id, customer_id, price = sub.id, sub.customer_id, sub.price

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -27,15 +28,13 @@ pytestmark = pytest.mark.memory_only
 
 
 class _WithoutHistoryWriter:
-    """A memory unit of work without ``add_history`` nor ``add_event_history``, as a host's may be."""
-
-    hidden: tuple[str, ...] = ("add_history", "add_event_history")
+    """A memory unit of work without ``add_history``, as a host's may be."""
 
     def __init__(self, inner: MemoryUnitOfWork) -> None:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Any:
-        if name in self.hidden:
+        if name == "add_history":
             raise AttributeError(name)
         return getattr(self._inner, name)
 
@@ -45,12 +44,6 @@ class _WithoutHistoryWriter:
 
     def __exit__(self, *exc_info: Any) -> None:
         self._inner.__exit__(*exc_info)
-
-
-class _WithoutEventHistoryWriter(_WithoutHistoryWriter):
-    """A memory unit of work with ``add_history`` but not ``add_event_history`` (the SQL store)."""
-
-    hidden = ("add_event_history",)
 
 
 def _history(wrap: Callable[[MemoryUnitOfWork], Any]) -> tuple[list[Any], ...]:
@@ -95,26 +88,10 @@ def test_a_store_without_add_history_gets_the_same_history_row_by_row() -> None:
     assert len(outbox) > 4
     assert len(audit) > 4
     assert len(changes) >= 3
-
-
-def test_a_store_without_add_event_history_gets_the_same_history_through_add_history(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    events_as_fields: list[object] = []
-    add_event_history = MemoryUnitOfWork.add_event_history
-
-    def counting(self: MemoryUnitOfWork, *args: Any) -> None:
-        events_as_fields.append(args)
-        add_event_history(self, *args)
-
-    monkeypatch.setattr(MemoryUnitOfWork, "add_event_history", counting)
-    history = _history(_WithoutEventHistoryWriter)
-    assert not events_as_fields
-    assert history == _history(lambda uow: uow)
-    assert events_as_fields  # the invoices' and payments' events came as fields
-    outbox, audit, _ = history
-    # The fallback's events hold their data read-only; the audit row shares the event's.
+    # The events Billing builds as fields hold their data read-only there too, and the
+    # audit row carries the same facts.
     finalized = next(m for m in outbox if m.event.name == "invoice.finalized")
+    assert isinstance(finalized.event.data, MappingProxyType)
     assert dict(finalized.event.data) == next(
         e.after for e in audit if e.action == "invoice.finalized"
     )

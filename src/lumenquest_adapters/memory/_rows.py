@@ -32,7 +32,7 @@ from lumenquest_core.lines import InvoiceLine, LineKind
 from lumenquest_core.money import Money, shared_money
 from lumenquest_core.payments import AuditEntry, Payment, PaymentStatus, SubscriptionChange
 from lumenquest_core.periods import trusted_period
-from lumenquest_core.ports import AuditFields, ChangeFields, OutboxMessage
+from lumenquest_core.ports import AuditFields, ChangeFields, MessageFields, OutboxMessage
 
 __all__ = [
     "VALUE_OF",
@@ -135,19 +135,14 @@ def message_row(message: OutboxMessage) -> MessageRow:
     )
 
 
-def new_message_row(message_id: str, event: DomainEvent, at: datetime) -> MessageRow:
+def new_message_row(fields: MessageFields, at: datetime) -> MessageRow:
     """Return the row of an undelivered message created at ``at``: ``message_row``'s."""
-    return (
-        message_id,
-        VALUE_OF[event.name],
-        event.subject_id,
-        event.customer_id,
-        event.occurred_at,
-        pack_mapping(event.data),
-        at,
-        None,
-        0,
-    )
+    message_id, name, subject_id, customer_id, occurred_at, data = fields
+    packed = pack_mapping(data)
+    if packed is not None and type(packed) is not bytes:
+        # Not plain data: kept read-only, as the message's event holds it.
+        packed = MappingProxyType(dict(data))
+    return (message_id, VALUE_OF[name], subject_id, customer_id, occurred_at, packed, at, None, 0)
 
 
 def message_from_row(row: MessageRow) -> OutboxMessage:

@@ -19,7 +19,7 @@ import operator
 import threading
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
 from lumenquest_adapters.memory import _rows
@@ -35,7 +35,6 @@ from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
 from lumenquest_core.errors import Conflict, ValidationError
-from lumenquest_core.events import DomainEvent
 from lumenquest_core.invoicing import BillingReason, CreditNote, Invoice, InvoiceStatus, Refund
 from lumenquest_core.metrics import (
     TRIAL_CONVERTED_STATUSES,
@@ -62,10 +61,10 @@ from lumenquest_core.ports import (
     CustomerRepository,
     EmailDelivery,
     EmailDeliveryRepository,
-    EventFields,
     IdempotencyRecord,
     IdempotencyStore,
     InvoiceRepository,
+    MessageFields,
     OutboxMessage,
     PaymentRepository,
     PendingLine,
@@ -1529,7 +1528,7 @@ class MemoryUnitOfWork:
     def add_history(
         self,
         at: datetime,
-        messages: Sequence[tuple[str, DomainEvent]],
+        messages: Sequence[MessageFields],
         entry: AuditFields | None = None,
         change: ChangeFields | None = None,
     ) -> None:
@@ -1540,48 +1539,20 @@ class MemoryUnitOfWork:
         shared = None
         outbox, audit_log, changes = self._history_views or self._history()
         if messages:
-            view = outbox
             # An entry whose after alone is an event's data itself (the core passes the
-            # one read-only mapping for the facts both carry) shares its packed bytes:
-            # immutable, so either row reads the same fresh copy, and one marshal less
-            # (run_due over 3,000: see the commit).
+            # one mapping for the facts both carry) shares its packed bytes: immutable,
+            # so either row reads the same fresh copy, and one marshal less (run_due over
+            # 3,000: see the commit).
             after = None if entry is None or entry[7] is not None else entry[8]
-            for message_id, event in messages:
-                row = _rows.new_message_row(message_id, event, at)
-                view.add(row, message_id)
-                if after is not None and event.data is after and type(row[5]) is bytes:
+            for fields in messages:
+                row = _rows.new_message_row(fields, at)
+                outbox.add(row, fields[0])
+                if after is not None and fields[5] is after and type(row[5]) is bytes:
                     shared = row[5]
         if entry is not None:
             audit_log.add(_rows.entry_row_of(entry, shared), entry[0])
         if change is not None:
             changes.add(_rows.change_row_of(change), change[0])
-
-    def add_event_history(
-        self, at: datetime, messages: Sequence[EventFields], entry: AuditFields | None = None
-    ) -> None:
-        """Stage events given as fields, then an audit entry (``EventHistoryWriter``)."""
-        if not self._open:
-            raise _outside()
-        shared = None
-        outbox, audit_log, _ = self._history_views or self._history()
-        if messages:
-            view = outbox
-            # As in add_history: an entry whose after alone is an event's data shares its
-            # packed bytes.
-            after = None if entry is None or entry[7] is not None else entry[8]
-            value_of = _rows.VALUE_OF
-            for message_id, name, subject_id, customer_id, data in messages:
-                packed = _rows.pack_mapping(data)
-                if packed is not None and type(packed) is not bytes:
-                    # Not plain data: kept read-only, as a DomainEvent would have held it.
-                    packed = MappingProxyType(dict(data))
-                # new_message_row's row: the event occurred when the message was created.
-                row = (message_id, value_of[name], subject_id, customer_id, at, packed, at, None, 0)
-                view.add(row, message_id)
-                if after is not None and data is after and type(packed) is bytes:
-                    shared = packed
-        if entry is not None:
-            audit_log.add(_rows.entry_row_of(entry, shared), entry[0])
 
     def _history(self) -> tuple[View[MessageRow], View[EntryRow], View[ChangeRow]]:
         """Return the views the history rows go to."""
