@@ -20,7 +20,7 @@ import attrs
 from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
-from lumenquest_core.events import DomainEvent
+from lumenquest_core.events import DomainEvent, EventName
 from lumenquest_core.invoicing import CreditNote, Invoice, InvoiceStatus, Refund, TaxCalculator
 from lumenquest_core.lines import InvoiceLine
 from lumenquest_core.metrics import MrrMovements, MrrSnapshots, TrialOutcome
@@ -552,6 +552,17 @@ ChangeFields = tuple[
 """A :class:`SubscriptionChange`'s fields, in its order, valid together."""
 
 
+MessageFields = tuple[
+    str,  # the message's id
+    EventName,  # its event's name
+    str,  # subject_id
+    str,  # customer_id
+    datetime,  # occurred_at
+    Mapping[str, Any],  # data: JSON-ready, a mapping nothing else changes (the store may keep it)
+]
+"""An undelivered :class:`OutboxMessage`'s fields: its id, then its event's, in their order."""
+
+
 class HistoryWriter(Protocol):
     """What a unit of work may also offer: a change's history rows written in one call.
 
@@ -565,15 +576,14 @@ class HistoryWriter(Protocol):
     def add_history(
         self,
         at: datetime,
-        messages: Sequence[tuple[str, DomainEvent]],
+        messages: Sequence[MessageFields],
         entry: AuditFields | None = None,
         change: ChangeFields | None = None,
     ) -> None:
         """Store as ``outbox.add``, ``audit_log.add`` and ``subscription_changes.add`` would.
 
-        ``messages``: (id, event) pairs, each an undelivered ``OutboxMessage`` created
-        at ``at``, stored in this order; then the audit entry; then the change. A reused
-        id raises Conflict.
+        ``messages``: each an undelivered ``OutboxMessage`` created at ``at``, stored in
+        this order; then the audit entry; then the change. A reused id raises Conflict.
         """
         ...
 

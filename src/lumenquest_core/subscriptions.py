@@ -34,9 +34,8 @@ from lumenquest_core.periods import (
     Period,
     add_cycles,
     aware,
-    iso_text,
     period_at,
-    period_from,
+    renewal_period,
 )
 from lumenquest_core.proration import (
     ChangeTiming,
@@ -652,9 +651,11 @@ def renew(sub: Subscription, at: datetime) -> Transition:
         )
         return Transition(canceled, (), (event,))
     changed, events = (sub, ()) if sub.scheduled_change is None else _apply_scheduled(sub, end, at)
-    period = period_from(changed.anchor, changed.price.cycle, end)
-    # evolve_trusted(changed, current_period=period), without packing and unpacking kwargs.
-    state = changed.__dict__.copy()
+    # The anchor and the period's end are UTC already: validated when they were built.
+    period, start_text, end_text = renewal_period(changed.anchor, changed.price.cycle, end)
+    # evolve_trusted(changed, current_period=period), without packing and unpacking kwargs
+    # (dict(), not copy(): see evolve_trusted).
+    state = dict(changed.__dict__)
     state["current_period"] = period
     updated = build_trusted(Subscription, state)
     lines = _advance_lines(updated)
@@ -664,8 +665,8 @@ def renew(sub: Subscription, at: datetime) -> Transition:
         at,
         price_id=updated.price.id,
         quantity=updated.quantity,
-        period_start=iso_text(period.start),
-        period_end=iso_text(period.end),
+        period_start=start_text,
+        period_end=end_text,
         amount=_money_json(lines[0].amount if lines else None),
     )
     return _transition(updated, lines, (*events, renewed))

@@ -83,7 +83,16 @@ def test_a_subscription_change_comes_back_equal(data: dict[str, Any]) -> None:
 def test_a_new_message_row_is_the_row_the_outbox_stores(data: dict[str, Any]) -> None:
     """The history path (add_history) stores exactly what outbox.add would."""
     message = _message(data, created_at=T0 + timedelta(seconds=1))
-    row = _rows.new_message_row(message.id, message.event, message.created_at)
+    event = message.event
+    fields = (
+        message.id,
+        event.name,
+        event.subject_id,
+        event.customer_id,
+        event.occurred_at,
+        event.data,
+    )
+    row = _rows.new_message_row(fields, message.created_at)
     assert row == _rows.message_row(message)
 
 
@@ -194,7 +203,7 @@ def test_read_only_data_over_any_mapping_is_stored_as_a_plain_copy(
     underlying: Callable[[dict[str, Any]], Mapping[str, Any]],
 ) -> None:
     data = {"total": {"amount": 1000, "currency": "USD"}, "lines": [1, 2]}
-    packed = _rows._pack_mapping(MappingProxyType(underlying(data)))
+    packed = _rows.pack_mapping(MappingProxyType(underlying(data)))
     assert type(packed) is bytes
     unpacked = _rows._unpack_mapping(packed)
     assert unpacked == data
@@ -203,7 +212,7 @@ def test_read_only_data_over_any_mapping_is_stored_as_a_plain_copy(
 
 def test_read_only_data_that_is_not_plain_is_kept_as_the_proxy_given() -> None:
     proxy = MappingProxyType({"at": T0})
-    assert _rows._pack_mapping(proxy) is proxy
+    assert _rows.pack_mapping(proxy) is proxy
 
 
 # -- settled invoices and payments -------------------------------------------------------

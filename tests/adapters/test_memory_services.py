@@ -1,6 +1,7 @@
 """The test clock, email senders, cache, rate limiter, lock and ids in memory."""
 
 import io
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -122,3 +123,23 @@ def test_a_lock_ttl_must_be_positive() -> None:
 def test_sequential_ids_count_per_prefix() -> None:
     ids = SequentialIds()
     assert [ids("cus"), ids("sub"), ids("cus")] == ["cus_1", "sub_1", "cus_2"]
+
+
+def test_sequential_ids_run_on_past_each_block_and_never_repeat_across_threads() -> None:
+    ids = SequentialIds()
+    assert [ids("evt") for _ in range(1500)] == [f"evt_{n}" for n in range(1, 1501)]
+    taken: list[list[str]] = [[] for _ in range(4)]
+
+    def take(mine: list[str]) -> None:
+        mine.extend(ids("inv") for _ in range(3000))
+
+    threads = [threading.Thread(target=take, args=(mine,)) for mine in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [i for mine in taken for i in mine]
+    assert sorted(every) == sorted(f"inv_{n}" for n in range(1, 12001))
+    for mine in taken:  # each thread sees its ids in increasing order
+        numbers = [int(i.removeprefix("inv_")) for i in mine]
+        assert numbers == sorted(numbers)

@@ -164,3 +164,21 @@ def test_iso_text_prints_as_isoformat_and_remembers_only_utc_instants():
         instant = utc + timedelta(minutes=minutes)
         assert periods.iso_text(instant) == instant.isoformat()
     assert len(periods._ISO_TEXT) <= 1024
+
+
+@given(anchor=instants, cycle=cycles, at=instants)
+def test_renewal_period_is_period_from_with_its_bounds_text_and_shared(anchor, cycle, at):
+    from lumenquest_core import periods  # noqa: PLC0415 - its bounded cache
+
+    end = period_at(anchor, cycle, at).end
+    try:
+        expected = period_from(anchor, cycle, end)
+    except ValidationError:
+        return  # a boundary outside the supported years, tested above
+    period, start_text, end_text = periods.renewal_period(anchor, cycle, end)
+    assert period == expected
+    assert (start_text, end_text) == (expected.start.isoformat(), expected.end.isoformat())
+    # Subscriptions renewed on the same anchor, cycle and end share one Period object.
+    again = periods.renewal_period(anchor, BillingCycle(cycle.interval, cycle.count), end)
+    assert again[0] is period
+    assert len(periods._RENEWAL_PERIODS) <= 1024

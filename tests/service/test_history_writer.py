@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.memory_only
 
 
 class _WithoutHistoryWriter:
-    """A memory unit of work that does not offer ``add_history``, as a host's own store may not."""
+    """A memory unit of work without ``add_history``, as a host's may be."""
 
     def __init__(self, inner: MemoryUnitOfWork) -> None:
         self._inner = inner
@@ -87,6 +88,13 @@ def test_a_store_without_add_history_gets_the_same_history_row_by_row() -> None:
     assert len(outbox) > 4
     assert len(audit) > 4
     assert len(changes) >= 3
+    # The events Billing builds as fields hold their data read-only there too, and the
+    # audit row carries the same facts.
+    finalized = next(m for m in outbox if m.event.name == "invoice.finalized")
+    assert isinstance(finalized.event.data, MappingProxyType)
+    assert dict(finalized.event.data) == next(
+        e.after for e in audit if e.action == "invoice.finalized"
+    )
 
 
 def test_a_store_with_add_history_gets_no_history_row_by_row(

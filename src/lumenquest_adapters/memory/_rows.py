@@ -16,6 +16,7 @@ that is not plain data) is kept as given, as the store kept every row before.
 
 from __future__ import annotations
 
+import enum
 import marshal
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -31,9 +32,10 @@ from lumenquest_core.lines import InvoiceLine, LineKind
 from lumenquest_core.money import Money, shared_money
 from lumenquest_core.payments import AuditEntry, Payment, PaymentStatus, SubscriptionChange
 from lumenquest_core.periods import trusted_period
-from lumenquest_core.ports import AuditFields, ChangeFields, OutboxMessage
+from lumenquest_core.ports import AuditFields, ChangeFields, MessageFields, OutboxMessage
 
 __all__ = [
+    "VALUE_OF",
     "ChangeRow",
     "EntryRow",
     "InvoiceRow",
@@ -52,6 +54,7 @@ __all__ = [
     "message_row",
     "new_message_row",
     "payment_from_row",
+    "pack_mapping",
     "payment_row",
 ]
 
@@ -76,9 +79,18 @@ _loads = marshal.loads
 # The member of each wire name, read without EnumType.__call__'s overhead.
 _EVENT_NAMES: Mapping[str, EventName] = {name.value: name for name in EventName}
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# Each member of the enums rows store, to its value as a plain str. A subscript of a dict:
+# an enum member, a str subclass with an instance dict, gets no specialized attribute
+# read in Python 3.11 (member._value_, ten a renewal; run_due over 3,000: see the commit).
+# Members of two enums with the same value are equal keys of the same value: no clash.
+VALUE_OF: Mapping[enum.Enum, str] = {
+    member: member._value_
+    for kind in (EventName, InvoiceStatus, BillingReason, LineKind, PaymentStatus)
+    for member in kind
+}
 
 
-def _pack_mapping(data: Mapping[str, Any]) -> Any:
+def pack_mapping(data: Mapping[str, Any]) -> Any:
     """Return a mapping marshalled as a plain dict, None when empty, or as given."""
     if not data:
         return None
@@ -112,30 +124,25 @@ def message_row(message: OutboxMessage) -> MessageRow:
     event = message.event
     return (
         message.id,
-        event.name._value_,  # the plain attribute: .value is a Python-level property
+        VALUE_OF[event.name],  # not .value, a Python-level property
         event.subject_id,
         event.customer_id,
         event.occurred_at,
-        _pack_mapping(event.data),
+        pack_mapping(event.data),
         message.created_at,
         message.delivered_at,
         message.attempts,
     )
 
 
-def new_message_row(message_id: str, event: DomainEvent, at: datetime) -> MessageRow:
+def new_message_row(fields: MessageFields, at: datetime) -> MessageRow:
     """Return the row of an undelivered message created at ``at``: ``message_row``'s."""
-    return (
-        message_id,
-        event.name._value_,
-        event.subject_id,
-        event.customer_id,
-        event.occurred_at,
-        _pack_mapping(event.data),
-        at,
-        None,
-        0,
-    )
+    message_id, name, subject_id, customer_id, occurred_at, data = fields
+    packed = pack_mapping(data)
+    if packed is not None and type(packed) is not bytes:
+        # Not plain data: kept read-only, as the message's event holds it.
+        packed = MappingProxyType(dict(data))
+    return (message_id, VALUE_OF[name], subject_id, customer_id, occurred_at, packed, at, None, 0)
 
 
 def message_from_row(row: MessageRow) -> OutboxMessage:
@@ -173,7 +180,7 @@ def _pack_pair(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
     if before is None:
         if after is None:
             return None
-        packed = _pack_mapping(after)
+        packed = pack_mapping(after)
         if type(packed) is bytes:
             return packed
         # An empty after, or one marshal refuses: packed as the pair below.
@@ -193,7 +200,7 @@ def entry_row(entry: AuditEntry) -> EntryRow:
 def entry_row_of(fields: AuditFields, after_packed: bytes | None = None) -> EntryRow:
     """Return the row of the audit entry with these fields: ``entry_row``'s.
 
-    ``after_packed``: the entry's ``after`` (its ``before`` None) as :func:`_pack_mapping`
+    ``after_packed``: the entry's ``after`` (its ``before`` None) as :func:`pack_mapping`
     packed it already for another row, shared rather than marshalled again.
     """
     entry_id, actor, action, subject_type, subject_id, at, customer_id, before, after = fields
@@ -273,7 +280,7 @@ def change_row_of(fields: ChangeFields) -> ChangeRow:
         mrr.amount,
         mrr.currency,
         plan_id,
-        _pack_mapping(data),
+        pack_mapping(data),
     )
 
 
@@ -349,7 +356,7 @@ _PAYMENT_STATUSES: Mapping[str, PaymentStatus] = {m.value: m for m in PaymentSta
 def _line_fields(line: InvoiceLine, discount: Money) -> tuple[Any, ...]:
     amount, period = line.amount, line.period
     return (
-        line.kind._value_,
+        VALUE_OF[line.kind],
         line.description,
         amount.amount,
         amount.currency,
@@ -373,10 +380,10 @@ def invoice_row(invoice: Invoice) -> InvoiceRow:
         invoice.id,
         invoice.customer_id,
         invoice.subscription_id,
-        invoice.billing_reason._value_,
+        VALUE_OF[invoice.billing_reason],
         None if period is None else period.start,
         None if period is None else period.end,
-        invoice.status._value_,
+        VALUE_OF[invoice.status],
         invoice.currency,
         invoice.created_at,
         invoice.number,
@@ -529,7 +536,7 @@ def payment_row(payment: Payment) -> PaymentRow:
         payment.customer_id,
         amount.amount,
         currency,
-        payment.status._value_,
+        VALUE_OF[payment.status],
         payment.idempotency_key,
         payment.attempt,
         payment.created_at,

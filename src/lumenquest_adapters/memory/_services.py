@@ -6,7 +6,7 @@ import itertools
 import math
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import TextIO
@@ -208,17 +208,32 @@ class SequentialIds:
     """Readable, deterministic ids: a counter per prefix (``cus_1``, ``sub_1``, ``cus_2``)."""
 
     def __init__(self) -> None:
-        # Each prefix's counter as its bound __next__: a billing run takes ten ids per
-        # renewal, and one subscript and call is the least an id can cost.
-        self._next: dict[str, Callable[[], int]] = {}
+        # Each prefix's next ids, formatted a block at a time, the next one last: a billing
+        # run takes ten ids a renewal, and a list's pop costs a third of formatting one
+        # (run_due over 3,000: see the commit).
+        self._ready: dict[str, list[str]] = {}
+        self._formatted: dict[str, int] = {}  # how many ids of each prefix were formatted
         self._lock = threading.Lock()
 
     def __call__(self, prefix: str) -> str:
         """Return the next id for ``prefix``."""
         try:
-            take = self._next[prefix]
-        except KeyError:
-            with self._lock:
-                take = self._next.setdefault(prefix, itertools.count(1).__next__)
-        # next() on an itertools.count is atomic under the GIL: no lock per id.
-        return f"{prefix}_{take()}"
+            return self._ready[prefix].pop()  # atomic under the GIL: no lock per id
+        except (KeyError, IndexError):
+            return self._refill(prefix)
+
+    def _refill(self, prefix: str) -> str:
+        """Format the prefix's next block of ids and return the first of them."""
+        with self._lock:
+            ready = self._ready.get(prefix)
+            if ready:
+                return ready.pop()  # another thread refilled it meanwhile
+            done = self._formatted.get(prefix, 0)
+            # Small blocks for the few ids a test takes, up to 512 for a billing run's.
+            size = min(max(done, 8), 512)
+            self._formatted[prefix] = done + size
+            head = prefix + "_"
+            block = [head + str(n) for n in range(done + size, done, -1)]
+            first = block.pop()
+            self._ready[prefix] = block
+            return first

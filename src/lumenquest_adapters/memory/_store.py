@@ -35,7 +35,6 @@ from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
 from lumenquest_core.errors import Conflict, ValidationError
-from lumenquest_core.events import DomainEvent
 from lumenquest_core.invoicing import BillingReason, CreditNote, Invoice, InvoiceStatus, Refund
 from lumenquest_core.metrics import (
     TRIAL_CONVERTED_STATUSES,
@@ -65,6 +64,7 @@ from lumenquest_core.ports import (
     IdempotencyRecord,
     IdempotencyStore,
     InvoiceRepository,
+    MessageFields,
     OutboxMessage,
     PaymentRepository,
     PendingLine,
@@ -1489,6 +1489,10 @@ class MemoryUnitOfWork:
         self._number_base = 0
         self._touched: list[View[Any]] = []  # the views with uncommitted writes
         self.invoices_read: dict[str, tuple[StoredInvoice, Invoice]] = {}  # see _Invoices
+        # The outbox's, audit log's and changes' views, kept here on the first history
+        # written: a read of a repository built on first use goes through its class's
+        # _Built descriptor, which Python 3.11 never specializes (three a history call).
+        self._history_views: tuple[View[MessageRow], View[EntryRow], View[ChangeRow]] | None = None
 
     def view(self, table: Table[R]) -> View[R]:
         """Return a new view of ``table`` that reports its first write to this unit of work."""
@@ -1524,7 +1528,7 @@ class MemoryUnitOfWork:
     def add_history(
         self,
         at: datetime,
-        messages: Sequence[tuple[str, DomainEvent]],
+        messages: Sequence[MessageFields],
         entry: AuditFields | None = None,
         change: ChangeFields | None = None,
     ) -> None:
@@ -1533,22 +1537,30 @@ class MemoryUnitOfWork:
             raise _outside()
         # The rows the repositories' add would stage, built from the fields at hand.
         shared = None
+        outbox, audit_log, changes = self._history_views or self._history()
         if messages:
-            view = self.outbox._view
             # An entry whose after alone is an event's data itself (the core passes the
-            # one read-only mapping for the facts both carry) shares its packed bytes:
-            # immutable, so either row reads the same fresh copy, and one marshal less
-            # (run_due over 3,000: see the commit).
+            # one mapping for the facts both carry) shares its packed bytes: immutable,
+            # so either row reads the same fresh copy, and one marshal less (run_due over
+            # 3,000: see the commit).
             after = None if entry is None or entry[7] is not None else entry[8]
-            for message_id, event in messages:
-                row = _rows.new_message_row(message_id, event, at)
-                view.add(row, message_id)
-                if after is not None and event.data is after and type(row[5]) is bytes:
+            for fields in messages:
+                row = _rows.new_message_row(fields, at)
+                outbox.add(row, fields[0])
+                if after is not None and fields[5] is after and type(row[5]) is bytes:
                     shared = row[5]
         if entry is not None:
-            self.audit_log._view.add(_rows.entry_row_of(entry, shared), entry[0])
+            audit_log.add(_rows.entry_row_of(entry, shared), entry[0])
         if change is not None:
-            self.subscription_changes._view.add(_rows.change_row_of(change), change[0])
+            changes.add(_rows.change_row_of(change), change[0])
+
+    def _history(self) -> tuple[View[MessageRow], View[EntryRow], View[ChangeRow]]:
+        """Return the views the history rows go to."""
+        views = self._history_views
+        if views is None:
+            views = (self.outbox._view, self.audit_log._view, self.subscription_changes._view)
+            self._history_views = views
+        return views
 
     def take_number(self) -> int:
         """Hand out the next invoice number of this transaction."""

@@ -53,6 +53,7 @@ from lumenquest_core.ports import (
     DeliveryStatus,
     EmailDelivery,
     IdempotencyRecord,
+    MessageFields,
     OutboxMessage,
     PendingLine,
 )
@@ -928,9 +929,16 @@ def outbox_row(message: OutboxMessage, encode: Callable[[Any], Any] = as_is) -> 
     ``encode`` gives the data's column value: its JSON text on PostgreSQL (see
     :func:`domain_json_text`), the data itself for SQLAlchemy to encode.
     """
+    event = message.event
     return new_outbox_row(
-        message.id,
-        message.event,
+        (
+            message.id,
+            event.name,
+            event.subject_id,
+            event.customer_id,
+            event.occurred_at,
+            event.data,
+        ),
         message.created_at,
         encode,
         delivered_at=message.delivered_at,
@@ -939,8 +947,7 @@ def outbox_row(message: OutboxMessage, encode: Callable[[Any], Any] = as_is) -> 
 
 
 def new_outbox_row(
-    message_id: str,
-    event: DomainEvent,
+    fields: MessageFields,
     created_at: datetime,
     encode: Callable[[Any], Any] = as_is,
     *,
@@ -948,13 +955,14 @@ def new_outbox_row(
     attempts: int = 0,
 ) -> Values:
     """Return the columns of the message with these fields (undelivered: a new one's)."""
+    message_id, name, subject_id, customer_id, occurred_at, data = fields
     return {
         "id": message_id,
-        "name": event.name.value,
-        "subject_id": event.subject_id,
-        "customer_id": event.customer_id or None,
-        "occurred_at": event.occurred_at,
-        "data": encode(event.data),
+        "name": name.value,
+        "subject_id": subject_id,
+        "customer_id": customer_id or None,
+        "occurred_at": occurred_at,
+        "data": encode(data),
         "created_at": created_at,
         "delivered_at": delivered_at,
         "attempts": attempts,

@@ -72,12 +72,12 @@ from lumenquest_adapters.sqlalchemy._raw import (
     update_row,
 )
 from lumenquest_adapters.sqlalchemy._schema import invoice_number_sequence, metadata
-from lumenquest_core.events import DomainEvent
 from lumenquest_core.invoicing import Invoice
 from lumenquest_core.ports import (
     AuditFields,
     ChangeFields,
     IdempotencyRecord,
+    MessageFields,
     UnitOfWork,
 )
 
@@ -271,7 +271,7 @@ class SqlAlchemyUnitOfWork:
     def add_history(
         self,
         at: datetime,
-        messages: Sequence[tuple[str, DomainEvent]],
+        messages: Sequence[MessageFields],
         entry: AuditFields | None = None,
         change: ChangeFields | None = None,
     ) -> None:
@@ -281,8 +281,8 @@ class SqlAlchemyUnitOfWork:
         encode = self.encode_data
         if messages:
             outbox = self.outbox
-            for message_id, event in messages:
-                outbox._insert(new_outbox_row(message_id, event, at, encode))
+            for fields in messages:
+                outbox._insert(new_outbox_row(fields, at, encode))
         if entry is not None:
             self.audit_log._insert(audit_row_of(entry, encode))
         if change is not None:
