@@ -41,6 +41,7 @@ from lumenquest_adapters.sqlalchemy._raw import (
     pipeline,
     reraise,
     update_sql,
+    write_rows,
 )
 from lumenquest_adapters.sqlalchemy._schema import metadata
 
@@ -462,8 +463,7 @@ def _copy(
     )
     bound = copy_values(connection, table, columns)
     with driver_cursor(connection, statement) as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(bound(row))
+        write_rows(copy, map(bound, rows))
 
 
 def _update(table: sa.Table, key: str) -> sa.Executable:

@@ -68,6 +68,7 @@ __all__ = [
     "text_array",
     "update_row",
     "update_sql",
+    "write_rows",
 ]
 
 _SAVEPOINT = "lq_write"
@@ -706,6 +707,31 @@ def _copy_row_binder(
         return values
 
     return bound
+
+
+# COPY data is handed to the driver in blocks of about this many bytes (psycopg's own
+# buffer for write_row is 32 KiB; it sends at most 128 KiB at once).
+_COPY_BLOCK = 32 * 1024
+
+
+def write_rows(copy: Any, rows: Iterable[Sequence[Any]]) -> None:
+    """Write rows of values to a text ``COPY … FROM STDIN``, as ``copy.write_row`` each would.
+
+    Each row goes through psycopg's own formatter (C), into blocks sent with
+    ``copy.write``: ``write_row`` wraps it in two Python calls a row, which cost more
+    than the formatting (a billing run writes eleven rows a renewal).
+    """
+    from psycopg._copy_base import format_row_text  # noqa: PLC0415  # PostgreSQL only
+
+    transformer = copy.formatter.transformer
+    block = bytearray()
+    for row in rows:
+        format_row_text(row, transformer, block)
+        if len(block) > _COPY_BLOCK:
+            copy.write(block)
+            block = bytearray()
+    if block:
+        copy.write(block)
 
 
 def array_literals(

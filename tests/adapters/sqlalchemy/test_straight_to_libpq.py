@@ -257,3 +257,24 @@ def test_an_engine_made_without_prepared_statements_prepares_none(postgres_url: 
                 assert unnamed == 0
         finally:
             engine.dispose()
+
+
+def test_write_rows_copies_what_write_row_would_in_blocks(postgres_empty: Engine) -> None:
+    """Rows formatted in blocks by write_rows are stored as copy.write_row stores them."""
+    rows = [
+        (n, None if n % 7 == 0 else f"tab\there\nnew \\ line {n} " + "x" * 50) for n in range(2000)
+    ]
+    with postgres_empty.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE notes (id integer PRIMARY KEY, body text)")
+        connection.exec_driver_sql("CREATE TABLE notes_by_row (id integer PRIMARY KEY, body text)")
+        cursor = _raw.kept_cursor(connection)
+        with cursor.copy("COPY notes (id, body) FROM STDIN") as copy:
+            _raw.write_rows(copy, iter(rows))
+        with cursor.copy("COPY notes_by_row (id, body) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        stored = connection.exec_driver_sql("SELECT id, body FROM notes ORDER BY id").all()
+        by_row = connection.exec_driver_sql("SELECT id, body FROM notes_by_row ORDER BY id").all()
+    assert sum(len(str(body)) for _, body in rows) > 2 * _raw._COPY_BLOCK  # several blocks
+    assert [tuple(row) for row in stored] == rows
+    assert stored == by_row
