@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import operator
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -342,7 +343,9 @@ def _stored_as(row: m.Row, invoice: Invoice) -> bool:
     """Say whether ``row`` is ``invoice``'s row, field for field, and past draft."""
     if invoice.status is InvoiceStatus.DRAFT:
         return False  # a draft's lines may still change
-    return all(row[name] == value for name, value in m.invoice_row(invoice).items())
+    values = m.invoice_row(invoice)
+    # Compared as two tuples, in C: a generator's 27 resumptions cost more than the row.
+    return operator.itemgetter(*values)(row) == tuple(values.values())
 
 
 def _email_taken(name: str | None) -> Conflict | None:
