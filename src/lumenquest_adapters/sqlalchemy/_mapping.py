@@ -382,6 +382,22 @@ def shared_price_json(value: Row) -> Row:
     return value
 
 
+# Each price JSON text read (a subscription's column cast to text) -> the value
+# shared_price_json gave for it. The same text is the same JSON: no decoding, no walk.
+_PRICE_TEXTS: dict[str, Row] = {}
+_decode = json.JSONDecoder().decode
+
+
+def shared_price_text(text: str) -> Row:
+    """Return a subscription's price JSON from its text, as :func:`shared_price_json` would."""
+    shared = _PRICE_TEXTS.get(text)
+    if shared is None:
+        if len(_PRICE_TEXTS) >= _PRICES_KEPT:
+            _PRICE_TEXTS.clear()
+        shared = _PRICE_TEXTS[text] = shared_price_json(_decode(text))
+    return shared
+
+
 def price_snapshot(price: Price) -> Row:
     """Return the JSON a subscription keeps of ``price``: the kept one, for a kept price."""
     cached = _PRICES.get(price.id)

@@ -30,13 +30,14 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from lumenquest_adapters.sqlalchemy._ddl import UTCDateTime
-from lumenquest_adapters.sqlalchemy._engine import UNPREPARED_KEY
+from lumenquest_adapters.sqlalchemy._engine import UNPREPARED_KEY, json_loads
 from lumenquest_adapters.sqlalchemy._mapping import (
     DOMAIN_JSON_COLUMNS,
     domain_json_text,
     json_dumps,
     plain,
     shared_price_json,
+    shared_price_text,
 )
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "select_by_key",
     "select_due",
     "select_unset",
+    "select_list",
     "select_where",
     "send_begin",
     "Statements",
@@ -380,7 +382,7 @@ def select_due(
 
 @functools.cache
 def _select_due_text(preparer: IdentifierPreparer, table: sa.Table, column: str, key: str) -> str:
-    names = ", ".join(preparer.quote(c.name) for c in table.c)
+    names = _select_list(preparer, table, None)
     due = preparer.quote(column)
     return (
         f"SELECT {names} FROM {preparer.format_table(table)} WHERE {due} <= %s"
@@ -400,7 +402,7 @@ def select_unset(
 def _select_unset_text(
     preparer: IdentifierPreparer, table: sa.Table, column: str, order_by: str
 ) -> str:
-    names = ", ".join(preparer.quote(c.name) for c in table.c)
+    names = _select_list(preparer, table, None)
     return (
         f"SELECT {names} FROM {preparer.format_table(table)} WHERE {preparer.quote(column)}"
         f" IS NULL ORDER BY {preparer.quote(order_by)} LIMIT %s"
@@ -437,7 +439,7 @@ def _select_where_text(
     order_by: str | None,
     limited: bool,
 ) -> str:
-    names = ", ".join(preparer.quote(column.name) for column in table.c)
+    names = _select_list(preparer, table, None)
     statement = f"SELECT {names} FROM {preparer.format_table(table)}"
     if columns:
         statement += " WHERE " + " AND ".join(f"{preparer.quote(c)} = %s" for c in columns)
@@ -532,7 +534,7 @@ def _select_text(
 ) -> tuple[str, bool]:
     """Return the statement, and whether its many keys go as an array literal (text keys)."""
     preparer = dialect.identifier_preparer
-    names = ", ".join(preparer.quote(column.name) for column in table.c)
+    names = _select_list(preparer, table, None)
     quoted = preparer.quote(key)
     key_type = table.c[key].type
     literal = not one and isinstance(key_type, sa.String)
@@ -552,6 +554,32 @@ def _select_text(
 _SHARED_JSON: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("subscriptions", "price"): shared_price_json
 }
+# The same columns read as their JSON's text (cast in the statements built here): a text
+# read before gives its kept value back, neither decoded nor compared again (a billing
+# run reads each subscription's price twice, 3 us each time).
+_SHARED_JSON_TEXT: dict[tuple[str, str], Callable[[str], Any]] = {
+    ("subscriptions", "price"): shared_price_text
+}
+_TEXT_OID = 25  # PostgreSQL's text type
+
+
+def select_list(dialect: Dialect, table: sa.Table, alias: str | None = None) -> str:
+    """Return ``column, …`` selecting every column of ``table`` (of ``alias``, if given).
+
+    The JSON columns whose values repeat across rows are read as their text (see
+    :data:`_SHARED_JSON_TEXT`).
+    """
+    return _select_list(dialect.identifier_preparer, table, alias)
+
+
+@functools.cache
+def _select_list(preparer: IdentifierPreparer, table: sa.Table, alias: str | None) -> str:
+    prefix = "" if alias is None else f"{alias}."
+    return ", ".join(
+        f"{prefix}{preparer.quote(column.name)}"
+        + ("::text" if (table.name, column.name) in _SHARED_JSON_TEXT else "")
+        for column in table.c
+    )
 
 
 def _then(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -574,8 +602,18 @@ def _row_maker(
             # the type's two Python calls per value (a billing run reads thousands).
             processed.append((name, _TO_UTC))
             continue
+        key = (table.name, name)
+        if oid == _TEXT_OID and key in _SHARED_JSON_TEXT:
+            # Read as its text: decoded here, as the driver would have with the engine's
+            # JSON decoder, once per distinct text when that decoder is lumenquest's own.
+            decode = dialect._json_deserializer
+            if decode is None or decode is json_loads:
+                processed.append((name, _SHARED_JSON_TEXT[key]))
+            else:
+                processed.append((name, _then(decode, _SHARED_JSON[key])))
+            continue
         process: Callable[[Any], Any] | None = column.type._cached_result_processor(dialect, oid)
-        shared = _SHARED_JSON.get((table.name, name))
+        shared = _SHARED_JSON.get(key)
         if shared is not None:
             process = shared if process is None else _then(process, shared)
         if process is not None:

@@ -26,6 +26,7 @@ from lumenquest_adapters.sqlalchemy._raw import (
     bound_values,
     fetch_joined,
     fetch_values,
+    select_list,
     select_unset,
     text_array,
 )
@@ -480,8 +481,7 @@ class Plans(_Repository):
 
 
 def _columns(dialect: sa.Dialect, table: sa.Table, alias: str) -> str:
-    quote = dialect.identifier_preparer.quote
-    return ", ".join(f"{alias}.{quote(column.name)}" for column in table.c)
+    return select_list(dialect, table, alias)
 
 
 @functools.cache
