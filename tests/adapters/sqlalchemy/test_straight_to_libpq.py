@@ -18,8 +18,16 @@ from psycopg import pq
 from psycopg.waiting import Ready, Wait
 from sqlalchemy.engine import Connection, Engine
 
-from lumenquest_adapters.sqlalchemy import _engine, _raw, create_engine_for
+from lumenquest_adapters.sqlalchemy import (
+    SqlAlchemyUnitOfWork,
+    _engine,
+    _raw,
+    create_engine_for,
+    metadata,
+    upgrade,
+)
 from lumenquest_adapters.sqlalchemy._engine import json_loads
+from lumenquest_adapters.testing import samples as s
 from tests.adapters.sqlalchemy.databases import postgres_engine, postgres_schema
 
 _TABLE = sa.Table(
@@ -71,6 +79,7 @@ def test_libpq_numbers_are_psycopgs() -> None:
     assert _raw._FATAL_ERROR == pq.ExecStatus.FATAL_ERROR
     assert _raw._PIPELINE_SYNC == pq.ExecStatus.PIPELINE_SYNC
     assert _raw._TEXT == pq.Format.TEXT
+    assert _raw._BINARY == pq.Format.BINARY
     assert (_raw._WAIT_R, _raw._WAIT_RW, _raw._READY_R) == (Wait.R, Wait.RW, Ready.R)
 
 
@@ -278,3 +287,53 @@ def test_write_rows_copies_what_write_row_would_in_blocks(postgres_empty: Engine
     assert sum(len(str(body)) for _, body in rows) > 2 * _raw._COPY_BLOCK  # several blocks
     assert [tuple(row) for row in stored] == rows
     assert stored == by_row
+
+
+def test_rows_read_in_binary_are_the_values_read_as_text(
+    postgres_empty: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unit of work's reads ask for binary rows; each column type loads as from text."""
+    upgrade(postgres_empty)
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:  # a row in every table of each type
+        uow.customers.add(s.customer("cus_1"))
+        uow.plans.add(s.plan("plan_1"))
+        uow.prices.add(s.price("price_1"))
+        uow.coupons.add(s.coupon("co_1"))
+        uow.subscriptions.add(s.subscription("sub_1"))
+        uow.invoices.add(s.invoice("in_1"))
+        uow.payments.add(s.payment("pay_1"))
+        uow.credit_notes.add(s.credit_note("cn_1"))
+        uow.usage.add(s.usage_record("use_1"))
+        uow.outbox.add(s.outbox_message("evt_1"))
+        uow.audit_log.add(s.audit_entry("aud_1"))
+        uow.subscription_changes.add(s.subscription_change("chg_1"))
+        uow.analytics.add(s.analytics_event("ana_1"))
+        uow.email_deliveries.add(s.email_delivery("evt_1.welcome"))
+        uow.idempotency.put(s.idempotency_record("key_1"))
+        uow.commit()
+    formats: list[bool] = []
+    real = _raw._run_one
+
+    def run_one(*args: object, binary: bool = False) -> object:
+        formats.append(binary)
+        return real(*args, binary=binary)  # type: ignore[arg-type]
+
+    def as_text(*args: object, binary: bool = False) -> object:
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_raw, "_run_one", run_one)
+    read = 0
+    for table in metadata.sorted_tables:
+        with postgres_empty.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")  # in a transaction: straight to libpq
+            binary = _raw.select_where(connection, table, {})
+            monkeypatch.setattr(_raw, "_run_one", as_text)
+            text = _raw.select_where(connection, table, {})
+            monkeypatch.setattr(_raw, "_run_one", run_one)
+        assert binary == text, table.name
+        for binary_row, text_row in zip(binary, text, strict=True):
+            assert [type(v) for v in binary_row.values()] == [type(v) for v in text_row.values()]
+        read += len(binary)
+    assert formats
+    assert all(formats)
+    assert read >= len(metadata.sorted_tables) - 2  # pending lines and refunds stay empty
