@@ -9,9 +9,17 @@ import pytest
 
 from lumenquest_adapters.sqlalchemy import _mapping as m
 from lumenquest_adapters.testing.samples import T0, customer, invoice
+from lumenquest_core.catalog import PricingScheme, UsageType
+from lumenquest_core.coupons import CouponDuration
 from lumenquest_core.customers import Customer, Role
-from lumenquest_core.invoicing import InvoiceStatus
+from lumenquest_core.events import EventName
+from lumenquest_core.invoicing import BillingReason, CreditNoteOutcome, InvoiceStatus
+from lumenquest_core.lines import LineKind
 from lumenquest_core.money import Money
+from lumenquest_core.payments import PaymentStatus
+from lumenquest_core.periods import Interval
+from lumenquest_core.ports import DeliveryStatus
+from lumenquest_core.subscriptions import SubscriptionStatus
 
 
 @pytest.mark.parametrize(
@@ -47,3 +55,15 @@ def test_an_invoice_row_holds_every_amount_of_the_invoice() -> None:
     for name in m._INVOICE_AMOUNTS:
         assert row[name] == getattr(written, name).amount
     assert m.invoice_from_rows({**row, "seq": 1}, m.invoice_line_rows(written)) == written
+
+
+def test_every_enum_a_row_stores_keeps_its_value_where_rows_read_it() -> None:
+    # Rows read a member's value as member._value_ (enum's property is a Python call).
+    kinds = (
+        PricingScheme, UsageType, CouponDuration, EventName, BillingReason, CreditNoteOutcome,
+        LineKind, PaymentStatus, Interval, DeliveryStatus, SubscriptionStatus, InvoiceStatus, Role,
+    )  # fmt: skip
+    for kind in kinds:
+        for member in kind:
+            assert member._value_ == member.value
+            assert type(member._value_) is type(member.value)
