@@ -126,7 +126,7 @@ class Batch:
     """What a unit of work in batch mode holds: its queued writes and the rows it knows."""
 
     __slots__ = (
-        "_describer_at",
+        "describer_at",
         "describers",
         "known",
         "locked",
@@ -143,7 +143,7 @@ class Batch:
         self.tables: set[sa.Table] = set()
         # What describes a queued write's broken rule, each once (most are one per table).
         self.describers: list[Describe | DescribeRow] = []
-        self._describer_at: dict[int, int] = {}  # id of a describer -> its index
+        self.describer_at: dict[int, int] = {}  # id of a describer -> its index
         # (table name, id) -> the domain object as this unit of work last read or wrote it.
         self.known: dict[tuple[str, str], Any] = {}
         # (table name, id) -> that row's column values as read or written with it, when
@@ -169,10 +169,10 @@ class Batch:
         """Return the index a :class:`Write` keeps for ``describe`` (-1 for None)."""
         if describe is None:
             return -1
-        index = self._describer_at.get(id(describe))
+        index = self.describer_at.get(id(describe))
         if index is None:
             # Kept in the list for the batch's life, so that its id is not reused.
-            index = self._describer_at[id(describe)] = len(self.describers)
+            index = self.describer_at[id(describe)] = len(self.describers)
             self.describers.append(describe)
         return index
 

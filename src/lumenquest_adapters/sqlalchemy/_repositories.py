@@ -244,7 +244,11 @@ class _Repository:
         by_row: RowConflict | None = None,
     ) -> None:
         """Insert a row; ``by_row`` rather than ``specific`` where a batch may hold many."""
-        self._uow.insert(self._table, values, self._describing(specific, by_row))
+        # The key's own duplicates inline, as _describing gives them: most inserts'.
+        if specific is None and by_row is None:
+            self._uow.insert(self._table, values, self._duplicates)
+        else:
+            self._uow.insert(self._table, values, self._describing(specific, by_row))
 
     def _update(
         self,
