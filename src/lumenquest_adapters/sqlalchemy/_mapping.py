@@ -131,8 +131,13 @@ def json_encoder(*, sort_keys: bool = False) -> Callable[[Any], str]:
 
 
 def _encoded(option: int, standard: Callable[[Any], str], value: Any) -> str:
+    # The domain's frozen data, as most history rows hold it: its dict, copied here, where
+    # orjson would call _dict_of_proxy back for it (six a renewal). What orjson refuses
+    # goes to the standard encoder as it came (its keys then written as read_only_default
+    # writes them).
+    data = value.copy() if type(value) is MappingProxyType else value
     try:
-        return orjson.dumps(value, _dict_of_proxy, option).decode()
+        return orjson.dumps(data, _dict_of_proxy, option).decode()
     except TypeError:
         return standard(value)
 
