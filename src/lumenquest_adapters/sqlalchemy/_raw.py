@@ -354,7 +354,7 @@ def select_by_key(
         # The ids as one array literal, built with string methods: the driver's list
         # dumping makes a Python call and a regex search per element (a billing batch
         # reads 2,000 rows by id).
-        param = "{" + ",".join(map(_quoted, values)) + "}"
+        param = "{" + _quoted_joined(values) + "}"
     else:
         param = list(values)
     return _fetch(connection, table, statement, (param,))
@@ -804,6 +804,8 @@ def _array_builder(
             # frame resumed per element (an outbox round writes a few per event).
             if None in values:
                 text = ",".join("NULL" if v is None else element(v) for v in values)  # type: ignore[misc]
+            elif element is _quoted:
+                text = _quoted_joined(values)
             else:
                 text = ",".join(map(element, values))  # type: ignore[arg-type]
             arrays.append("{" + text + "}")
@@ -818,7 +820,7 @@ def text_array(values: Sequence[str]) -> str:
     Built with string methods: the driver's list dumping searches a regular expression
     in every element (callgrind: 30,000 instructions an outbox event went to it).
     """
-    return "{" + ",".join(map(_quoted, values)) + "}"
+    return "{" + _quoted_joined(values) + "}"
 
 
 def fetch_values(connection: Connection, statement: str, params: Sequence[Any]) -> list[Any]:
@@ -835,6 +837,22 @@ def fetch_values(connection: Connection, statement: str, params: Sequence[Any]) 
     except psycopg.Error as exc:
         reraise(connection, statement, exc)
     return rows
+
+
+def _quoted_joined(values: Sequence[str]) -> str:
+    """Return strings as array elements (see :func:`_quoted`), comma-separated.
+
+    Strings with neither backslash nor double quote (ids, most text) need no escaping:
+    joined at once, without a Python call per element (a billing batch reads 2,000 rows
+    by id).
+    """
+    try:
+        whole = "".join(values)
+    except TypeError:  # not all strings: _quoted raises for them as it always did
+        return ",".join(map(_quoted, values))
+    if "\\" in whole or '"' in whole:
+        return ",".join(map(_quoted, values))
+    return '"' + '","'.join(values) + '"' if values else ""
 
 
 def _quoted(text: str) -> str:

@@ -337,3 +337,24 @@ def test_rows_read_in_binary_are_the_values_read_as_text(
     assert formats
     assert all(formats)
     assert read >= len(metadata.sorted_tables) - 2  # pending lines and refunds stay empty
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["cus_1"],
+        ["cus_1", "sub_2", ""],
+        ['a "q"', "b"],
+        ["back\\slash", "x"],
+        ["{x},y", "NULL"],
+    ],
+)
+def test_strings_joined_as_array_elements_are_each_quoted_as_alone(values: list[str]) -> None:
+    """Joined at once when nothing needs escaping, they are the elements _quoted writes."""
+    assert _raw._quoted_joined(values) == ",".join(map(_raw._quoted, values))
+
+
+def test_a_value_not_a_string_among_array_elements_raises_as_alone() -> None:
+    with pytest.raises(AttributeError):
+        _raw._quoted_joined(["cus_1", 2])  # type: ignore[list-item]
