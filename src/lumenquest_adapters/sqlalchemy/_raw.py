@@ -457,8 +457,27 @@ def _fetch(
     fetched, oids = _fetched(connection, statement, params)
     if not fetched:
         return []
-    make = _row_maker(connection.dialect, table, oids)
+    make = _row_maker(connection.dialect, table, oids, _in_utc(fetched[0], _instants_at(table)))
     return [make(row) for row in fetched]
+
+
+@functools.cache
+def _instants_at(table: sa.Table) -> tuple[int, ...]:
+    """Return the positions of ``table``'s instant columns."""
+    return tuple(i for i, column in enumerate(table.c) if isinstance(column.type, UTCDateTime))
+
+
+def _in_utc(row: Sequence[Any], instants: tuple[int, ...]) -> bool:
+    """Say whether a result's instants came in UTC, as its first instant in ``row`` did.
+
+    The driver loads every instant of a result in the session's zone (UTC on lumenquest's
+    engines): when the first is UTC, all are, and none needs converting.
+    """
+    for position in instants:
+        value = row[position]
+        if value is not None:
+            return value.tzinfo is UTC
+    return False
 
 
 def _fetched(
@@ -591,9 +610,12 @@ def _then(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable
 
 @functools.cache
 def _row_maker(
-    dialect: Dialect, table: sa.Table, oids: tuple[int, ...]
+    dialect: Dialect, table: sa.Table, oids: tuple[int, ...], utc: bool = False
 ) -> Callable[[Sequence[Any]], dict[str, Any]]:
-    """Return a function making a row's mapping, each value through its type's result processing."""
+    """Return a function making a row's mapping, each value through its type's result processing.
+
+    ``utc``: the instants come in UTC already, and are kept as they are.
+    """
     # Plain str keys: a Column's name is SQLAlchemy's quoted_name, a str subclass the
     # garbage collector tracks, so every row keyed by it was followed through each of
     # the collector's passes while a batch held it (and compared as JSON the slow way).
@@ -603,7 +625,8 @@ def _row_maker(
         if isinstance(column.type, UTCDateTime):
             # psycopg hands timestamptz back aware, in the session's zone: to UTC, without
             # the type's two Python calls per value (a billing run reads thousands).
-            processed.append((name, _TO_UTC))
+            if not utc:
+                processed.append((name, _TO_UTC))
             continue
         key = (table.name, name)
         if oid == _TEXT_OID and key in _SHARED_JSON_TEXT:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, timedelta, timezone
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -358,3 +360,31 @@ def test_strings_joined_as_array_elements_are_each_quoted_as_alone(values: list[
 def test_a_value_not_a_string_among_array_elements_raises_as_alone() -> None:
     with pytest.raises(AttributeError):
         _raw._quoted_joined(["cus_1", 2])  # type: ignore[list-item]
+
+
+def test_instants_come_back_in_utc_whatever_zone_a_result_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A result in UTC keeps its instants as they are; one in another zone has them converted."""
+    table = metadata.tables["payments"]
+    instants = _raw._instants_at(table)
+    assert [table.c[i].name for i in instants] == ["created_at", "settled_at"]
+    zone = timezone(timedelta(hours=2))
+    dialect = create_engine_for("postgresql://nobody@127.0.0.1:1/none").dialect  # no connection
+    for at in (s.T0, s.T0.astimezone(zone)):
+        fetched = []
+        for created, settled in ((None, None), (at, None), (at, at + timedelta(days=1))):
+            row: list[object] = [f"v{i}" for i in range(len(table.c))]
+            row[instants[0]], row[instants[1]] = created, settled
+            fetched.append(tuple(row))
+        result = (fetched, (0,) * len(table.c))
+        monkeypatch.setattr(_raw, "_fetched", lambda *_, result=result: result)
+        rows = _raw._fetch(SimpleNamespace(dialect=dialect), table, "", ())  # type: ignore[arg-type]
+        assert [(r["created_at"], r["settled_at"]) for r in rows] == [
+            (None, None),
+            (s.T0, None),
+            (s.T0, s.T0 + timedelta(days=1)),
+        ]
+        read = rows[1]["created_at"]
+        assert read.tzinfo is UTC
+        assert (read is at) == (at.tzinfo is UTC)  # kept as it is when already UTC
