@@ -646,7 +646,9 @@ def _row_maker(
             processed.append((name, process))
 
     def make(row: Sequence[Any]) -> dict[str, Any]:
-        mapping = dict(zip(names, row, strict=True))
+        # Not strict: every row of a result is as wide as its oids, which the zip above
+        # matched to the columns (a call with a keyword costs the zip its fast path).
+        mapping = dict(zip(names, row))  # noqa: B905  # see above
         for name, process in processed:
             value = mapping[name]
             if value is not None:  # NULL stays None through every type here
