@@ -847,23 +847,25 @@ def payment_row(payment: Payment) -> Values:
 
 
 def payment_from_row(row: Row) -> Payment:
-    """Rebuild a payment."""
+    """Rebuild a payment (dict-backed: its state built whole, every field named)."""
     currency = row["currency"]
-    payment: Payment = new_trusted(
+    payment: Payment = build_trusted(
         Payment,
-        id=row["id"],
-        invoice_id=row["invoice_id"],
-        customer_id=row["customer_id"],
-        amount=_cash(int(row["amount"]), currency),
-        status=_PAYMENT_STATUSES[row["status"]],
-        idempotency_key=row["idempotency_key"],
-        attempt=int(row["attempt"]),
-        created_at=row["created_at"],
-        gateway_reference=row["gateway_reference"],
-        failure_code=row["failure_code"],
-        failure_message=row["failure_message"],
-        amount_refunded=_money(row["amount_refunded"], currency),
-        settled_at=row["settled_at"],
+        {
+            "id": row["id"],
+            "invoice_id": row["invoice_id"],
+            "customer_id": row["customer_id"],
+            "amount": _cash(int(row["amount"]), currency),
+            "status": _PAYMENT_STATUSES[row["status"]],
+            "idempotency_key": row["idempotency_key"],
+            "attempt": int(row["attempt"]),
+            "created_at": row["created_at"],
+            "gateway_reference": row["gateway_reference"],
+            "failure_code": row["failure_code"],
+            "failure_message": row["failure_message"],
+            "amount_refunded": _money(row["amount_refunded"], currency),
+            "settled_at": row["settled_at"],
+        },
     )
     return payment
 
