@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import orjson
 
-from lumenquest_core._trusted import build_trusted, new_trusted
+from lumenquest_core._trusted import build_trusted
 from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
 from lumenquest_core.coupons import Coupon, CouponDuration, Discount
 from lumenquest_core.customers import Customer, Role
@@ -132,8 +132,13 @@ def json_encoder(*, sort_keys: bool = False) -> Callable[[Any], str]:
 
 
 def _encoded(option: int, standard: Callable[[Any], str], value: Any) -> str:
+    # The domain's frozen data, as most history rows hold it: its dict, copied here, where
+    # orjson would call _dict_of_proxy back for it (six a renewal). What orjson refuses
+    # goes to the standard encoder as it came (its keys then written as read_only_default
+    # writes them).
+    data = value.copy() if type(value) is MappingProxyType else value
     try:
-        return orjson.dumps(value, _dict_of_proxy, option).decode()
+        return orjson.dumps(data, _dict_of_proxy, option).decode()
     except TypeError:
         return standard(value)
 
@@ -234,6 +239,10 @@ def _plain_data(value: Any) -> Any:
 _set = object.__setattr__
 _new = object.__new__
 
+# A row stores an enum member's value read as ``member._value_``, the attribute Enum keeps
+# it in: ``member.value`` is a Python-level property of enum.py, a call per read (fourteen
+# a renewal).
+
 # Enum members by stored value, for the rows read by the thousand: a dict lookup where
 # the enum's call costs 0.3 us (CHECK constraints hold the values to the members).
 _ROLES = {member.value: member for member in Role}
@@ -329,12 +338,12 @@ def price_row(price: Price) -> Values:
         "id": price.id,
         "plan_id": price.plan_id,
         "currency": price.currency,
-        "interval": price.cycle.interval.value,
+        "interval": price.cycle.interval._value_,
         "interval_count": price.cycle.count,
-        "scheme": price.scheme.value,
+        "scheme": price.scheme._value_,
         "unit_amount": None if price.unit_amount is None else price.unit_amount.amount,
         "tiers": [_tier_json(t) for t in price.tiers],
-        "usage_type": price.usage_type.value,
+        "usage_type": price.usage_type._value_,
         "trial_days": price.trial_days,
         "active": price.active,
         "nickname": price.nickname,
@@ -383,6 +392,22 @@ def shared_price_json(value: Row) -> Row:
     return value
 
 
+# Each price JSON text read (a subscription's column cast to text) -> the value
+# shared_price_json gave for it. The same text is the same JSON: no decoding, no walk.
+_PRICE_TEXTS: dict[str, Row] = {}
+_decode = json.JSONDecoder().decode
+
+
+def shared_price_text(text: str) -> Row:
+    """Return a subscription's price JSON from its text, as :func:`shared_price_json` would."""
+    shared = _PRICE_TEXTS.get(text)
+    if shared is None:
+        if len(_PRICE_TEXTS) >= _PRICES_KEPT:
+            _PRICE_TEXTS.clear()
+        shared = _PRICE_TEXTS[text] = shared_price_json(_decode(text))
+    return shared
+
+
 def price_snapshot(price: Price) -> Row:
     """Return the JSON a subscription keeps of ``price``: the kept one, for a kept price."""
     cached = _PRICES.get(price.id)
@@ -415,7 +440,7 @@ def _coupon_json(coupon: Coupon) -> dict[str, Any]:
         "percent_off": None if coupon.percent_off is None else str(coupon.percent_off),
         "amount_off": None if coupon.amount_off is None else coupon.amount_off.amount,
         "amount_off_currency": None if coupon.amount_off is None else coupon.amount_off.currency,
-        "duration": coupon.duration.value,
+        "duration": coupon.duration._value_,
         "duration_in_cycles": coupon.duration_in_cycles,
     }
 
@@ -446,7 +471,7 @@ def customer_row(customer: Customer) -> Values:
         "id": customer.id,
         "email": customer.email,
         "name": customer.name,
-        "role": customer.role.value,
+        "role": customer.role._value_,
         "currency": customer.currency,
         "credit_balance": None if balance is None else balance.amount,
         "gateway_customer_id": customer.gateway_customer_id,
@@ -464,20 +489,21 @@ def customer_from_row(row: Row) -> Customer:
     constructor runs again), role and currency held by CHECK constraints.
     """
     currency = row["currency"]
-    customer: Customer = new_trusted(
-        Customer,
-        id=row["id"],
-        email=row["email"],
-        created_at=row["created_at"],
-        name=row["name"],
-        currency=currency,
-        credit_balance=_money(row["credit_balance"], currency),
-        role=_ROLES[row["role"]],
-        gateway_customer_id=row["gateway_customer_id"],
-        email_deliverable=bool(row["email_deliverable"]),
-        erased_at=row["erased_at"],
-        metadata=MappingProxyType(dict(row["metadata"] or {})),  # as the constructor keeps it
-    )
+    # Slotted: each field set in turn, every one of them (new_trusted's keyword call and
+    # its walk over the fields' defaults cost more than the setting).
+    customer: Customer = _new(Customer)
+    _set(customer, "id", row["id"])
+    _set(customer, "email", row["email"])
+    _set(customer, "created_at", row["created_at"])
+    _set(customer, "name", row["name"])
+    _set(customer, "currency", currency)
+    _set(customer, "credit_balance", _money(row["credit_balance"], currency))
+    _set(customer, "role", _ROLES[row["role"]])
+    _set(customer, "gateway_customer_id", row["gateway_customer_id"])
+    _set(customer, "email_deliverable", bool(row["email_deliverable"]))
+    _set(customer, "erased_at", row["erased_at"])
+    # As the constructor keeps it: a read-only view of its own copy.
+    _set(customer, "metadata", MappingProxyType(dict(row["metadata"] or {})))
     return customer
 
 
@@ -547,7 +573,7 @@ def subscription_row(sub: Subscription) -> Values:
         "price_id": sub.price.id,
         "price": price_snapshot(sub.price),
         "quantity": sub.quantity,
-        "status": sub.status.value,
+        "status": sub.status._value_,
         "anchor": sub.anchor,
         "current_period_start": sub.current_period.start,
         "current_period_end": sub.current_period.end,
@@ -630,7 +656,7 @@ def line_values(line: InvoiceLine) -> Values:
     """Return the columns an invoice line and a pending line share."""
     period = line.period
     return {
-        "kind": line.kind.value,
+        "kind": line.kind._value_,
         "description": line.description,
         "amount": line.amount.amount,
         "currency": line.amount.currency,
@@ -704,8 +730,8 @@ def invoice_row(invoice: Invoice) -> Values:
         "subscription_id": invoice.subscription_id,
         "number": invoice.number,
         "currency": invoice.currency,
-        "status": invoice.status.value,
-        "billing_reason": invoice.billing_reason.value,
+        "status": invoice.status._value_,
+        "billing_reason": invoice.billing_reason._value_,
         "created_at": invoice.created_at,
         "period_start": None if period is None else period.start,
         "period_end": None if period is None else period.end,
@@ -810,7 +836,7 @@ def payment_row(payment: Payment) -> Values:
         "customer_id": payment.customer_id,
         "amount": payment.amount.amount,
         "currency": payment.amount.currency,
-        "status": payment.status.value,
+        "status": payment.status._value_,
         "idempotency_key": payment.idempotency_key,
         "attempt": payment.attempt,
         "created_at": payment.created_at,
@@ -823,23 +849,25 @@ def payment_row(payment: Payment) -> Values:
 
 
 def payment_from_row(row: Row) -> Payment:
-    """Rebuild a payment."""
+    """Rebuild a payment (dict-backed: its state built whole, every field named)."""
     currency = row["currency"]
-    payment: Payment = new_trusted(
+    payment: Payment = build_trusted(
         Payment,
-        id=row["id"],
-        invoice_id=row["invoice_id"],
-        customer_id=row["customer_id"],
-        amount=_cash(int(row["amount"]), currency),
-        status=_PAYMENT_STATUSES[row["status"]],
-        idempotency_key=row["idempotency_key"],
-        attempt=int(row["attempt"]),
-        created_at=row["created_at"],
-        gateway_reference=row["gateway_reference"],
-        failure_code=row["failure_code"],
-        failure_message=row["failure_message"],
-        amount_refunded=_money(row["amount_refunded"], currency),
-        settled_at=row["settled_at"],
+        {
+            "id": row["id"],
+            "invoice_id": row["invoice_id"],
+            "customer_id": row["customer_id"],
+            "amount": _cash(int(row["amount"]), currency),
+            "status": _PAYMENT_STATUSES[row["status"]],
+            "idempotency_key": row["idempotency_key"],
+            "attempt": int(row["attempt"]),
+            "created_at": row["created_at"],
+            "gateway_reference": row["gateway_reference"],
+            "failure_code": row["failure_code"],
+            "failure_message": row["failure_message"],
+            "amount_refunded": _money(row["amount_refunded"], currency),
+            "settled_at": row["settled_at"],
+        },
     )
     return payment
 
@@ -879,7 +907,7 @@ def credit_note_row(note: CreditNote) -> Values:
         "amount": note.amount.amount,
         "currency": note.amount.currency,
         "reason": note.reason,
-        "outcome": note.outcome.value,
+        "outcome": note.outcome._value_,
         "created_at": note.created_at,
         "memo": note.memo,
     }
@@ -958,7 +986,7 @@ def new_outbox_row(
     message_id, name, subject_id, customer_id, occurred_at, data = fields
     return {
         "id": message_id,
-        "name": name.value,
+        "name": name._value_,
         "subject_id": subject_id,
         "customer_id": customer_id or None,
         "occurred_at": occurred_at,
@@ -1138,7 +1166,7 @@ def delivery_row(delivery: EmailDelivery) -> Values:
         "event_id": delivery.event_id,
         "template": delivery.template,
         "recipient": delivery.to,
-        "status": delivery.status.value,
+        "status": delivery.status._value_,
         "created_at": delivery.created_at,
         "customer_id": delivery.customer_id,
         "provider_id": delivery.provider_id,

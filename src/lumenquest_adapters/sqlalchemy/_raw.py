@@ -30,13 +30,14 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from lumenquest_adapters.sqlalchemy._ddl import UTCDateTime
-from lumenquest_adapters.sqlalchemy._engine import UNPREPARED_KEY
+from lumenquest_adapters.sqlalchemy._engine import UNPREPARED_KEY, json_loads
 from lumenquest_adapters.sqlalchemy._mapping import (
     DOMAIN_JSON_COLUMNS,
     domain_json_text,
     json_dumps,
     plain,
     shared_price_json,
+    shared_price_text,
 )
 
 __all__ = [
@@ -62,12 +63,14 @@ __all__ = [
     "select_by_key",
     "select_due",
     "select_unset",
+    "select_list",
     "select_where",
     "send_begin",
     "Statements",
     "text_array",
     "update_row",
     "update_sql",
+    "write_rows",
 ]
 
 _SAVEPOINT = "lq_write"
@@ -351,7 +354,7 @@ def select_by_key(
         # The ids as one array literal, built with string methods: the driver's list
         # dumping makes a Python call and a regex search per element (a billing batch
         # reads 2,000 rows by id).
-        param = "{" + ",".join(map(_quoted, values)) + "}"
+        param = "{" + _quoted_joined(values) + "}"
     else:
         param = list(values)
     return _fetch(connection, table, statement, (param,))
@@ -379,7 +382,7 @@ def select_due(
 
 @functools.cache
 def _select_due_text(preparer: IdentifierPreparer, table: sa.Table, column: str, key: str) -> str:
-    names = ", ".join(preparer.quote(c.name) for c in table.c)
+    names = _select_list(preparer, table, None)
     due = preparer.quote(column)
     return (
         f"SELECT {names} FROM {preparer.format_table(table)} WHERE {due} <= %s"
@@ -399,7 +402,7 @@ def select_unset(
 def _select_unset_text(
     preparer: IdentifierPreparer, table: sa.Table, column: str, order_by: str
 ) -> str:
-    names = ", ".join(preparer.quote(c.name) for c in table.c)
+    names = _select_list(preparer, table, None)
     return (
         f"SELECT {names} FROM {preparer.format_table(table)} WHERE {preparer.quote(column)}"
         f" IS NULL ORDER BY {preparer.quote(order_by)} LIMIT %s"
@@ -436,7 +439,7 @@ def _select_where_text(
     order_by: str | None,
     limited: bool,
 ) -> str:
-    names = ", ".join(preparer.quote(column.name) for column in table.c)
+    names = _select_list(preparer, table, None)
     statement = f"SELECT {names} FROM {preparer.format_table(table)}"
     if columns:
         statement += " WHERE " + " AND ".join(f"{preparer.quote(c)} = %s" for c in columns)
@@ -454,8 +457,27 @@ def _fetch(
     fetched, oids = _fetched(connection, statement, params)
     if not fetched:
         return []
-    make = _row_maker(connection.dialect, table, oids)
+    make = _row_maker(connection.dialect, table, oids, _in_utc(fetched[0], _instants_at(table)))
     return [make(row) for row in fetched]
+
+
+@functools.cache
+def _instants_at(table: sa.Table) -> tuple[int, ...]:
+    """Return the positions of ``table``'s instant columns."""
+    return tuple(i for i, column in enumerate(table.c) if isinstance(column.type, UTCDateTime))
+
+
+def _in_utc(row: Sequence[Any], instants: tuple[int, ...]) -> bool:
+    """Say whether a result's instants came in UTC, as its first instant in ``row`` did.
+
+    The driver loads every instant of a result in the session's zone (UTC on lumenquest's
+    engines): when the first is UTC, all are, and none needs converting.
+    """
+    for position in instants:
+        value = row[position]
+        if value is not None:
+            return value.tzinfo is UTC
+    return False
 
 
 def _fetched(
@@ -464,7 +486,10 @@ def _fetched(
     """Run a query on the driver; return its rows and its columns' type oids (none if no row)."""
     session = _session(connection)
     if session is not None:
-        result = _run_one(connection, session, statement, params)
+        # Rows in binary: the driver loads an instant from its binary form for a third of
+        # what parsing its text costs (a billing run reads twenty a renewal). Every type
+        # of lumenquest's tables loads to the same value from either form.
+        result = _run_one(connection, session, statement, params, binary=True)
         if not result.ntuples:
             return [], ()
         return session.rows(result), tuple(map(result.ftype, range(result.nfields)))
@@ -531,7 +556,7 @@ def _select_text(
 ) -> tuple[str, bool]:
     """Return the statement, and whether its many keys go as an array literal (text keys)."""
     preparer = dialect.identifier_preparer
-    names = ", ".join(preparer.quote(column.name) for column in table.c)
+    names = _select_list(preparer, table, None)
     quoted = preparer.quote(key)
     key_type = table.c[key].type
     literal = not one and isinstance(key_type, sa.String)
@@ -551,6 +576,32 @@ def _select_text(
 _SHARED_JSON: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("subscriptions", "price"): shared_price_json
 }
+# The same columns read as their JSON's text (cast in the statements built here): a text
+# read before gives its kept value back, neither decoded nor compared again (a billing
+# run reads each subscription's price twice, 3 us each time).
+_SHARED_JSON_TEXT: dict[tuple[str, str], Callable[[str], Any]] = {
+    ("subscriptions", "price"): shared_price_text
+}
+_TEXT_OID = 25  # PostgreSQL's text type
+
+
+def select_list(dialect: Dialect, table: sa.Table, alias: str | None = None) -> str:
+    """Return ``column, …`` selecting every column of ``table`` (of ``alias``, if given).
+
+    The JSON columns whose values repeat across rows are read as their text (see
+    :data:`_SHARED_JSON_TEXT`).
+    """
+    return _select_list(dialect.identifier_preparer, table, alias)
+
+
+@functools.cache
+def _select_list(preparer: IdentifierPreparer, table: sa.Table, alias: str | None) -> str:
+    prefix = "" if alias is None else f"{alias}."
+    return ", ".join(
+        f"{prefix}{preparer.quote(column.name)}"
+        + ("::text" if (table.name, column.name) in _SHARED_JSON_TEXT else "")
+        for column in table.c
+    )
 
 
 def _then(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -559,9 +610,12 @@ def _then(first: Callable[[Any], Any], second: Callable[[Any], Any]) -> Callable
 
 @functools.cache
 def _row_maker(
-    dialect: Dialect, table: sa.Table, oids: tuple[int, ...]
+    dialect: Dialect, table: sa.Table, oids: tuple[int, ...], utc: bool = False
 ) -> Callable[[Sequence[Any]], dict[str, Any]]:
-    """Return a function making a row's mapping, each value through its type's result processing."""
+    """Return a function making a row's mapping, each value through its type's result processing.
+
+    ``utc``: the instants come in UTC already, and are kept as they are.
+    """
     # Plain str keys: a Column's name is SQLAlchemy's quoted_name, a str subclass the
     # garbage collector tracks, so every row keyed by it was followed through each of
     # the collector's passes while a batch held it (and compared as JSON the slow way).
@@ -571,17 +625,30 @@ def _row_maker(
         if isinstance(column.type, UTCDateTime):
             # psycopg hands timestamptz back aware, in the session's zone: to UTC, without
             # the type's two Python calls per value (a billing run reads thousands).
-            processed.append((name, _TO_UTC))
+            if not utc:
+                processed.append((name, _TO_UTC))
+            continue
+        key = (table.name, name)
+        if oid == _TEXT_OID and key in _SHARED_JSON_TEXT:
+            # Read as its text: decoded here, as the driver would have with the engine's
+            # JSON decoder, once per distinct text when that decoder is lumenquest's own.
+            decode = dialect._json_deserializer
+            if decode is None or decode is json_loads:
+                processed.append((name, _SHARED_JSON_TEXT[key]))
+            else:
+                processed.append((name, _then(decode, _SHARED_JSON[key])))
             continue
         process: Callable[[Any], Any] | None = column.type._cached_result_processor(dialect, oid)
-        shared = _SHARED_JSON.get((table.name, name))
+        shared = _SHARED_JSON.get(key)
         if shared is not None:
             process = shared if process is None else _then(process, shared)
         if process is not None:
             processed.append((name, process))
 
     def make(row: Sequence[Any]) -> dict[str, Any]:
-        mapping = dict(zip(names, row, strict=True))
+        # Not strict: every row of a result is as wide as its oids, which the zip above
+        # matched to the columns (a call with a keyword costs the zip its fast path).
+        mapping = dict(zip(names, row))  # noqa: B905  # see above
         for name, process in processed:
             value = mapping[name]
             if value is not None:  # NULL stays None through every type here
@@ -708,6 +775,31 @@ def _copy_row_binder(
     return bound
 
 
+# COPY data is handed to the driver in blocks of about this many bytes (psycopg's own
+# buffer for write_row is 32 KiB; it sends at most 128 KiB at once).
+_COPY_BLOCK = 32 * 1024
+
+
+def write_rows(copy: Any, rows: Iterable[Sequence[Any]]) -> None:
+    """Write rows of values to a text ``COPY … FROM STDIN``, as ``copy.write_row`` each would.
+
+    Each row goes through psycopg's own formatter (C), into blocks sent with
+    ``copy.write``: ``write_row`` wraps it in two Python calls a row, which cost more
+    than the formatting (a billing run writes eleven rows a renewal).
+    """
+    from psycopg._copy_base import format_row_text  # noqa: PLC0415  # PostgreSQL only
+
+    transformer = copy.formatter.transformer
+    block = bytearray()
+    for row in rows:
+        format_row_text(row, transformer, block)
+        if len(block) > _COPY_BLOCK:
+            copy.write(block)
+            block = bytearray()
+    if block:
+        copy.write(block)
+
+
 def array_literals(
     connection: Connection, table: sa.Table, columns: tuple[str, ...]
 ) -> Callable[[Sequence[dict[str, Any]]], list[str]] | None:
@@ -737,6 +829,8 @@ def _array_builder(
             # frame resumed per element (an outbox round writes a few per event).
             if None in values:
                 text = ",".join("NULL" if v is None else element(v) for v in values)  # type: ignore[misc]
+            elif element is _quoted:
+                text = _quoted_joined(values)
             else:
                 text = ",".join(map(element, values))  # type: ignore[arg-type]
             arrays.append("{" + text + "}")
@@ -751,7 +845,7 @@ def text_array(values: Sequence[str]) -> str:
     Built with string methods: the driver's list dumping searches a regular expression
     in every element (callgrind: 30,000 instructions an outbox event went to it).
     """
-    return "{" + ",".join(map(_quoted, values)) + "}"
+    return "{" + _quoted_joined(values) + "}"
 
 
 def fetch_values(connection: Connection, statement: str, params: Sequence[Any]) -> list[Any]:
@@ -768,6 +862,22 @@ def fetch_values(connection: Connection, statement: str, params: Sequence[Any]) 
     except psycopg.Error as exc:
         reraise(connection, statement, exc)
     return rows
+
+
+def _quoted_joined(values: Sequence[str]) -> str:
+    """Return strings as array elements (see :func:`_quoted`), comma-separated.
+
+    Strings with neither backslash nor double quote (ids, most text) need no escaping:
+    joined at once, without a Python call per element (a billing batch reads 2,000 rows
+    by id).
+    """
+    try:
+        whole = "".join(values)
+    except TypeError:  # not all strings: _quoted raises for them as it always did
+        return ",".join(map(_quoted, values))
+    if "\\" in whole or '"' in whole:
+        return ",".join(map(_quoted, values))
+    return '"' + '","'.join(values) + '"' if values else ""
 
 
 def _quoted(text: str) -> str:
@@ -910,6 +1020,7 @@ _COMMAND_OK = 1  # pq.ExecStatus.COMMAND_OK
 _FATAL_ERROR = 7  # pq.ExecStatus.FATAL_ERROR
 _PIPELINE_SYNC = 10  # pq.ExecStatus.PIPELINE_SYNC
 _TEXT = 0  # pq.Format.TEXT: results as text, as the cursor asks for them
+_BINARY = 1  # pq.Format.BINARY
 _WAIT_R, _WAIT_RW, _READY_R = 1, 3, 1  # psycopg.waiting's Wait.R, Wait.RW and Ready.R
 
 _SESSION = "lumenquest_session"
@@ -1002,11 +1113,25 @@ def _session_of(connection: Connection) -> _Session:
 
 
 def _run_one(
-    connection: Connection, session: _Session, statement: str, params: Sequence[Any] | None
+    connection: Connection,
+    session: _Session,
+    statement: str,
+    params: Sequence[Any] | None,
+    *,
+    binary: bool = False,
 ) -> Any:
-    """Run one statement in the session; return its result. Errors raise as SQLAlchemy's."""
+    """Run one statement in the session; return its result. Errors raise as SQLAlchemy's.
+
+    ``binary``: its rows come in binary, not as text.
+    """
     try:
-        return session.run([(statement, params, True)])[0]
+        if not binary:
+            return session.run([(statement, params, True)])[0]
+        session.rows_format = _BINARY
+        try:
+            return session.run([(statement, params, True)])[0]
+        finally:
+            session.rows_format = _TEXT
     except _driver_error() as exc:
         reraise(connection, statement, exc)
 
@@ -1084,6 +1209,7 @@ class _Session:
         "pending",
         "pgconn",
         "prepares",
+        "rows_format",
         "seen",
         "transformer",
     )
@@ -1108,12 +1234,14 @@ class _Session:
         # A deferred transaction's "SELECT set_config(…)", to send after a BEGIN ahead
         # of its first statement (see begin_deferred); None when nothing waits.
         self.pending: bytes | None = None
+        self.rows_format = _TEXT  # libpq's format of the rows run asks for (_run_one's)
 
     def run(self, commands: Sequence[_Command]) -> list[Any]:
         """Send statements in one pipeline; return each one's result (a ``PGresult``).
 
         Raise the first error as psycopg would (``psycopg.Error``), the statements after
-        it not run; the transaction is then failed, as after any error.
+        it not run; the transaction is then failed, as after any error. Rows come in
+        ``rows_format``.
         """
         # Every value is dumped before anything is sent: a value the driver cannot adapt
         # raises with nothing half sent. One loop, inline: it runs for every statement.
@@ -1209,6 +1337,7 @@ class _Session:
 
     def _exchange(self, sends: list[_Send], expected: int) -> list[Any]:
         """Send the statements and a sync in pipeline mode; return every result up to the sync's."""
+        rows_format = self.rows_format
         pgconn = self.pgconn
         driver = self.driver
         with driver.lock:
@@ -1216,11 +1345,11 @@ class _Session:
             try:
                 for query, values, types, formats, name, new in sends:
                     if name is None:
-                        pgconn.send_query_params(query, values, types, formats, _TEXT)
+                        pgconn.send_query_params(query, values, types, formats, rows_format)
                         continue
                     if new:
                         pgconn.send_prepare(name, query, types)
-                    pgconn.send_query_prepared(name, values, formats, _TEXT)
+                    pgconn.send_query_prepared(name, values, formats, rows_format)
                 pgconn.pipeline_sync()
                 results: list[Any] = driver.wait(_exchanged(pgconn))
                 pgconn.exit_pipeline_mode()

@@ -537,8 +537,16 @@ class SqlAlchemyUnitOfWork:
         """Insert a row, or queue it in batch mode; a taken unique key raises ``describe``'s Conflict."""
         batch = self.batch
         if batch is not None:
-            # Batch.queue inline: ten inserts a renewal.
-            batch.writes.append(PLAIN_NAMES[table], values, batch.describer(describe), None)
+            # Batch.queue inline, with Writes.append and Batch.describer once it knows
+            # ``describe``: ten inserts a renewal, three Python calls fewer each.
+            index = batch.describer_at.get(id(describe))
+            if index is None:
+                index = batch.describer(describe)
+            writes = batch.writes
+            writes.tables.append(PLAIN_NAMES[table])
+            writes.values.append(values)
+            writes.describes.append(index)
+            writes.keys.append(None)
             batch.tables.add(table)
             return
         self._insert_now(table, values, described(describe, values))

@@ -91,6 +91,23 @@ def test_a_copy_is_the_same_json(value: Any) -> None:
     assert _same_or_error(value, same) == _expected(value, same)
 
 
+def test_a_column_the_stored_row_lacks_or_holds_another_way_is_a_change() -> None:
+    batch = Batch()
+    batch.stored["customers", "cus_1"] = {"id": "cus_1", "name": "A", "email": None}
+    # Absent from the stored row (a read of other columns): changed, even to None.
+    assert batch.changed(customers, "customers", "id", {"id": "cus_1", "role": None}) == {
+        "id": "cus_1",
+        "role": None,
+    }
+    # Equal values, not the same objects, are no change; in the row's order, key first.
+    same = {"id": "cus_1", "name": "".join(["A"]), "email": None}
+    assert batch.changed(customers, "customers", "id", same) is None
+    assert batch.changed(customers, "customers", "id", {"name": "B", "id": "cus_1"}) == {
+        "name": "B",
+        "id": "cus_1",
+    }
+
+
 def test_json_equal_by_eq_but_not_the_same_is_a_change() -> None:
     batch = Batch()
     stored = {"id": "cus_1", "name": "A", "metadata": {"n": 1, "tags": [1.0], "z": 0.0}}

@@ -9,15 +9,17 @@ from typing import Any
 
 import attrs
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import quoted_name
 
-from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, upgrade
+from lumenquest_adapters.sqlalchemy import SqlAlchemyUnitOfWork, _mapping, _raw, upgrade
 from lumenquest_adapters.sqlalchemy._mapping import (
     price_from_row,
     price_row,
     price_snapshot,
     shared_price_json,
+    shared_price_text,
 )
 from lumenquest_adapters.testing.samples import (
     T0,
@@ -193,3 +195,45 @@ def test_a_price_json_is_shared_only_when_it_is_the_very_same() -> None:
     # A row keyed by quoted_name (as SQLAlchemy names columns) is kept with str keys.
     quoted = {quoted_name(name, None): value for name, value in price_row(price("q")).items()}
     assert {type(name) for name in shared_price_json(quoted)} == {str}
+
+
+def test_a_price_json_text_read_again_is_neither_decoded_nor_compared_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    same = price_row(price("price_text"))
+    text = _mapping.json_dumps(same)
+    decoded: list[str] = []
+    real = _mapping._decode
+    monkeypatch.setattr(_mapping, "_decode", lambda text: decoded.append(text) or real(text))
+    kept = shared_price_text(text)
+    assert kept is shared_price_json(same)  # the value shared_price_json shares
+    assert shared_price_text(str(text)) is kept
+    assert decoded == [text]
+    # Another text of equal JSON that is not the same: its own value, as read.
+    other = shared_price_text(text.replace('"active":true', '"active":1'))
+    assert other is not kept
+    assert other == {**same, "active": 1}
+
+
+def test_postgresql_reads_a_subscriptions_price_as_its_text_once_per_text(
+    postgres_empty: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stored_parents(postgres_empty)
+    statements: list[str] = []
+    real_fetched = _raw._fetched
+    monkeypatch.setattr(
+        _raw, "_fetched", lambda c, s, p: statements.append(s) or real_fetched(c, s, p)
+    )
+    decoded: list[str] = []
+    real_decode = _mapping._decode
+    monkeypatch.setattr(_mapping, "_decode", lambda text: decoded.append(text) or real_decode(text))
+    monkeypatch.setattr(_mapping, "_PRICE_TEXTS", {})
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:
+        uow.prepare_batch(subscriptions=["sub_1", "sub_2", "sub_3"])
+        read = [uow.subscriptions.get(sub_id) for sub_id in ("sub_1", "sub_2", "sub_3")]
+    assert any("price::text" in statement for statement in statements)
+    assert len(decoded) == 1  # the three subscriptions keep one price: one text
+    assert read == [subscription(sub_id) for sub_id in ("sub_1", "sub_2", "sub_3")]
+    with postgres_empty.connect() as connection:  # SQLAlchemy's own reads are unchanged
+        price_json = connection.execute(sa.text("SELECT price FROM subscriptions")).scalar()
+    assert price_json == price_row(subscription("sub_1").price)

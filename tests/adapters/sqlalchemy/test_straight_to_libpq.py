@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, timedelta, timezone
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -18,8 +20,16 @@ from psycopg import pq
 from psycopg.waiting import Ready, Wait
 from sqlalchemy.engine import Connection, Engine
 
-from lumenquest_adapters.sqlalchemy import _engine, _raw, create_engine_for
+from lumenquest_adapters.sqlalchemy import (
+    SqlAlchemyUnitOfWork,
+    _engine,
+    _raw,
+    create_engine_for,
+    metadata,
+    upgrade,
+)
 from lumenquest_adapters.sqlalchemy._engine import json_loads
+from lumenquest_adapters.testing import samples as s
 from tests.adapters.sqlalchemy.databases import postgres_engine, postgres_schema
 
 _TABLE = sa.Table(
@@ -71,6 +81,7 @@ def test_libpq_numbers_are_psycopgs() -> None:
     assert _raw._FATAL_ERROR == pq.ExecStatus.FATAL_ERROR
     assert _raw._PIPELINE_SYNC == pq.ExecStatus.PIPELINE_SYNC
     assert _raw._TEXT == pq.Format.TEXT
+    assert _raw._BINARY == pq.Format.BINARY
     assert (_raw._WAIT_R, _raw._WAIT_RW, _raw._READY_R) == (Wait.R, Wait.RW, Ready.R)
 
 
@@ -257,3 +268,123 @@ def test_an_engine_made_without_prepared_statements_prepares_none(postgres_url: 
                 assert unnamed == 0
         finally:
             engine.dispose()
+
+
+def test_write_rows_copies_what_write_row_would_in_blocks(postgres_empty: Engine) -> None:
+    """Rows formatted in blocks by write_rows are stored as copy.write_row stores them."""
+    rows = [
+        (n, None if n % 7 == 0 else f"tab\there\nnew \\ line {n} " + "x" * 50) for n in range(2000)
+    ]
+    with postgres_empty.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE notes (id integer PRIMARY KEY, body text)")
+        connection.exec_driver_sql("CREATE TABLE notes_by_row (id integer PRIMARY KEY, body text)")
+        cursor = _raw.kept_cursor(connection)
+        with cursor.copy("COPY notes (id, body) FROM STDIN") as copy:
+            _raw.write_rows(copy, iter(rows))
+        with cursor.copy("COPY notes_by_row (id, body) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        stored = connection.exec_driver_sql("SELECT id, body FROM notes ORDER BY id").all()
+        by_row = connection.exec_driver_sql("SELECT id, body FROM notes_by_row ORDER BY id").all()
+    assert sum(len(str(body)) for _, body in rows) > 2 * _raw._COPY_BLOCK  # several blocks
+    assert [tuple(row) for row in stored] == rows
+    assert stored == by_row
+
+
+def test_rows_read_in_binary_are_the_values_read_as_text(
+    postgres_empty: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unit of work's reads ask for binary rows; each column type loads as from text."""
+    upgrade(postgres_empty)
+    with SqlAlchemyUnitOfWork(postgres_empty) as uow:  # a row in every table of each type
+        uow.customers.add(s.customer("cus_1"))
+        uow.plans.add(s.plan("plan_1"))
+        uow.prices.add(s.price("price_1"))
+        uow.coupons.add(s.coupon("co_1"))
+        uow.subscriptions.add(s.subscription("sub_1"))
+        uow.invoices.add(s.invoice("in_1"))
+        uow.payments.add(s.payment("pay_1"))
+        uow.credit_notes.add(s.credit_note("cn_1"))
+        uow.usage.add(s.usage_record("use_1"))
+        uow.outbox.add(s.outbox_message("evt_1"))
+        uow.audit_log.add(s.audit_entry("aud_1"))
+        uow.subscription_changes.add(s.subscription_change("chg_1"))
+        uow.analytics.add(s.analytics_event("ana_1"))
+        uow.email_deliveries.add(s.email_delivery("evt_1.welcome"))
+        uow.idempotency.put(s.idempotency_record("key_1"))
+        uow.commit()
+    formats: list[bool] = []
+    real = _raw._run_one
+
+    def run_one(*args: object, binary: bool = False) -> object:
+        formats.append(binary)
+        return real(*args, binary=binary)  # type: ignore[arg-type]
+
+    def as_text(*args: object, binary: bool = False) -> object:
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_raw, "_run_one", run_one)
+    read = 0
+    for table in metadata.sorted_tables:
+        with postgres_empty.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")  # in a transaction: straight to libpq
+            binary = _raw.select_where(connection, table, {})
+            monkeypatch.setattr(_raw, "_run_one", as_text)
+            text = _raw.select_where(connection, table, {})
+            monkeypatch.setattr(_raw, "_run_one", run_one)
+        assert binary == text, table.name
+        for binary_row, text_row in zip(binary, text, strict=True):
+            assert [type(v) for v in binary_row.values()] == [type(v) for v in text_row.values()]
+        read += len(binary)
+    assert formats
+    assert all(formats)
+    assert read >= len(metadata.sorted_tables) - 2  # pending lines and refunds stay empty
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["cus_1"],
+        ["cus_1", "sub_2", ""],
+        ['a "q"', "b"],
+        ["back\\slash", "x"],
+        ["{x},y", "NULL"],
+    ],
+)
+def test_strings_joined_as_array_elements_are_each_quoted_as_alone(values: list[str]) -> None:
+    """Joined at once when nothing needs escaping, they are the elements _quoted writes."""
+    assert _raw._quoted_joined(values) == ",".join(map(_raw._quoted, values))
+
+
+def test_a_value_not_a_string_among_array_elements_raises_as_alone() -> None:
+    with pytest.raises(AttributeError):
+        _raw._quoted_joined(["cus_1", 2])  # type: ignore[list-item]
+
+
+def test_instants_come_back_in_utc_whatever_zone_a_result_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A result in UTC keeps its instants as they are; one in another zone has them converted."""
+    table = metadata.tables["payments"]
+    instants = _raw._instants_at(table)
+    assert [table.c[i].name for i in instants] == ["created_at", "settled_at"]
+    zone = timezone(timedelta(hours=2))
+    dialect = create_engine_for("postgresql://nobody@127.0.0.1:1/none").dialect  # no connection
+    for at in (s.T0, s.T0.astimezone(zone)):
+        fetched = []
+        for created, settled in ((None, None), (at, None), (at, at + timedelta(days=1))):
+            row: list[object] = [f"v{i}" for i in range(len(table.c))]
+            row[instants[0]], row[instants[1]] = created, settled
+            fetched.append(tuple(row))
+        result = (fetched, (0,) * len(table.c))
+        monkeypatch.setattr(_raw, "_fetched", lambda *_, result=result: result)
+        rows = _raw._fetch(SimpleNamespace(dialect=dialect), table, "", ())  # type: ignore[arg-type]
+        assert [(r["created_at"], r["settled_at"]) for r in rows] == [
+            (None, None),
+            (s.T0, None),
+            (s.T0, s.T0 + timedelta(days=1)),
+        ]
+        read = rows[1]["created_at"]
+        assert read.tzinfo is UTC
+        assert (read is at) == (at.tzinfo is UTC)  # kept as it is when already UTC
