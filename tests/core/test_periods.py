@@ -153,7 +153,7 @@ def test_period_from_a_start_equals_the_period_at_that_start(anchor, cycle, at, 
 
 
 def test_iso_text_prints_as_isoformat_and_remembers_only_utc_instants():
-    from lumenquest_core import periods  # noqa: PLC0415 - its bounded cache
+    from lumenquest_core import periods  # noqa: PLC0415 - its one-entry memo
 
     utc = datetime(2026, 2, 1, 0, 30, tzinfo=UTC)
     paris = datetime(2026, 2, 1, 1, 30, tzinfo=timezone(timedelta(hours=1)))
@@ -168,7 +168,7 @@ def test_iso_text_prints_as_isoformat_and_remembers_only_utc_instants():
 
 @given(anchor=instants, cycle=cycles, at=instants)
 def test_renewal_period_is_period_from_with_its_bounds_text_and_shared(anchor, cycle, at):
-    from lumenquest_core import periods  # noqa: PLC0415 - its bounded cache
+    from lumenquest_core import periods  # noqa: PLC0415 - its one-entry memo
 
     end = period_at(anchor, cycle, at).end
     try:
@@ -178,7 +178,7 @@ def test_renewal_period_is_period_from_with_its_bounds_text_and_shared(anchor, c
     period, start_text, end_text = periods.renewal_period(anchor, cycle, end)
     assert period == expected
     assert (start_text, end_text) == (expected.start.isoformat(), expected.end.isoformat())
-    # Subscriptions renewed on the same anchor, cycle and end share one Period object.
+    # Subscriptions renewed one after another on the same anchor, cycle and end share one
+    # Period object.
     again = periods.renewal_period(anchor, BillingCycle(cycle.interval, cycle.count), end)
     assert again[0] is period
-    assert len(periods._RENEWAL_PERIODS) <= 1024
