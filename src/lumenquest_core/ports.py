@@ -563,6 +563,18 @@ MessageFields = tuple[
 """An undelivered :class:`OutboxMessage`'s fields: its id, then its event's, in their order."""
 
 
+def message_fields(message_id: str, event: DomainEvent) -> MessageFields:
+    """Return the fields of the message ``message_id`` carrying ``event``."""
+    return (
+        message_id,
+        event.name,
+        event.subject_id,
+        event.customer_id,
+        event.occurred_at,
+        event.data,
+    )
+
+
 class HistoryWriter(Protocol):
     """What a unit of work may also offer: a change's history rows written in one call.
 

@@ -34,7 +34,7 @@ from lumenquest_core.invoicing import Invoice, InvoiceStatus
 from lumenquest_core.lines import InvoiceLine, LineKind, TaxRate
 from lumenquest_core.payments import Payment, PaymentStatus
 from lumenquest_core.periods import Period
-from lumenquest_core.ports import OutboxMessage
+from lumenquest_core.ports import OutboxMessage, message_fields
 from lumenquest_core.subscriptions import Subscription
 
 # What event data, audit snapshots and change data hold: JSON-ready values.
@@ -83,16 +83,7 @@ def test_a_subscription_change_comes_back_equal(data: dict[str, Any]) -> None:
 def test_a_new_message_row_is_the_row_the_outbox_stores(data: dict[str, Any]) -> None:
     """The history path (add_history) stores exactly what outbox.add would."""
     message = _message(data, created_at=T0 + timedelta(seconds=1))
-    event = message.event
-    fields = (
-        message.id,
-        event.name,
-        event.subject_id,
-        event.customer_id,
-        event.occurred_at,
-        event.data,
-    )
-    row = _rows.new_message_row(fields, message.created_at)
+    row = _rows.new_message_row(message_fields(message.id, message.event), message.created_at)
     assert row == _rows.message_row(message)
 
 

@@ -22,9 +22,8 @@ from lumenquest_adapters.testing.samples import (
     subscription_change,
 )
 from lumenquest_core.errors import Conflict, NotFound, ValidationError
-from lumenquest_core.events import DomainEvent
 from lumenquest_core.payments import AuditEntry, Payment, SubscriptionChange
-from lumenquest_core.ports import AuditFields, ChangeFields, MessageFields
+from lumenquest_core.ports import AuditFields, ChangeFields, message_fields
 
 
 @pytest.fixture
@@ -770,17 +769,6 @@ def _change_fields(change: SubscriptionChange) -> ChangeFields:
     return attrs.astuple(change, recurse=False)  # type: ignore[return-value]
 
 
-def _message_fields(message_id: str, event: DomainEvent) -> MessageFields:
-    return (
-        message_id,
-        event.name,
-        event.subject_id,
-        event.customer_id,
-        event.occurred_at,
-        event.data,
-    )
-
-
 def test_add_history_stores_what_the_repositories_add_one_by_one(store: MemoryStore) -> None:
     first, second = outbox_message("evt_1"), outbox_message("evt_2", customer_id="cus_2")
     entry = attrs.evolve(audit_entry("aud_1"), after={"amount": {"amount": 5}})
@@ -788,7 +776,7 @@ def test_add_history_stores_what_the_repositories_add_one_by_one(store: MemorySt
     other = MemoryStore()
     with MemoryUnitOfWork(store) as uow:
         uow.add_history(
-            T0, [_message_fields(first.id, first.event), _message_fields(second.id, second.event)]
+            T0, [message_fields(first.id, first.event), message_fields(second.id, second.event)]
         )
         uow.add_history(T0, [], _fields(entry), _change_fields(change))
         uow.commit()
@@ -814,7 +802,7 @@ def test_an_entry_whose_after_is_an_events_data_shares_its_packed_bytes(
     data = event.data
     entry = attrs.evolve(audit_entry("aud_1"), after=data)
     with MemoryUnitOfWork(store) as uow:
-        uow.add_history(T0, [_message_fields("evt_1", event)], _fields(entry))
+        uow.add_history(T0, [message_fields("evt_1", event)], _fields(entry))
         uow.commit()
     packed = store.outbox.rows["evt_1"][5]
     assert type(packed) is bytes
@@ -835,7 +823,7 @@ def test_add_history_refuses_an_id_taken_before(store: MemoryStore, kind: str) -
         uow.subscription_changes.add(change)
         uow.commit()
     arguments = {
-        "message": ([_message_fields("x_1", message.event)],),
+        "message": ([message_fields("x_1", message.event)],),
         "entry": ([], _fields(entry)),
         "change": ([], None, _change_fields(change)),
     }[kind]
@@ -846,7 +834,7 @@ def test_add_history_refuses_an_id_taken_before(store: MemoryStore, kind: str) -
 def test_add_history_refuses_an_id_twice_in_one_call(store: MemoryStore) -> None:
     event = outbox_message("evt_1").event
     with MemoryUnitOfWork(store) as uow, pytest.raises(Conflict, match="evt_1"):
-        uow.add_history(T0, [_message_fields("evt_1", event), _message_fields("evt_1", event)])
+        uow.add_history(T0, [message_fields("evt_1", event), message_fields("evt_1", event)])
 
 
 def test_add_history_refuses_outside_the_with_block(store: MemoryStore) -> None:

@@ -56,6 +56,7 @@ from lumenquest_core.ports import (
     MessageFields,
     OutboxMessage,
     PendingLine,
+    message_fields,
 )
 from lumenquest_core.subscriptions import (
     PendingUpdate,
@@ -957,16 +958,8 @@ def outbox_row(message: OutboxMessage, encode: Callable[[Any], Any] = as_is) -> 
     ``encode`` gives the data's column value: its JSON text on PostgreSQL (see
     :func:`domain_json_text`), the data itself for SQLAlchemy to encode.
     """
-    event = message.event
     return new_outbox_row(
-        (
-            message.id,
-            event.name,
-            event.subject_id,
-            event.customer_id,
-            event.occurred_at,
-            event.data,
-        ),
+        message_fields(message.id, message.event),
         message.created_at,
         encode,
         delivered_at=message.delivered_at,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 import attrs
@@ -31,12 +31,11 @@ from lumenquest_adapters.testing.samples import (
     usage_record,
 )
 from lumenquest_core.errors import Conflict, NotFound, ValidationError
-from lumenquest_core.events import DomainEvent, EventName
 from lumenquest_core.invoicing import BillingReason, InvoiceStatus
 from lumenquest_core.money import Money
 from lumenquest_core.payments import PaymentStatus
 from lumenquest_core.periods import Period
-from lumenquest_core.ports import HistoryWriter, UnitOfWork
+from lumenquest_core.ports import HistoryWriter, UnitOfWork, message_fields
 from lumenquest_core.subscriptions import SubscriptionStatus
 
 __all__ = ["UnitOfWorkContract"]
@@ -57,11 +56,6 @@ def _commit(factory: UowFactory, *actions: Action) -> None:
 
 def _ids(rows: Any) -> list[str]:
     return [row.id for row in rows]
-
-
-def _event_fields(event: DomainEvent) -> tuple[EventName, str, str, datetime]:
-    """Return an event's fields before its data, as ``add_history`` takes them."""
-    return event.name, event.subject_id, event.customer_id, event.occurred_at
 
 
 def _fields(record: Any) -> tuple[Any, ...]:
@@ -873,9 +867,9 @@ class UnitOfWorkContract:
             cast(HistoryWriter, uow).add_history(
                 T0,
                 [
-                    (first.id, *_event_fields(first.event), first.event.data),
+                    message_fields(first.id, first.event),
                     # Data may come as a plain dict too (fresh: nothing else changes it).
-                    (second.id, *_event_fields(second.event), dict(second.event.data)),
+                    (*message_fields(second.id, second.event)[:5], dict(second.event.data)),
                 ],
                 _fields(entry),
                 _fields(change),
