@@ -221,9 +221,9 @@ class RunSummary:
 
 
 def _json_event(
-    name: EventName, subject_id: str, customer_id: str, at: datetime, data: dict[str, Any]
+    name: EventName, subject_id: str, customer_id: str, at: datetime, data: Mapping[str, Any]
 ) -> DomainEvent:
-    """Return an event whose ``data`` is JSON data already, a fresh dict it adopts."""
+    """Return an event whose ``data`` is JSON data already: a fresh dict it adopts, or read-only."""
     return build_trusted(
         DomainEvent,
         {
@@ -231,7 +231,9 @@ def _json_event(
             "subject_id": subject_id,
             "customer_id": customer_id,
             "occurred_at": at,
-            "data": MappingProxyType(data),
+            # What the event's converter makes of it, without the defensive copy: nothing
+            # else holds the dict, or the mapping is read-only already.
+            "data": data if type(data) is MappingProxyType else MappingProxyType(data),
         },
     )
 
@@ -270,18 +272,7 @@ def _write_history(
     if messages:
         add = uow.outbox.add
         for message_id, name, subject_id, customer_id, occurred_at, data in messages:
-            event = build_trusted(
-                DomainEvent,
-                {
-                    "name": name,
-                    "subject_id": subject_id,
-                    "customer_id": customer_id,
-                    "occurred_at": occurred_at,
-                    # What the event's converter makes of it, without the defensive copy:
-                    # the data is a fresh dict only the message holds, or read-only already.
-                    "data": data if type(data) is MappingProxyType else MappingProxyType(data),
-                },
-            )
+            event = _json_event(name, subject_id, customer_id, occurred_at, data)
             add(
                 build_trusted(
                     OutboxMessage,

@@ -1555,11 +1555,9 @@ class MemoryUnitOfWork:
             changes.add(_rows.change_row_of(change), change[0])
 
     def _history(self) -> tuple[View[MessageRow], View[EntryRow], View[ChangeRow]]:
-        """Return the views the history rows go to."""
-        views = self._history_views
-        if views is None:
-            views = (self.outbox._view, self.audit_log._view, self.subscription_changes._view)
-            self._history_views = views
+        """Keep and return the views the history rows go to (on the first history written)."""
+        views = (self.outbox._view, self.audit_log._view, self.subscription_changes._view)
+        self._history_views = views
         return views
 
     def take_number(self) -> int:

@@ -787,8 +787,13 @@ def write_rows(copy: Any, rows: Iterable[Sequence[Any]]) -> None:
     ``copy.write``: ``write_row`` wraps it in two Python calls a row, which cost more
     than the formatting (a billing run writes eleven rows a renewal).
     """
-    from psycopg._copy_base import format_row_text  # noqa: PLC0415  # PostgreSQL only
-
+    try:
+        # psycopg's own row formatter, not part of its public API: PostgreSQL only.
+        from psycopg._copy_base import format_row_text  # noqa: PLC0415
+    except ImportError:  # a psycopg that moved it: its public write_row, row by row
+        for row in rows:
+            copy.write_row(row)
+        return
     transformer = copy.formatter.transformer
     block = bytearray()
     for row in rows:

@@ -484,10 +484,6 @@ class Plans(_Repository):
         return [m.plan_from_row(r) for r in self._rows(query)]
 
 
-def _columns(dialect: sa.Dialect, table: sa.Table, alias: str) -> str:
-    return select_list(dialect, table, alias)
-
-
 @functools.cache
 def _price_and_plan_text(dialect: sa.Dialect) -> str:
     """Return the text reading a price by id with its plan.
@@ -496,7 +492,7 @@ def _price_and_plan_text(dialect: sa.Dialect) -> str:
     """
     table = dialect.identifier_preparer.format_table
     return (
-        f"SELECT {_columns(dialect, t.prices, 'p')}, {_columns(dialect, t.plans, 'l')}"
+        f"SELECT {select_list(dialect, t.prices, 'p')}, {select_list(dialect, t.plans, 'l')}"
         f" FROM {table(t.prices)} AS p LEFT JOIN {table(t.plans)} AS l ON l.id = p.plan_id"
         " WHERE p.id = %s"
     )
@@ -513,8 +509,8 @@ def _price_plan_and_customer_text(dialect: sa.Dialect) -> str:
     price_key = t.prices.c.id.type.compile(dialect=dialect)
     customer_key = t.customers.c.id.type.compile(dialect=dialect)
     return (
-        f"SELECT {_columns(dialect, t.prices, 'p')}, {_columns(dialect, t.plans, 'l')},"
-        f" {_columns(dialect, t.customers, 'c')}"
+        f"SELECT {select_list(dialect, t.prices, 'p')}, {select_list(dialect, t.plans, 'l')},"
+        f" {select_list(dialect, t.customers, 'c')}"
         f" FROM (VALUES (%s::{price_key}, %s::{customer_key})) AS k(price_id, customer_id)"
         f" LEFT JOIN {table(t.prices)} AS p ON p.id = k.price_id"
         f" LEFT JOIN {table(t.plans)} AS l ON l.id = p.plan_id"
@@ -976,8 +972,8 @@ def _lock_reading_ahead_text(dialect: sa.Dialect) -> str:
     table = dialect.identifier_preparer.format_table
     invoices = table(t.invoices)
     return (
-        f"SELECT {_columns(dialect, t.payments, 'pay')}, {_columns(dialect, t.invoices, 'inv')},"
-        f" {_columns(dialect, t.subscriptions, 'sub')},"
+        f"SELECT {select_list(dialect, t.payments, 'pay')}, {select_list(dialect, t.invoices, 'inv')},"
+        f" {select_list(dialect, t.subscriptions, 'sub')},"
         f" EXISTS (SELECT 1 FROM {invoices} AS other"
         " WHERE other.subscription_id = inv.subscription_id AND other.status = %s"
         " AND other.id <> inv.id)"

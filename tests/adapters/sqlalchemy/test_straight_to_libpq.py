@@ -9,6 +9,7 @@ when a value cannot be adapted.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from datetime import UTC, timedelta, timezone
 from types import SimpleNamespace
@@ -289,6 +290,21 @@ def test_write_rows_copies_what_write_row_would_in_blocks(postgres_empty: Engine
     assert sum(len(str(body)) for _, body in rows) > 2 * _raw._COPY_BLOCK  # several blocks
     assert [tuple(row) for row in stored] == rows
     assert stored == by_row
+
+
+def test_write_rows_falls_back_to_write_row_without_psycopgs_formatter(
+    postgres_empty: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A psycopg without the private row formatter gets its rows through copy.write_row."""
+    monkeypatch.setitem(sys.modules, "psycopg._copy_base", None)  # importing it fails
+    rows = [(1, "a"), (2, None), (3, "tab\there")]
+    with postgres_empty.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE notes (id integer PRIMARY KEY, body text)")
+        cursor = _raw.kept_cursor(connection)
+        with cursor.copy("COPY notes (id, body) FROM STDIN") as copy:
+            _raw.write_rows(copy, iter(rows))
+        stored = connection.exec_driver_sql("SELECT id, body FROM notes ORDER BY id").all()
+    assert [tuple(row) for row in stored] == rows
 
 
 def test_rows_read_in_binary_are_the_values_read_as_text(
