@@ -30,7 +30,7 @@ from lumenquest_adapters.memory._rows import (
     MessageRow,
     PaymentRow,
 )
-from lumenquest_adapters.memory._tables import R, Table, UniqueIndex, View
+from lumenquest_adapters.memory._tables import AppendView, R, Table, UniqueIndex, View
 from lumenquest_core.catalog import Plan, Price
 from lumenquest_core.coupons import Coupon
 from lumenquest_core.customers import Customer
@@ -1043,7 +1043,7 @@ class _Outbox(_Repository):
 
     __slots__ = ("_view",)
 
-    def __init__(self, uow: MemoryUnitOfWork, view: View[MessageRow]) -> None:
+    def __init__(self, uow: MemoryUnitOfWork, view: AppendView[MessageRow]) -> None:
         super().__init__(uow)
         self._view = view
 
@@ -1086,7 +1086,7 @@ class _AuditLog(_Repository):
 
     __slots__ = ("_view",)
 
-    def __init__(self, uow: MemoryUnitOfWork, view: View[EntryRow]) -> None:
+    def __init__(self, uow: MemoryUnitOfWork, view: AppendView[EntryRow]) -> None:
         super().__init__(uow)
         self._view = view
 
@@ -1127,7 +1127,7 @@ class _SubscriptionChanges(_Repository):
 
     __slots__ = ("_view",)
 
-    def __init__(self, uow: MemoryUnitOfWork, view: View[ChangeRow]) -> None:
+    def __init__(self, uow: MemoryUnitOfWork, view: AppendView[ChangeRow]) -> None:
         super().__init__(uow)
         self._view = view
 
@@ -1395,15 +1395,15 @@ def _usage(u: MemoryUnitOfWork) -> UsageRepository:
 
 
 def _outbox(u: MemoryUnitOfWork) -> _Outbox:
-    return _Outbox(u, u.view(u.store.outbox))
+    return _Outbox(u, u.append_view(u.store.outbox))
 
 
 def _audit_log(u: MemoryUnitOfWork) -> _AuditLog:
-    return _AuditLog(u, u.view(u.store.audit_log))
+    return _AuditLog(u, u.append_view(u.store.audit_log))
 
 
 def _subscription_changes(u: MemoryUnitOfWork) -> _SubscriptionChanges:
-    return _SubscriptionChanges(u, u.view(u.store.subscription_changes))
+    return _SubscriptionChanges(u, u.append_view(u.store.subscription_changes))
 
 
 def _analytics(u: MemoryUnitOfWork) -> AnalyticsRepository:
@@ -1492,11 +1492,17 @@ class MemoryUnitOfWork:
         # The outbox's, audit log's and changes' views, kept here on the first history
         # written: a read of a repository built on first use goes through its class's
         # _Built descriptor, which Python 3.11 never specializes (three a history call).
-        self._history_views: tuple[View[MessageRow], View[EntryRow], View[ChangeRow]] | None = None
+        self._history_views: (
+            tuple[AppendView[MessageRow], AppendView[EntryRow], AppendView[ChangeRow]] | None
+        ) = None
 
     def view(self, table: Table[R]) -> View[R]:
         """Return a new view of ``table`` that reports its first write to this unit of work."""
         return View(table, self._touched.append)
+
+    def append_view(self, table: Table[R]) -> AppendView[R]:
+        """Return a new :class:`AppendView` of ``table``, as :meth:`view` a View."""
+        return AppendView(table, self._touched.append)
 
     def __enter__(self) -> Self:
         """Take the store lock and begin the transaction."""
@@ -1546,15 +1552,17 @@ class MemoryUnitOfWork:
             after = None if entry is None or entry[7] is not None else entry[8]
             for fields in messages:
                 row = _rows.new_message_row(fields, at)
-                outbox.add(row, fields[0])
+                outbox.append(row, fields[0])
                 if after is not None and fields[5] is after and type(row[5]) is bytes:
                     shared = row[5]
         if entry is not None:
-            audit_log.add(_rows.entry_row_of(entry, shared), entry[0])
+            audit_log.append(_rows.entry_row_of(entry, shared), entry[0])
         if change is not None:
-            changes.add(_rows.change_row_of(change), change[0])
+            changes.append(_rows.change_row_of(change), change[0])
 
-    def _history(self) -> tuple[View[MessageRow], View[EntryRow], View[ChangeRow]]:
+    def _history(
+        self,
+    ) -> tuple[AppendView[MessageRow], AppendView[EntryRow], AppendView[ChangeRow]]:
         """Keep and return the views the history rows go to (on the first history written)."""
         views = (self.outbox._view, self.audit_log._view, self.subscription_changes._view)
         self._history_views = views
@@ -1585,6 +1593,11 @@ class MemoryUnitOfWork:
         for view in touched:
             overlay = view.take_overlay()
             if overlay is None:
+                # A history view's rows staged by append (it has them or an overlay).
+                appended = view.take_appended()
+                if appended is not None:
+                    view.table.extend(appended)
+                    changed = True
                 continue
             if view.table is store.subscriptions:
                 store.reindex_due(overlay.deleted, overlay.rows.values())
@@ -1615,6 +1628,7 @@ class MemoryUnitOfWork:
         self.check_open()
         for view in self._touched:
             view.take_overlay()
+            view.take_appended()
         self.store.release_claims()
         self._begin()
 
