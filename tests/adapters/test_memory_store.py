@@ -896,3 +896,37 @@ def test_a_nested_commit_of_an_appended_history_id_makes_the_outer_commit_confli
             outer.commit()
     assert list(store.outbox.rows) == []  # nothing of the outer unit of work was kept
     assert list(store.audit_log.rows) == ["aud_1"]
+
+
+@pytest.mark.parametrize("kind", ["message", "entry", "change"])
+def test_add_history_refuses_an_id_taken_before_once_rows_are_appended(
+    store: MemoryStore, kind: str
+) -> None:
+    """The second row of a kind staged in a transaction is checked as the first is."""
+    message, entry, change = outbox_message("x_1"), audit_entry("x_1"), subscription_change("x_1")
+    with MemoryUnitOfWork(store) as uow:
+        uow.outbox.add(message)
+        uow.audit_log.add(entry)
+        uow.subscription_changes.add(change)
+        uow.commit()
+    first = {
+        "message": ([message_fields("x_0", message.event)],),
+        "entry": ([], _fields(attrs.evolve(entry, id="x_0"))),
+        "change": ([], None, _change_fields(attrs.evolve(change, id="x_0"))),
+    }[kind]
+    taken = {
+        "message": ([message_fields("x_1", message.event)],),
+        "entry": ([], _fields(entry)),
+        "change": ([], None, _change_fields(change)),
+    }[kind]
+    with MemoryUnitOfWork(store) as uow:
+        uow.add_history(T0, *first)  # type: ignore[arg-type]
+        with pytest.raises(Conflict, match="x_1"):
+            uow.add_history(T0, *taken)  # type: ignore[arg-type]
+        uow.commit()  # the first row alone
+    assert (
+        store.outbox.order.count("x_0")
+        + store.audit_log.order.count("x_0")
+        + (store.subscription_changes.order.count("x_0"))
+        == 1
+    )

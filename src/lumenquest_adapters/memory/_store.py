@@ -1552,13 +1552,27 @@ class MemoryUnitOfWork:
             after = None if entry is None or entry[7] is not None else entry[8]
             for fields in messages:
                 row = _rows.new_message_row(fields, at)
-                outbox.append(row, fields[0])
+                # AppendView.append inlined for its common case, a new id where rows are
+                # appended already (which also means no overlay): eight rows a renewal.
+                row_id, appended = fields[0], outbox.appended
+                if appended and row_id not in appended and row_id not in outbox.table.rows:
+                    appended[row_id] = row
+                else:
+                    outbox.append(row, row_id)
                 if after is not None and fields[5] is after and type(row[5]) is bytes:
                     shared = row[5]
         if entry is not None:
-            audit_log.append(_rows.entry_row_of(entry, shared), entry[0])
+            row, row_id, appended = _rows.entry_row_of(entry, shared), entry[0], audit_log.appended
+            if appended and row_id not in appended and row_id not in audit_log.table.rows:
+                appended[row_id] = row
+            else:
+                audit_log.append(row, row_id)
         if change is not None:
-            changes.append(_rows.change_row_of(change), change[0])
+            row, row_id, appended = _rows.change_row_of(change), change[0], changes.appended
+            if appended and row_id not in appended and row_id not in changes.table.rows:
+                appended[row_id] = row
+            else:
+                changes.append(row, row_id)
 
     def _history(
         self,
