@@ -97,6 +97,22 @@ def test_an_entry_row_of_fields_is_the_row_of_the_entry(
     assert _rows.entry_row_of(fields) == _rows.entry_row(entry)  # type: ignore[arg-type]
 
 
+# Data marshal refuses (a Decimal leaf) besides plain data: kept as given, not packed.
+_any_data = st.dictionaries(
+    st.text(max_size=6), _json | st.decimals(allow_nan=False).map(Decimal), max_size=3
+)
+
+
+@given(before=st.none() | _any_data, after=st.none() | _any_data)
+def test_an_entry_row_packs_before_and_after_as_pack_pair_does(
+    before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> None:
+    """entry_row_of's inlined cases keep what _pack_pair returns, plain data or not."""
+    entry = attrs.evolve(audit_entry("aud_1"), before=before, after=after)
+    fields = tuple(getattr(entry, f.name) for f in attrs.fields(type(entry)))
+    assert _rows.entry_row_of(fields)[-1] == _rows._pack_pair(before, after)  # type: ignore[arg-type]
+
+
 @given(data=_data)
 def test_a_change_row_of_fields_is_the_row_of_the_change(data: dict[str, Any]) -> None:
     """The history path (add_history) stores exactly what subscription_changes.add would."""

@@ -125,6 +125,14 @@ def test_sequential_ids_count_per_prefix() -> None:
     assert [ids("cus"), ids("sub"), ids("cus")] == ["cus_1", "sub_1", "cus_2"]
 
 
+def test_sequential_ids_are_the_plain_counter_across_thousands() -> None:
+    ids = SequentialIds()
+    assert [ids("evt") for _ in range(3100)] == [f"evt_{n}" for n in range(1, 3101)]
+    assert [ids("cus") for _ in range(1001)][-2:] == ["cus_1000", "cus_1001"]
+    ids._formatted["big"] = 999_998  # a prefix far along: past a million
+    assert [ids("big") for _ in range(4)] == [f"big_{n}" for n in range(999_999, 1_000_003)]
+
+
 def test_sequential_ids_run_on_past_each_block_and_never_repeat_across_threads() -> None:
     ids = SequentialIds()
     assert [ids("evt") for _ in range(1500)] == [f"evt_{n}" for n in range(1, 1501)]

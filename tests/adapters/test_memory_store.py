@@ -23,7 +23,7 @@ from lumenquest_adapters.testing.samples import (
 )
 from lumenquest_core.errors import Conflict, NotFound, ValidationError
 from lumenquest_core.payments import AuditEntry, Payment, SubscriptionChange
-from lumenquest_core.ports import AuditFields, ChangeFields, message_fields
+from lumenquest_core.ports import AuditFields, ChangeFields, MessageFields, message_fields
 
 
 @pytest.fixture
@@ -841,3 +841,92 @@ def test_add_history_refuses_outside_the_with_block(store: MemoryStore) -> None:
     uow = MemoryUnitOfWork(store)
     with pytest.raises(RuntimeError, match="with"):
         uow.add_history(T0, [("evt_1", outbox_message("evt_1").event)])
+
+
+def test_history_appended_reads_back_in_creation_order_with_rows_added_between(
+    store: MemoryStore,
+) -> None:
+    """Rows add_history stages by append are filed before any other operation reads."""
+    messages = [outbox_message(f"evt_{i}") for i in range(1, 6)]
+
+    def fields(i: int) -> list[MessageFields]:
+        return [message_fields(messages[i].id, messages[i].event)]
+
+    with MemoryUnitOfWork(store) as uow:
+        uow.add_history(T0, fields(0))
+        uow.add_history(T0, fields(1))
+        uow.outbox.add(messages[2])  # files the two appended rows first
+        uow.add_history(T0, fields(3))  # into the overlay, which exists now
+        assert uow.outbox.list() == messages[:4]
+        uow.commit()
+        uow.add_history(T0, fields(4))
+        assert uow.outbox.pending(limit=10) == messages
+        with pytest.raises(Conflict, match="evt_5"):
+            uow.add_history(T0, fields(4))  # staged by append, then filed: still taken
+        uow.commit()
+    assert store.outbox.order == [m.id for m in messages]
+    with MemoryUnitOfWork(store) as uow:
+        assert uow.outbox.list() == messages
+
+
+def test_history_appended_is_dropped_by_a_rollback(store: MemoryStore) -> None:
+    event = outbox_message("evt_1").event
+    with MemoryUnitOfWork(store) as uow:
+        uow.add_history(T0, [message_fields("evt_1", event)], _fields(audit_entry("aud_1")))
+        uow.rollback()
+        uow.add_history(T0, [message_fields("evt_2", event)])
+    assert not store.outbox.rows
+    assert not store.audit_log.rows
+    with MemoryUnitOfWork(store) as uow:
+        uow.add_history(T0, [message_fields("evt_1", event)])  # the id is free again
+        uow.commit()
+    assert list(store.outbox.rows) == ["evt_1"]
+
+
+def test_a_nested_commit_of_an_appended_history_id_makes_the_outer_commit_conflict(
+    store: MemoryStore,
+) -> None:
+    event = outbox_message("evt_1").event
+    with MemoryUnitOfWork(store) as outer:
+        outer.add_history(T0, [message_fields("evt_1", event)], _fields(audit_entry("aud_1")))
+        with MemoryUnitOfWork(store) as inner:
+            inner.add_history(T0, [], _fields(audit_entry("aud_1")))
+            inner.commit()
+        with pytest.raises(Conflict, match="aud_1"):
+            outer.commit()
+    assert list(store.outbox.rows) == []  # nothing of the outer unit of work was kept
+    assert list(store.audit_log.rows) == ["aud_1"]
+
+
+@pytest.mark.parametrize("kind", ["message", "entry", "change"])
+def test_add_history_refuses_an_id_taken_before_once_rows_are_appended(
+    store: MemoryStore, kind: str
+) -> None:
+    """The second row of a kind staged in a transaction is checked as the first is."""
+    message, entry, change = outbox_message("x_1"), audit_entry("x_1"), subscription_change("x_1")
+    with MemoryUnitOfWork(store) as uow:
+        uow.outbox.add(message)
+        uow.audit_log.add(entry)
+        uow.subscription_changes.add(change)
+        uow.commit()
+    first = {
+        "message": ([message_fields("x_0", message.event)],),
+        "entry": ([], _fields(attrs.evolve(entry, id="x_0"))),
+        "change": ([], None, _change_fields(attrs.evolve(change, id="x_0"))),
+    }[kind]
+    taken = {
+        "message": ([message_fields("x_1", message.event)],),
+        "entry": ([], _fields(entry)),
+        "change": ([], None, _change_fields(change)),
+    }[kind]
+    with MemoryUnitOfWork(store) as uow:
+        uow.add_history(T0, *first)  # type: ignore[arg-type]
+        with pytest.raises(Conflict, match="x_1"):
+            uow.add_history(T0, *taken)  # type: ignore[arg-type]
+        uow.commit()  # the first row alone
+    assert (
+        store.outbox.order.count("x_0")
+        + store.audit_log.order.count("x_0")
+        + (store.subscription_changes.order.count("x_0"))
+        == 1
+    )

@@ -203,16 +203,26 @@ class Table(Generic[R]):
             owners.update(staged_owners)
         self.rows.update(staged)
         if new:
-            self.order.extend(new)  # positioned when first needed (see positions)
-            sorted_ids = self.sorted_ids
-            if sorted_ids is not None:
-                if len(new) < 8:
-                    for row_id in new:
-                        bisect.insort(sorted_ids, row_id)
-                else:
-                    sorted_ids.extend(new)
-                    sorted_ids.sort()  # a run appended to a sorted list: linear for timsort
+            self._created(new)
         return True
+
+    def extend(self, new: dict[str, R]) -> None:
+        """Add rows created after every committed one, their ids checked new by the caller."""
+        self.rows.update(new)
+        self._created(new)
+
+    def _created(self, new: Iterable[str]) -> None:
+        """Put new rows' ids at the end of the commit order (and in id order if kept)."""
+        self.order.extend(new)  # positioned when first needed (see positions)
+        sorted_ids = self.sorted_ids
+        if sorted_ids is not None:
+            ids = list(new)
+            if len(ids) < 8:
+                for row_id in ids:
+                    bisect.insort(sorted_ids, row_id)
+            else:
+                sorted_ids.extend(ids)
+                sorted_ids.sort()  # a run appended to a sorted list: linear for timsort
 
     def _replace(self, overlay: Overlay[R], filed: list[SecondaryIndex]) -> None:
         """Take the unique keys the updated rows give up, and move them in filed indexes."""
@@ -691,3 +701,131 @@ class View(Generic[R]):
         """Detach and return the uncommitted writes."""
         overlay, self.overlay = self.overlay, None
         return overlay
+
+    def take_appended(self) -> dict[str, R] | None:
+        """Detach and return the rows staged by ``append`` (see :class:`AppendView`)."""
+        return None
+
+
+class AppendView(View[R]):
+    """A view of an append-mostly table with no unique key: the history tables.
+
+    A billing run only adds rows to these (eight a renewal) and never reads them back in
+    the same transaction. :meth:`append` stages a new row as one entry of ``appended``,
+    where :meth:`View.add` filed it in the overlay with its creation rank; the commit
+    moves them to the table in one go (:meth:`Table.extend`). Any other operation first
+    files the appended rows into the overlay as ``add`` would have, then runs as a
+    View's: what the view holds and shows is the same either way. Appended rows are
+    always the newest (``appended`` is empty while there is an overlay), so the commit
+    applies the overlay first and then extends the table with them.
+    """
+
+    __slots__ = ("appended",)
+
+    def __init__(self, table: Table[R], on_write: Callable[[View[Any]], None]) -> None:
+        assert not table.uniques, "an AppendView checks ids only"
+        super().__init__(table, on_write)
+        self.appended: dict[str, R] = {}
+
+    def append(self, row: R, row_id: str) -> None:
+        """Stage a new row: :meth:`View.add`'s checks and outcome, at less cost."""
+        if self.overlay is not None:
+            View.add(self, row, row_id)
+            return
+        appended = self.appended
+        if row_id in appended or row_id in self.table.rows:
+            raise self.table.duplicate(row_id)
+        if not appended:
+            self._on_write(self)  # once: the overlay a flush makes is not reported again
+        appended[row_id] = row
+
+    def _flush(self) -> None:
+        """File the appended rows into a new overlay, as ``add`` would have one by one."""
+        appended, self.appended = self.appended, {}
+        overlay = self.overlay = Overlay(self.table)
+        overlay.rows.update(appended)
+        overlay.new.update(zip(appended, overlay.counter, strict=False))  # the count is endless
+
+    def take_appended(self) -> dict[str, R] | None:
+        """Detach and return the rows staged by ``append``."""
+        appended = self.appended
+        if not appended:
+            return None
+        self.appended = {}
+        return appended
+
+    def recheck(self) -> None:
+        """Raise Conflict if a commit made since took an id this unit appended."""
+        rows = self.table.rows
+        for row_id in self.appended:
+            if row_id in rows:
+                raise self.table.duplicate(row_id)
+        View.recheck(self)
+
+    # Every other operation: the appended rows filed into the overlay first.
+
+    def find(self, row_id: str) -> R | None:
+        """Return the row as this unit of work sees it, or None."""
+        if self.appended:
+            self._flush()
+        return View.find(self, row_id)
+
+    def get(self, row_id: str) -> R:
+        """Return the row or raise NotFound."""
+        if self.appended:
+            self._flush()
+        return View.get(self, row_id)
+
+    def owner(self, unique: int, key: Hashable) -> str | None:
+        """Return the id of the row holding ``key`` in the ``unique``-th unique index."""
+        if self.appended:
+            self._flush()
+        return View.owner(self, unique, key)
+
+    def bucket(self, index: str, key: Hashable, limit: int | None = None) -> list[R]:
+        """Return the rows whose ``index`` value is ``key``, in creation order."""
+        if self.appended:
+            self._flush()
+        return View.bucket(self, index, key, limit)
+
+    def rank(self, row_id: str) -> tuple[int, int]:
+        """Return a sort key for creation order: committed rows first, then this unit's."""
+        if self.appended:
+            self._flush()
+        return View.rank(self, row_id)
+
+    def scan(self, after: str | None = None) -> Iterator[R]:
+        """Yield every row in creation order, strictly after the row ``after`` if given."""
+        if self.appended:
+            self._flush()
+        return View.scan(self, after)
+
+    def scan_by_id(self, after: str | None = None) -> Iterator[R]:
+        """Yield every row in id order, strictly after the id ``after`` if given."""
+        if self.appended:
+            self._flush()
+        return View.scan_by_id(self, after)
+
+    def add(self, row: R, row_id: str | None = None) -> None:
+        """Stage a new row; a taken id raises Conflict."""
+        if self.appended:
+            self._flush()
+        View.add(self, row, row_id)
+
+    def update(self, row: R, row_id: str | None = None) -> None:
+        """Stage a replacement row; a missing id raises NotFound."""
+        if self.appended:
+            self._flush()
+        View.update(self, row, row_id)
+
+    def upsert(self, row: R) -> None:
+        """Stage a row, new or replacing the one with its id."""
+        if self.appended:
+            self._flush()
+        View.upsert(self, row)
+
+    def delete(self, row_id: str) -> None:
+        """Stage the removal of a row (a missing id raises NotFound)."""
+        if self.appended:
+            self._flush()
+        View.delete(self, row_id)
