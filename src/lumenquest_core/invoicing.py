@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol, TypeVar
@@ -28,7 +28,14 @@ from lumenquest_core.catalog import Price, UsageType
 from lumenquest_core.coupons import Discount
 from lumenquest_core.errors import CurrencyMismatch, InvalidTransition, ValidationError
 from lumenquest_core.lines import InvoiceLine, LineKind, TaxRate
-from lumenquest_core.money import Money, _money, allocate, currency_exponent, round_half_even
+from lumenquest_core.money import (
+    CURRENCY_EXPONENTS,
+    Money,
+    _money,
+    allocate,
+    currency_exponent,
+    round_half_even,
+)
 from lumenquest_core.periods import Period, aware
 
 __all__ = [
@@ -320,6 +327,22 @@ def _check_money(value: object, name: str, currency: str) -> Money:
 
 def _check_lines(lines: Iterable[InvoiceLine], currency: str) -> tuple[InvoiceLine, ...]:
     checked = tuple(lines)
+    for line in checked:
+        # The usual line passes these tests without a call; any other gets the full checks
+        # below, which say what is wrong with it.
+        if type(line) is not InvoiceLine:
+            break
+        amount = line.amount
+        quantity = line.quantity
+        if (
+            type(amount) is not Money
+            or amount.currency != currency
+            or type(quantity) is not int
+            or quantity < 0
+        ):
+            break
+    else:
+        return checked
     for index, line in enumerate(checked):
         if not isinstance(line, InvoiceLine):
             raise ValidationError(
@@ -405,6 +428,21 @@ def _sums(
     return subtotal, discount_total, exclusive, inclusive, tuple(per_line)
 
 
+def _check_header(invoice_id: object, customer_id: object, currency: object) -> None:
+    _check_id(invoice_id, "invoice_id")
+    _check_id(customer_id, "customer_id")
+    currency_exponent(currency)  # type: ignore[arg-type]
+
+
+def _due_at(at: datetime, days_until_due: int) -> datetime:
+    if type(days_until_due) is not int or days_until_due < 0:
+        raise ValidationError(
+            f"days_until_due must be a non-negative int, not {days_until_due!r}",
+            details={"days_until_due": repr(days_until_due)},
+        )
+    return at + timedelta(days=days_until_due)
+
+
 def build_invoice(
     *,
     invoice_id: str,
@@ -431,10 +469,19 @@ def build_invoice(
     With ``number``, the invoice comes back finalized under it at ``at``, as
     :func:`finalize` would return the draft (one invoice built instead of two).
     """
-    _check_id(invoice_id, "invoice_id")
-    _check_id(customer_id, "customer_id")
-    currency_exponent(currency)
-    at = aware(at, "at")
+    # The checks are called only for values that could fail them (valid values are the hot
+    # path, and a call costs more than the tests): the same errors, fewer frames.
+    if (
+        type(invoice_id) is not str
+        or not invoice_id.strip()
+        or type(customer_id) is not str
+        or not customer_id.strip()
+        or type(currency) is not str
+        or currency not in CURRENCY_EXPONENTS
+    ):
+        _check_header(invoice_id, customer_id, currency)
+    if type(at) is not datetime or at.tzinfo is not UTC:
+        at = aware(at, "at")
     if billing_reason.__class__ is not BillingReason:  # a member needs no lookup
         billing_reason = _reason(billing_reason)
     checked = _check_lines(lines, currency)
@@ -445,19 +492,14 @@ def build_invoice(
         )
     if period is not None and not isinstance(period, Period):
         raise ValidationError("period must be a Period or None", details={"field": "period"})
-    due_at = None
-    if days_until_due is not None:
-        if type(days_until_due) is not int or days_until_due < 0:
-            raise ValidationError(
-                f"days_until_due must be a non-negative int, not {days_until_due!r}",
-                details={"days_until_due": repr(days_until_due)},
-            )
-        due_at = at + timedelta(days=days_until_due)
+    due_at = None if days_until_due is None else _due_at(at, days_until_due)
     # One zero serves every zero amount: Money is immutable, so sharing it is safe.
     if credit_balance is None:
         zero = balance = _money(0, currency)
     else:
-        balance = _check_money(credit_balance, "credit_balance", currency)
+        balance = credit_balance
+        if type(balance) is not Money or balance.currency != currency:
+            balance = _check_money(balance, "credit_balance", currency)
         if balance.amount < 0:
             raise ValidationError(
                 "credit_balance must not be negative; bill what the customer owes as a line",
@@ -548,7 +590,9 @@ def finalize(invoice: Invoice, *, number: str, at: datetime) -> Invoice:
 
 def _finalize_state(state: dict[str, Any], number: str, at: datetime) -> None:
     """Turn a draft's state into the finalized invoice's: open, or paid when nothing is due."""
-    state["number"] = _check_id(number, "number")
+    if type(number) is not str or not number.strip():
+        _check_id(number, "number")
+    state["number"] = number
     state["finalized_at"] = at
     if state["amount_due"].amount:
         state["status"] = _OPEN
