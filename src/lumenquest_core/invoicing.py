@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
-from lumenquest_core._trusted import build_trusted, evolve_trusted
+from lumenquest_core._trusted import _new, _set, build_trusted, evolve_trusted
 from lumenquest_core.catalog import Price, UsageType
 from lumenquest_core.coupons import Discount
 from lumenquest_core.errors import CurrencyMismatch, InvalidTransition, ValidationError
@@ -285,7 +285,8 @@ class Invoice:
     @property
     def credit_generated(self) -> Money:
         """The customer credit a negative total creates (zero otherwise)."""
-        return _money(max(0, -self.total.amount), self.currency)
+        total = self.total.amount
+        return _money(-total if total < 0 else 0, self.currency)  # no max(): a call less
 
     @property
     def amount_remaining(self) -> Money:
@@ -541,7 +542,9 @@ def build_invoice(
     state["due_at"] = due_at
     if number is not None:
         _finalize_state(state, number, at)
-    return build_trusted(Invoice, state)
+    invoice = _new(Invoice)
+    _set(invoice, "__dict__", state)  # build_trusted's work, without its call
+    return invoice
 
 
 def customer_balance_after(invoice: Invoice, credit_balance: Money) -> Money:
@@ -608,7 +611,8 @@ def pay(invoice: Invoice, *, at: datetime, amount: Money | None = None) -> Invoi
     """
     if invoice.status not in _PAYABLE:  # _require's test, without its call on the hot path
         raise _refuse(invoice, "pay")
-    at = aware(at, "at")
+    if type(at) is not datetime or at.tzinfo is not UTC:  # aware's test, without its call
+        at = aware(at, "at")
     if amount is not None:
         _check_money(amount, "amount", invoice.currency)
         if amount != invoice.amount_due:
@@ -627,7 +631,9 @@ def pay(invoice: Invoice, *, at: datetime, amount: Money | None = None) -> Invoi
     state["status"] = _PAID
     state["paid_at"] = at
     state["amount_paid"] = invoice.amount_due
-    return build_trusted(Invoice, state)
+    paid = _new(Invoice)
+    _set(paid, "__dict__", state)  # build_trusted's work, without its call
+    return paid
 
 
 def void(invoice: Invoice, at: datetime) -> Invoice:
