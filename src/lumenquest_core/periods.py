@@ -196,6 +196,7 @@ trusted_period = _unsafe_period
 # Every month has at least 28 days: only the 29th to the 31st ever need clamping.
 _SHORTEST_MONTH = 28
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_DAYS = tuple(timedelta(days=days) for days in range(32))  # a month's length, made once
 
 
 def _days_in_month(year: int, month: int) -> int:
@@ -307,6 +308,11 @@ def _period_from(anchor: datetime, cycle: BillingCycle, start: datetime) -> Peri
             or start.microsecond != anchor.microsecond
         ):
             return period_at(anchor, cycle, start)
+        if per == 1 and anchor.day <= _SHORTEST_MONTH:  # not ``day``: clamped above
+            # Monthly, on a day every month has: the next boundary is the days of start's
+            # month later, one addition instead of _add_months' field reads and replace()
+            # (subscriptions with their own anchors renew on no shared period).
+            return _unsafe_period(start, start + _DAYS[_days_in_month(start.year, start.month)])
         return _unsafe_period(start, _add_months(anchor, (n + 1) * per))
     # On the grid the estimate is exact, so one shift confirms it and one finds the end.
     n = _estimate_cycles(anchor, cycle, start)
