@@ -22,7 +22,7 @@ from typing import Final, overload
 
 import attrs
 
-from lumenquest_core.catalog import UsageType
+from lumenquest_core.catalog import Price, UsageType
 from lumenquest_core.errors import CurrencyMismatch, ValidationError
 from lumenquest_core.money import Money, _money, currency_exponent, round_half_even
 from lumenquest_core.periods import Interval, Period
@@ -135,6 +135,12 @@ def _decimal(value: object, name: str) -> Decimal:
 # --------------------------------------------------------------------------- MRR and ARR
 
 
+# The last (price, quantity) subscription_mrr priced, with its cycle amount: a billing run
+# records the MRR of every subscription it renews, and those renewed together mostly share
+# both (the same Price object, immutable). One entry, replaced whole (thread-safe).
+_last_amount: tuple[Price, int, Money] | None = None
+
+
 def subscription_mrr(sub: Subscription) -> Money:
     """Return what ``sub`` contributes to MRR, in its currency.
 
@@ -144,10 +150,17 @@ def subscription_mrr(sub: Subscription) -> Money:
     divided by the cycle count) and rounded half to even once. Metered prices count 0:
     usage billed in arrears is not committed revenue.
     """
+    global _last_amount  # noqa: PLW0603 - a one-entry memo, replaced whole
     price = sub.price
     if sub.status not in _PAYING_STATUSES or price.usage_type is _METERED:
         return Money.zero(price.currency)
-    cycle_amount = price.amount_for(sub.quantity)
+    quantity = sub.quantity
+    last = _last_amount
+    if last is not None and last[0] is price and last[1] == quantity:
+        cycle_amount = last[2]
+    else:
+        cycle_amount = price.amount_for(quantity)
+        _last_amount = (price, quantity, cycle_amount)
     discount = sub.discount
     if discount is not None and discount.recurring and discount.active:
         # The same rounding an invoice uses, so MRR matches what is actually billed.

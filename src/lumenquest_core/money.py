@@ -242,9 +242,31 @@ def shared_money(currency: str) -> Mapping[int, Money]:
     return _SHARED[currency]
 
 
+# The same shared Money in plain dicts, for _money: Python 3.11 specializes a subscript of
+# an exact dict, while one of a dict subclass (_Amounts, whose __missing__ shared_money's
+# readers rely on) goes through a generic slot and a method call, about 220 instructions
+# each; a renewal builds five Money (run_due over 3,000: see the commit).
+_FOUND: dict[str, dict[int, Money]] = {}
+
+
 def _money(amount: int, currency: str) -> Money:
     """Build Money from values already known valid, skipping validation on hot paths."""
-    return _SHARED[currency][amount]
+    try:
+        return _FOUND[currency][amount]
+    except KeyError:
+        return _found(amount, currency)
+
+
+def _found(amount: int, currency: str) -> Money:
+    """Return the shared ``Money(amount, currency)``, remembered for :func:`_money`."""
+    money = _SHARED[currency][amount]
+    found = _FOUND.get(currency)
+    if found is None:
+        found = _FOUND[currency] = {}
+    elif len(found) >= _SHARED_PER_CURRENCY:
+        found.clear()  # bounded as _SHARED is
+    found[amount] = money
+    return money
 
 
 def allocate(total: Money, weights: Sequence[int]) -> list[Money]:

@@ -54,8 +54,42 @@ def iso_text(instant: datetime) -> str:
     if text is None:
         if len(_ISO_TEXT) >= 1024:
             _ISO_TEXT.clear()  # bounded: a long run meets ever new instants
-        text = _ISO_TEXT[instant] = instant.isoformat()
+        text = _ISO_TEXT[instant] = _utc_text(instant)
     return text
+
+
+# The parts of a UTC instant's ISO text, for _utc_text: isoformat costs about 12,000
+# instructions (C printf, and the offset asked of the tzinfo and printed), and
+# subscriptions with their own anchors (each due at its own instant) miss the memo above
+# three times a renewal. Dates and microseconds repeat across instants; both bounded.
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
+_DATE_TEXT: dict[int, str] = {}  # "2026-02-01T" by proleptic ordinal
+_MICROSECOND_TEXT: dict[int, str] = {}  # ".100000" by microsecond (never 0)
+_PARTS_KEPT = 1024
+
+
+def _utc_text(instant: datetime) -> str:
+    """Return ``instant.isoformat()`` for a plain datetime in UTC, from remembered parts."""
+    day = instant.toordinal()
+    try:
+        date = _DATE_TEXT[day]
+    except KeyError:
+        if len(_DATE_TEXT) >= _PARTS_KEPT:
+            _DATE_TEXT.clear()
+        date = _DATE_TEXT[day] = instant.date().isoformat() + "T"
+    # Joined by an f-string of strings: one allocation, no format spec parsed.
+    hour, minute = _TWO_DIGITS[instant.hour], _TWO_DIGITS[instant.minute]
+    second = _TWO_DIGITS[instant.second]
+    microsecond = instant.microsecond
+    if not microsecond:
+        return f"{date}{hour}:{minute}:{second}+00:00"
+    try:
+        fraction = _MICROSECOND_TEXT[microsecond]
+    except KeyError:
+        if len(_MICROSECOND_TEXT) >= _PARTS_KEPT:
+            _MICROSECOND_TEXT.clear()
+        fraction = _MICROSECOND_TEXT[microsecond] = "." + str(microsecond).zfill(6)
+    return f"{date}{hour}:{minute}:{second}{fraction}+00:00"
 
 
 class Interval(enum.StrEnum):
@@ -162,6 +196,7 @@ trusted_period = _unsafe_period
 # Every month has at least 28 days: only the 29th to the 31st ever need clamping.
 _SHORTEST_MONTH = 28
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_DAYS = tuple(timedelta(days=days) for days in range(32))  # a month's length, made once
 
 
 def _days_in_month(year: int, month: int) -> int:
@@ -273,6 +308,11 @@ def _period_from(anchor: datetime, cycle: BillingCycle, start: datetime) -> Peri
             or start.microsecond != anchor.microsecond
         ):
             return period_at(anchor, cycle, start)
+        if per == 1 and anchor.day <= _SHORTEST_MONTH:  # not ``day``: clamped above
+            # Monthly, on a day every month has: the next boundary is the days of start's
+            # month later, one addition instead of _add_months' field reads and replace()
+            # (subscriptions with their own anchors renew on no shared period).
+            return _unsafe_period(start, start + _DAYS[_days_in_month(start.year, start.month)])
         return _unsafe_period(start, _add_months(anchor, (n + 1) * per))
     # On the grid the estimate is exact, so one shift confirms it and one finds the end.
     n = _estimate_cycles(anchor, cycle, start)

@@ -153,4 +153,7 @@ def test_hot_path_money_is_shared_per_value_and_the_sharing_is_bounded():
     for amount in range(2 * money._SHARED_PER_CURRENCY):
         assert money._money(amount, "JPY") == Money(amount, "JPY")
     assert len(money._SHARED["JPY"]) <= money._SHARED_PER_CURRENCY
+    assert len(money._FOUND["JPY"]) <= money._SHARED_PER_CURRENCY
+    # The plain dicts _money reads hold the very objects shared_money gives out.
+    assert money._money(123_457, "XPF") is money.shared_money("XPF")[123_457]
     assert Money(1, "USD") + Money(2, "USD") == Money(3, "USD")

@@ -12,6 +12,7 @@ from lumenquest_core.periods import (
     Period,
     add_cycles,
     aware,
+    iso_text,
     period_at,
     period_from,
 )
@@ -182,3 +183,16 @@ def test_renewal_period_is_period_from_with_its_bounds_text_and_shared(anchor, c
     # Period object.
     again = periods.renewal_period(anchor, BillingCycle(cycle.interval, cycle.count), end)
     assert again[0] is period
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1),  # noqa: DTZ001 - hypothesis wants naive bounds
+        max_value=datetime(9999, 12, 31, 23, 59, 59, 999999),  # noqa: DTZ001
+    )
+)
+def test_iso_text_is_isoformat(naive: datetime) -> None:
+    instant = naive.replace(tzinfo=UTC)
+    # Built from remembered parts for UTC: the very text isoformat prints.
+    assert iso_text(instant) == instant.isoformat()
+    assert iso_text(instant) == instant.isoformat()  # remembered
