@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from lumenquest_adapters.memory import RecordingEmailSender
 from lumenquest_core import Billing, EventName, GatewayUnavailable, SubscriptionStatus, periods
+from lumenquest_core.codec import money_json
 from lumenquest_core.ports import DeliveryStatus, EmailDelivery, EmailMessage
 from lumenquest_core.service import EMAIL_TEMPLATES
 from tests.service.scenario import Shop, at
@@ -105,6 +106,32 @@ def test_the_billing_run_is_audited_as_the_system() -> None:
     assert EventName.SUBSCRIPTION_RENEWED in events_of(shop, sub.id)
     invoice = shop.invoices(sub.id)[-1]
     assert events_of(shop, invoice.id) == [EventName.INVOICE_FINALIZED, EventName.INVOICE_PAID]
+
+
+def test_a_renewals_event_data_carries_money_as_money_json_does() -> None:
+    """The billing run spells money_json's dicts out inline: they must stay its shape."""
+    shop = Shop()
+    sub = shop.subscribe()
+    shop.go(at(2, 1))
+    invoice = shop.invoices(sub.id)[-1]
+    [payment] = shop.billing.list_payments(invoice_id=invoice.id)
+    data = {
+        (m.event.name, m.event.subject_id): dict(m.event.data)
+        for m in shop.billing.list_outbox()
+        if m.event.subject_id in (invoice.id, payment.id)
+    }
+    finalized = data[EventName.INVOICE_FINALIZED, invoice.id]
+    assert finalized["total"] == money_json(invoice.total)
+    assert finalized["amount_due"] == money_json(invoice.amount_due)
+    paid = data[EventName.INVOICE_PAID, invoice.id]
+    assert paid["total"] == money_json(invoice.total)
+    assert paid["amount_paid"] == money_json(invoice.amount_paid)
+    assert paid["lines"] == [
+        {"description": line.description, "amount": money_json(line.amount)}
+        for line in invoice.lines
+    ]
+    succeeded = data[EventName.PAYMENT_SUCCEEDED, payment.id]
+    assert succeeded == {"invoice_id": invoice.id, "amount": money_json(payment.amount)}
 
 
 def test_as_actor_does_not_change_the_original_billing() -> None:
