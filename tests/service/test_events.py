@@ -108,8 +108,9 @@ def test_the_billing_run_is_audited_as_the_system() -> None:
     assert events_of(shop, invoice.id) == [EventName.INVOICE_FINALIZED, EventName.INVOICE_PAID]
 
 
-def test_a_renewals_event_data_carries_money_as_money_json_does() -> None:
-    """The billing run spells money_json's dicts out inline: they must stay its shape."""
+def test_a_renewals_events_carry_money_as_money_json_does_and_its_audit_the_same() -> None:
+    """A renewal's event data holds money in money_json's shape; the payment's audit row
+    carries the same facts as the payment's event."""
     shop = Shop()
     sub = shop.subscribe()
     shop.go(at(2, 1))
@@ -132,6 +133,9 @@ def test_a_renewals_event_data_carries_money_as_money_json_does() -> None:
     ]
     succeeded = data[EventName.PAYMENT_SUCCEEDED, payment.id]
     assert succeeded == {"invoice_id": invoice.id, "amount": money_json(payment.amount)}
+    # The payment's audit row carries the same facts as its event.
+    [audit] = shop.billing.audit_log(subject_id=payment.id)
+    assert (audit.action, audit.before, audit.after) == ("payment.succeeded", None, succeeded)
 
 
 def test_as_actor_does_not_change_the_original_billing() -> None:
