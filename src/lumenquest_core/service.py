@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -1737,7 +1737,9 @@ class Billing:
         )
         uow.invoices.add(invoice)
         if balance is not None and (
-            invoice.credit_applied.amount or invoice.credit_generated.amount
+            # A negative total generates credit: credit_generated's test, without the
+            # property's call and the Money it builds.
+            invoice.credit_applied.amount or invoice.total.amount < 0
         ):
             uow.customers.update(
                 attrs.evolve(
@@ -1816,6 +1818,11 @@ class Billing:
         """Store a pending payment of the invoice's amount due; ``attempt=1`` for a new invoice."""
         if attempt is None:
             attempt = len(uow.payments.list(invoice_id=invoice.id)) + 1
+        # _now's work, without its call and aware's for the usual UTC instant: every renewal
+        # stores a payment.
+        now = self.clock.now()
+        if type(now) is not datetime or now.tzinfo is not UTC:
+            now = aware(now, "clock.now()")
         payment = build_trusted(
             Payment,
             {
@@ -1828,7 +1835,7 @@ class Billing:
                 "attempt": attempt,
                 # When it was sent, not when the work was due: the pending-payment grace must
                 # measure the time in flight, or a late run would hand its own charges to others.
-                "created_at": self._now(),
+                "created_at": now,
                 "gateway_reference": None,
                 "failure_code": None,
                 "failure_message": "",
