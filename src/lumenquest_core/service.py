@@ -31,7 +31,7 @@ from lumenquest_core import invoicing, metrics
 from lumenquest_core import subscriptions as lifecycle
 from lumenquest_core._trusted import build_trusted, evolve_trusted
 from lumenquest_core.catalog import Plan, Price, PricingScheme, Tier, UsageType
-from lumenquest_core.codec import money_json, plan_from_dict, price_from_dict, to_jsonable
+from lumenquest_core.codec import plan_from_dict, price_from_dict, to_jsonable
 from lumenquest_core.coupons import Coupon, CouponDuration
 from lumenquest_core.customers import Customer, Role, normalize_email
 from lumenquest_core.dunning import DunningPolicy
@@ -240,14 +240,24 @@ def _json_event(
 
 def _paid_data(invoice: Invoice) -> dict[str, Any]:
     """Return the data of a paid invoice's ``invoice.paid`` event, a fresh dict."""
+    # money_json's work spelled out, and a loop rather than a comprehension (a frame of its
+    # own in Python 3.11): every settled renewal builds this data, and the four calls cost
+    # more than the dictionaries they return (run_due over 3,000: see the commit).
+    total, paid = invoice.total, invoice.amount_paid
+    lines = []
+    for line in invoice.lines:
+        amount = line.amount
+        lines.append(
+            {
+                "description": line.description,
+                "amount": {"amount": amount.amount, "currency": amount.currency},
+            }
+        )
     return {
         "number": invoice.number,
-        "total": money_json(invoice.total),
-        "amount_paid": money_json(invoice.amount_paid),
-        "lines": [
-            {"description": line.description, "amount": money_json(line.amount)}
-            for line in invoice.lines
-        ],
+        "total": {"amount": total.amount, "currency": total.currency},
+        "amount_paid": {"amount": paid.amount, "currency": paid.currency},
+        "lines": lines,
     }
 
 
@@ -1748,10 +1758,12 @@ class Billing:
             )
         # The event and the audit row carry the same facts: converted to JSON data once,
         # and handed to both as the one mapping (a store may then keep it once).
+        # (money_json's work spelled out, as in _paid_data.)
+        total, due = invoice.total, invoice.amount_due
         finalized = {
             "number": number,
-            "total": money_json(invoice.total),
-            "amount_due": money_json(invoice.amount_due),
+            "total": {"amount": total.amount, "currency": total.currency},
+            "amount_due": {"amount": due.amount, "currency": due.currency},
         }
         events = [(_INVOICE_FINALIZED, invoice.id, customer.id, finalized)]
         if invoice.status is _PAID:
@@ -1981,7 +1993,12 @@ class Billing:
         uow.payments.update(build_trusted(Payment, state))
         # The event and the audit row carry the same facts, as the one mapping (see
         # _finalized_invoice): a store may keep it once (run_due over 3,000: see the commit).
-        succeeded = {"invoice_id": invoice.id, "amount": money_json(payment.amount)}
+        # (money_json's work spelled out, as in _paid_data.)
+        amount = payment.amount
+        succeeded = {
+            "invoice_id": invoice.id,
+            "amount": {"amount": amount.amount, "currency": amount.currency},
+        }
         events = [(_PAYMENT_SUCCEEDED, payment.id, payment.customer_id, succeeded)]
         if invoice.status in _PAYABLE:
             paid = invoicing.pay(invoice, at=at)
