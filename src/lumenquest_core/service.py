@@ -2859,15 +2859,19 @@ class Billing:
         sub = self._apply(uow, before, transition, "canceled" if canceled else "renewed", due)
         # Usage of the period that ended is billed at the price it was used under (asked
         # here first: only a metered price has any).
-        lines = (
+        usage = (
             self._final_usage(uow, before, before.current_period)
             if before.price.usage_type is _METERED
-            else []
+            else None
         )
         waiting = uow.invoices.take_pending_lines(sub.id)
-        if waiting:
-            lines += [p.line for p in waiting]
-        lines += transition.lines
+        # The usual renewal has its own line alone: the transition's tuple as it is (the
+        # invoice adopts a tuple without copying it), no list built and copied.
+        lines: Sequence[InvoiceLine] = (
+            [*(usage or ()), *(p.line for p in waiting), *transition.lines]
+            if usage or waiting
+            else transition.lines
+        )
         if not lines:
             return sub
         # _bill_step's body, without its call: every renewal comes through here.
