@@ -195,3 +195,13 @@ def test_the_ledger_is_a_fresh_list_of_charges_each_time() -> None:
         ChargeStatus.DECLINED, "ch_fake_1", "expired_card", "Expired."
     )
     assert gateway.find_charge(customer("cus_2"), "k1") is None
+
+
+def test_a_new_charge_answers_a_result_equal_to_its_constructors() -> None:
+    """The result is built through the class's slots (see _gateway): the same object."""
+    gateway = FakeGateway()
+    answer = charge(gateway, "k1")
+    assert type(answer) is ChargeResult
+    assert answer == ChargeResult(ChargeStatus.SUCCEEDED, "ch_fake_1")
+    assert hash(answer) == hash(ChargeResult(ChargeStatus.SUCCEEDED, "ch_fake_1"))
+    assert repr(answer) == repr(ChargeResult(ChargeStatus.SUCCEEDED, "ch_fake_1"))

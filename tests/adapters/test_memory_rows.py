@@ -32,7 +32,7 @@ from lumenquest_core.customers import Customer
 from lumenquest_core.events import DomainEvent, EventName
 from lumenquest_core.invoicing import Invoice, InvoiceStatus
 from lumenquest_core.lines import InvoiceLine, LineKind, TaxRate
-from lumenquest_core.payments import Payment, PaymentStatus
+from lumenquest_core.payments import AuditEntry, Payment, PaymentStatus
 from lumenquest_core.periods import Period
 from lumenquest_core.ports import OutboxMessage, message_fields
 from lumenquest_core.subscriptions import Subscription
@@ -343,3 +343,58 @@ def test_open_invoices_and_pending_payments_are_kept_as_objects() -> None:
         assert uow.invoices.get("in_1") is voided  # rebuilt once per unit of work
         assert uow.invoices.list(status=InvoiceStatus.VOID) == [voided]
         assert uow.invoices.list(status=InvoiceStatus.OPEN) == []
+
+
+_shaped = st.sampled_from(["dict", "proxy", "proxy of another mapping"])
+
+
+def _shape(shape: str, data: dict[str, Any]) -> Mapping[str, Any]:
+    if shape == "dict":
+        return data
+    return MappingProxyType(data if shape == "proxy" else OrderedDict(data))
+
+
+@given(
+    data=_any_data,
+    shape=_shaped,
+    before=st.none() | _any_data,
+    after=st.none() | _any_data,
+    share=st.booleans(),
+)
+def test_add_history_stores_the_rows_the_repositories_add_one_by_one(
+    data: dict[str, Any],
+    shape: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    share: bool,
+) -> None:
+    """add_history builds the rows itself for some data: whatever the data, they are the same.
+
+    Plain or not, a dict or a read-only proxy, empty or not; an entry's after the event's
+    data itself (shared) or another mapping, with or without a before.
+    """
+    mapping = _shape(shape, data)
+    entry_after = mapping if share else after
+    event = DomainEvent(EventName.INVOICE_PAID, "in_1", "cus_1", T0, {})
+    fields = ("evt_1", event.name, event.subject_id, event.customer_id, event.occurred_at, mapping)
+    entry = attrs.evolve(audit_entry("aud_1"), before=before, after=entry_after)
+    entry_fields = tuple(getattr(entry, f.name) for f in attrs.fields(AuditEntry))
+    written, added = MemoryStore(), MemoryStore()
+    with MemoryUnitOfWork(written) as uow:
+        uow.add_history(T0, [fields], entry_fields)  # type: ignore[arg-type]
+        uow.commit()
+    with MemoryUnitOfWork(added) as uow:
+        message = OutboxMessage("evt_1", attrs.evolve(event, data=mapping), T0)
+        uow.outbox.add(message)
+        uow.audit_log.add(entry)
+        uow.commit()
+    # The same fields, and the data packed the same way (marshalled, kept as given, None).
+    for table, data_at in (("outbox", 5), ("audit_log", 7)):
+        (row,) = getattr(written, table).rows.values()
+        (other,) = getattr(added, table).rows.values()
+        assert row[:data_at] == other[:data_at]
+        assert row[data_at + 1 :] == other[data_at + 1 :]
+        assert type(row[data_at]) is type(other[data_at])
+    with MemoryUnitOfWork(written) as uow, MemoryUnitOfWork(added) as other_uow:
+        assert uow.outbox.list() == other_uow.outbox.list()
+        assert uow.audit_log.list() == other_uow.audit_log.list()

@@ -1,8 +1,9 @@
 """The memory store's own promises, beyond the UnitOfWork contract it shares with SQL."""
 
 import inspect
+import random
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from unittest.mock import MagicMock
 
 import attrs
@@ -241,7 +242,7 @@ def test_an_update_that_moves_an_invoice_to_another_customer_moves_its_listing(
 
 
 def test_the_due_index_does_not_grow_with_updates(store: MemoryStore) -> None:
-    """Stale heap entries are dropped, so repeated renewals keep the index small."""
+    """Stale due entries are dropped, so repeated renewals keep the index small."""
     with MemoryUnitOfWork(store) as uow:
         uow.subscriptions.add(subscription("sub_1", due=T0))
         uow.commit()
@@ -266,7 +267,7 @@ def test_subscriptions_due_at_one_instant_share_its_object_in_the_due_index(
         uow.subscriptions.add(subscription("sub_1", due=T0 + timedelta(days=2, hours=24)))
         uow.subscriptions.add(subscription("sub_2", due=later.replace()))
         uow.commit()
-    [instant] = store.due_heap
+    [instant] = store.due_order[store.due_next :]
     assert instant == later
     assert store.due_of["sub_1"] is store.due_of["sub_2"] is instant
     assert sorted(store.due_ids[instant]) == ["sub_1", "sub_2"]
@@ -357,7 +358,10 @@ def test_a_claim_leaves_unprocessed_subscriptions_due(store: MemoryStore) -> Non
 
 def _due_entries(store: MemoryStore) -> list[tuple[object, str]]:
     """Return every (due, id) entry the due index holds, sorted."""
-    assert sorted(store.due_heap) == sorted(store.due_ids)  # one heap entry per instant
+    # One entry per instant in due_order, in ascending order, past the claimed ones.
+    instants = store.due_order[store.due_next :]
+    assert instants == sorted(store.due_ids)
+    assert len(set(instants)) == len(instants)
     return sorted((due, sid) for due, ids in store.due_ids.items() for sid in ids)
 
 
@@ -438,13 +442,13 @@ def test_a_nested_unit_of_work_claims_what_the_outer_one_claimed(store: MemorySt
     assert _due_entries(store) == _live_entries(store)
 
 
-def test_a_heap_rebuilt_while_entries_are_claimed_holds_each_once(store: MemoryStore) -> None:
+def test_a_due_index_rebuilt_while_entries_are_claimed_holds_each_once(store: MemoryStore) -> None:
     _due_store(store, 2)
-    # Stale entries (of no subscription) enough for the next commit to rebuild the heap;
-    # later than every live one, so that the list stays a heap.
+    # Stale entries (of no subscription) enough for the next commit to rebuild the index;
+    # later than every live one, so that the instants stay in order.
     stale = T0 + timedelta(days=400)
     store.due_ids[stale] = ["gone"] * 1100
-    store.due_heap.append(stale)
+    store.due_order.append(stale)
     store.due_entries += 1100
     with MemoryUnitOfWork(store) as uow:
         [first] = uow.subscriptions.claim_due(T0, limit=1)
@@ -930,3 +934,38 @@ def test_add_history_refuses_an_id_taken_before_once_rows_are_appended(
         + (store.subscription_changes.order.count("x_0"))
         == 1
     )
+
+
+def test_the_due_index_claims_earliest_first_whatever_the_filing_order(
+    store: MemoryStore,
+) -> None:
+    """Instants filed in any order, claimed in batches past the list's compaction."""
+    count = 1500  # more claimed instants than due_order keeps before dropping them
+    hours = list(range(count))
+    random.Random(7).shuffle(hours)
+    with MemoryUnitOfWork(store) as uow:
+        for i in hours:
+            uow.subscriptions.add(subscription(f"sub_{i}", due=T0 + timedelta(hours=i)))
+        uow.commit()
+    claimed: list[str] = []
+    renewed: list[tuple[datetime, str]] = []
+    at = T0 + timedelta(hours=count)
+    while True:
+        with MemoryUnitOfWork(store) as uow:
+            batch = uow.subscriptions.claim_due(at, limit=100)
+            if not batch:
+                break
+            # Each batch renewed to an instant of its own, earlier than the last batch's:
+            # filed in the middle of the list, not at its end.
+            later = T0 + timedelta(days=400, hours=-len(claimed) // 100)
+            for sub in batch:
+                uow.subscriptions.update(subscription(sub.id, due=later))
+                renewed.append((later, sub.id))
+            uow.commit()
+        claimed += [sub.id for sub in batch]
+        assert _due_entries(store) == _live_entries(store)
+    assert claimed == [f"sub_{i}" for i in range(count)]
+    assert len(store.due_order) < count  # the claimed instants were dropped
+    with MemoryUnitOfWork(store) as uow:
+        again = uow.subscriptions.claim_due(T0 + timedelta(days=400), limit=count)
+        assert [s.id for s in again] == [sid for _, sid in sorted(renewed)]

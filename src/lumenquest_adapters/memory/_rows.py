@@ -49,6 +49,7 @@ __all__ = [
     "entry_row_of",
     "invoice_from_row",
     "invoice_row",
+    "message_data",
     "message_delivered",
     "message_from_row",
     "message_row",
@@ -138,23 +139,29 @@ def message_row(message: OutboxMessage) -> MessageRow:
 def new_message_row(fields: MessageFields, at: datetime) -> MessageRow:
     """Return the row of an undelivered message created at ``at``: ``message_row``'s."""
     message_id, name, subject_id, customer_id, occurred_at, data = fields
-    # pack_mapping's cases inlined for the data the core passes most (a fresh dict, or
-    # none): four messages a renewal, with no call for them (run_due over 3,000: see
-    # the commit).
-    packed: Any
-    if not data:
-        packed = None
-    elif type(data) is dict:
-        try:
-            packed = _dumps(data)
-        except ValueError:
-            packed = MappingProxyType(dict(data))  # not plain data: kept read-only
-    else:
-        packed = pack_mapping(data)
-        if type(packed) is not bytes:
-            # Not plain data: kept read-only, as the message's event holds it.
-            packed = MappingProxyType(dict(data))
+    packed = message_data(data)
     return (message_id, VALUE_OF[name], subject_id, customer_id, occurred_at, packed, at, None, 0)
+
+
+def message_data(data: Mapping[str, Any]) -> Any:
+    """Return an event's data as its message row keeps it (what ``message_row`` keeps).
+
+    Marshalled, or None when empty; data that is not plain is kept as a read-only copy, as
+    the message's event would hold it. (``add_history`` packs a dict or a read-only proxy
+    of plain data itself, the data the core passes, and calls this for the rest.)
+    """
+    if not data:
+        return None
+    if type(data) is dict:
+        try:
+            return _dumps(data)
+        except ValueError:
+            return MappingProxyType(dict(data))  # not plain data: kept read-only
+    packed = pack_mapping(data)
+    if type(packed) is not bytes:
+        # Not plain data: kept read-only, as the message's event holds it.
+        packed = MappingProxyType(dict(data))
+    return packed
 
 
 def message_from_row(row: MessageRow) -> OutboxMessage:

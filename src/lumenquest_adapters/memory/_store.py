@@ -14,16 +14,18 @@ commit re-checks its constraints if the nested one committed in between.
 
 from __future__ import annotations
 
-import heapq
+import bisect
+import marshal
 import operator
 import threading
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
 from lumenquest_adapters.memory import _rows
 from lumenquest_adapters.memory._rows import (
+    VALUE_OF,
     ChangeRow,
     EntryRow,
     InvoiceRow,
@@ -207,6 +209,7 @@ def _message_customer(row: MessageRow) -> Hashable | None:
 
 # The history tables keep compact rows (see _rows): their ids are the first field.
 _row_id = operator.itemgetter(0)
+_dumps: Callable[[Any], bytes] = marshal.dumps  # as in _rows: ValueError if not plain data
 
 
 class MemoryStore:
@@ -234,14 +237,21 @@ class MemoryStore:
             ordered_by_id=True,
         )
         # When each subscription is next due, and the due index over it, grouped by
-        # instant: a heap of the instants, and under each the ids filed as due then, in
-        # descending id order once sorted (the next to claim last, taken by a pop), the
-        # instants filed to since their last sort in ``due_unsorted``. An id due at
-        # another time by now is a stale entry, dropped when it surfaces. A claim takes
-        # each id in O(1) where a heap of (due, id) pairs took O(log n) tuple comparisons
-        # (run_due over 3,000: see the commit).
+        # instant: the instants in ascending order, and under each the ids filed as due
+        # then, in descending id order once sorted (the next to claim last, taken by a
+        # pop), the instants filed to since their last sort in ``due_unsorted``. An id
+        # due at another time by now is a stale entry, dropped when it surfaces. A claim
+        # takes each id in O(1) where a heap of (due, id) pairs took O(log n) tuple
+        # comparisons (run_due over 3,000: see the commit).
         self.due_of: dict[str, datetime] = {}
-        self.due_heap: list[datetime] = []
+        # The instants: ``due_order[due_next:]``, those before ``due_next`` claimed to the
+        # last id. A claim moves the cursor on, and an instant filed new, later than every
+        # other (a renewal's next due, nearly always), is appended: no comparison in
+        # either, where a heap's pop took some twelve datetime comparisons of an instant
+        # of its own for each subscription with its own anchor (run_due over 3,000,
+        # spread: see the commit). An earlier one is inserted in order.
+        self.due_order: list[datetime] = []
+        self.due_next = 0
         self.due_ids: dict[datetime, list[str]] = {}
         self.due_unsorted: set[datetime] = set()
         self.due_entries = 0  # the ids filed under every instant, stale ones included
@@ -376,7 +386,7 @@ class MemoryStore:
             ids = due_ids.get(shared)
             if ids is None:
                 due_ids[shared] = [subscription_id]
-                heapq.heappush(self.due_heap, shared)
+                self._order_due(shared)
             else:
                 if subscription_id > ids[-1]:
                     self.due_unsorted.add(shared)  # sorted again when next claimed from
@@ -391,12 +401,20 @@ class MemoryStore:
         ids = self.due_ids.get(due)
         if ids is None:
             self.due_ids[due] = [subscription_id]
-            heapq.heappush(self.due_heap, due)
+            self._order_due(due)
         else:
             if subscription_id > ids[-1]:
                 self.due_unsorted.add(due)  # sorted again when next claimed from
             ids.append(subscription_id)
         self.due_entries += 1
+
+    def _order_due(self, due: datetime) -> None:
+        """Put a new instant of the due index in its place in ``due_order``."""
+        order = self.due_order
+        if len(order) == self.due_next or due > order[-1]:
+            order.append(due)  # the latest (or the only one): see __init__
+        else:
+            bisect.insort(order, due, self.due_next)
 
     def _rebuild_due(self) -> None:
         """Build the due index again from ``due_of``, with no stale entry."""
@@ -408,8 +426,8 @@ class MemoryStore:
             else:
                 ids.append(subscription_id)
         self.due_ids = due_ids
-        self.due_heap = list(due_ids)
-        heapq.heapify(self.due_heap)
+        self.due_order = sorted(due_ids)
+        self.due_next = 0
         self.due_unsorted = set(due_ids)
         self.due_entries = len(self.due_of)
         self.due_claimed.clear()  # the rebuilt index holds them already
@@ -691,7 +709,7 @@ class _Subscriptions(_Repository):
         """Return up to ``limit`` subscriptions due at ``at``, earliest first.
 
         The store lock, held for the whole unit of work, is what makes the claim
-        exclusive; the due index makes it O(k + log n) instead of a scan.
+        exclusive; the due index makes it O(k) instead of a scan.
         """
         if not self._uow._open:
             raise _outside()
@@ -702,12 +720,13 @@ class _Subscriptions(_Repository):
         overlay = self._view.overlay
         changed: dict[str, Subscription] = {} if overlay is None else overlay.rows
         deleted: set[str] = set() if overlay is None else overlay.deleted
-        heap, due_of, due_ids, unsorted = (
-            store.due_heap,
+        order, due_of, due_ids, unsorted = (
+            store.due_order,
             store.due_of,
             store.due_ids,
             store.due_unsorted,
         )
+        next_due = store.due_next
         found: list[tuple[datetime, str]] = []
         # The live entries taken stay out of the index until the unit of work ends (see
         # MemoryStore.due_claimed); a claimed subscription it renews is filed again
@@ -715,8 +734,8 @@ class _Subscriptions(_Repository):
         live = store.due_claimed
         seen: set[str] = set()
         taken = 0
-        while heap and len(found) < limit:
-            due = heap[0]
+        while next_due < len(order) and len(found) < limit:
+            due = order[next_due]
             if due > at:
                 break
             ids = due_ids[due]
@@ -734,8 +753,12 @@ class _Subscriptions(_Repository):
                 if sid not in changed and sid not in deleted:
                     found.append((due, sid))
             if not ids:
-                heapq.heappop(heap)
+                next_due += 1
                 del due_ids[due]
+        if next_due > 1024 and 2 * next_due > len(order):
+            del order[:next_due]  # the claimed instants, once they are half the list
+            next_due = 0
+        store.due_next = next_due
         store.due_entries -= taken
         # This unit of work's own changes decide for the subscriptions it touched.
         for sid, sub in changed.items():
@@ -1579,7 +1602,7 @@ class MemoryUnitOfWork:
         if not self._open:
             raise _outside()
 
-    def add_history(
+    def add_history(  # noqa: PLR0912 - its rows' builders and appends inlined: see below
         self,
         at: datetime,
         messages: Sequence[MessageFields],
@@ -1589,8 +1612,11 @@ class MemoryUnitOfWork:
         """Stage a change's outbox messages, audit entry and change row (``HistoryWriter``)."""
         if not self._open:
             raise _outside()
-        # The rows the repositories' add would stage, built from the fields at hand.
-        shared = None
+        # The rows the repositories' add would stage, built from the fields at hand: the
+        # rows of new_message_row and entry_row_of, built here for the data a renewal
+        # passes (eight rows a renewal, seven with no call; run_due over 3,000: see the
+        # commit), the rest by those functions.
+        shared: Any = None  # the entry's packed before and after
         outbox, audit_log, changes = self._history_views or self._history()
         if messages:
             # An entry whose after alone is an event's data itself (the core passes the
@@ -1598,23 +1624,62 @@ class MemoryUnitOfWork:
             # so either row reads the same fresh copy, and one marshal less (run_due over
             # 3,000: see the commit).
             after = None if entry is None or entry[7] is not None else entry[8]
-            for fields in messages:
-                row = _rows.new_message_row(fields, at)
+            for message_id, name, subject_id, customer_id, occurred_at, data in messages:
+                packed: Any
+                kind = type(data)
+                if (kind is dict or kind is MappingProxyType) and data:
+                    try:  # a proxy's copy() is its dict's C-level copy (see pack_mapping)
+                        packed = _dumps(data if kind is dict else data.copy())  # type: ignore[attr-defined]
+                    except (AttributeError, ValueError):
+                        packed = _rows.message_data(data)  # not plain data
+                else:
+                    packed = _rows.message_data(data)
+                row = (
+                    message_id,
+                    VALUE_OF[name],
+                    subject_id,
+                    customer_id,
+                    occurred_at,
+                    packed,
+                    at,
+                    None,
+                    0,
+                )
                 # AppendView.append inlined for its common case, a new id where rows are
                 # appended already (which also means no overlay): eight rows a renewal.
-                row_id, appended = fields[0], outbox.appended
-                if appended and row_id not in appended and row_id not in outbox.table.rows:
-                    appended[row_id] = row
+                appended = outbox.appended
+                if appended and message_id not in appended and message_id not in outbox.table.rows:
+                    appended[message_id] = row
                 else:
-                    outbox.append(row, row_id)
-                if after is not None and fields[5] is after and type(row[5]) is bytes:
-                    shared = row[5]
+                    outbox.append(row, message_id)
+                if data is after and after is not None and type(packed) is bytes:
+                    shared = packed
         if entry is not None:
-            row, row_id, appended = _rows.entry_row_of(entry, shared), entry[0], audit_log.appended
-            if appended and row_id not in appended and row_id not in audit_log.table.rows:
-                appended[row_id] = row
+            entry_id, actor, action, subject_type, subject, entry_at, customer, before, _ = entry
+            if before is not None:  # a before and after pair: never shared
+                try:  # the pair built in the call, as in _rows._pack_pair
+                    shared = _dumps((before, entry[8]))
+                except ValueError:
+                    shared = (before, entry[8])
+            row = (
+                _rows.entry_row_of(entry)  # an after alone, not shared, or nothing at all
+                if shared is None
+                else (
+                    entry_id,
+                    actor,
+                    action,
+                    subject_type,
+                    subject,
+                    entry_at,
+                    customer,
+                    shared,
+                )
+            )
+            appended = audit_log.appended
+            if appended and entry_id not in appended and entry_id not in audit_log.table.rows:
+                appended[entry_id] = row
             else:
-                audit_log.append(row, row_id)
+                audit_log.append(row, entry_id)
         if change is not None:
             row, row_id, appended = _rows.change_row_of(change), change[0], changes.appended
             if appended and row_id not in appended and row_id not in changes.table.rows:
