@@ -32,7 +32,7 @@ from lumenquest_core.lines import InvoiceLine, LineKind
 from lumenquest_core.money import Money, shared_money
 from lumenquest_core.payments import AuditEntry, Payment, PaymentStatus, SubscriptionChange
 from lumenquest_core.periods import trusted_period
-from lumenquest_core.ports import AuditFields, ChangeFields, MessageFields, OutboxMessage
+from lumenquest_core.ports import AuditFields, ChangeFields, OutboxMessage
 
 __all__ = [
     "VALUE_OF",
@@ -53,7 +53,6 @@ __all__ = [
     "message_delivered",
     "message_from_row",
     "message_row",
-    "new_message_row",
     "payment_from_row",
     "pack_mapping",
     "payment_row",
@@ -136,15 +135,8 @@ def message_row(message: OutboxMessage) -> MessageRow:
     )
 
 
-def new_message_row(fields: MessageFields, at: datetime) -> MessageRow:
-    """Return the row of an undelivered message created at ``at``: ``message_row``'s."""
-    message_id, name, subject_id, customer_id, occurred_at, data = fields
-    packed = message_data(data)
-    return (message_id, VALUE_OF[name], subject_id, customer_id, occurred_at, packed, at, None, 0)
-
-
 def message_data(data: Mapping[str, Any]) -> Any:
-    """Return an event's data as its message row keeps it (what ``message_row`` keeps).
+    """Return an event's data as an outbox message row keeps it.
 
     Marshalled, or None when empty; data that is not plain is kept as a read-only copy, as
     the message's event would hold it. (``add_history`` packs a dict or a read-only proxy
